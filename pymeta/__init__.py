@@ -1,0 +1,1 @@
+"""pymeta: gradient-based meta-learning on TensorFlow 2 / Keras 3."""
