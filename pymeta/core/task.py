@@ -1,0 +1,339 @@
+"""Tasks: one learning problem each, with a training (support) set and a test (query) set.
+
++ Task: the base class (`reset()` draws a new problem).
++ SupervisedTask: what every supervised task shares: minibatch sampling, `fit_n_iterations` and
+  `evaluate`, both running pymeta's compiled inner loop (`pymeta.inner_loop`).
++ ClassificationTask / ClassificationTaskFromFiles: N-way K-shot problems cut out of a labelled
+  dataset (in memory, or one file per example).
++ TaskAsSequenceOfTasks: a sequence of tasks learnt one after the other (continual learning).
+
+Randomness comes from numpy's global generator (`np.random`), so `np.random.seed(s)` makes a run
+reproducible, as in the original pyMeta.
+"""
+
+import copy
+
+import numpy as np
+
+from pymeta.inner_loop import compiled_steps_for
+
+
+class Task:
+    """Base class. `reset()` draws a new problem (new classes, new samples, new parameters...)."""
+
+    # attributes shared, never copied, by `copy.deepcopy` (large read-only dataset arrays)
+    _shared_attributes = ()
+
+    def reset(self):
+        pass
+
+    def __deepcopy__(self, memo):
+        result = self.__class__.__new__(self.__class__)
+        memo[id(self)] = result
+        for k, v in self.__dict__.items():
+            setattr(result, k, v if k in self._shared_attributes else copy.deepcopy(v, memo))
+        return result
+
+
+def as_float_inputs(x):
+    """Inputs for the network: uint8 images are scaled to [0, 1] float32, anything else cast to float32."""
+    x = np.asarray(x)
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255.0)
+    return x.astype(np.float32, copy=False)
+
+
+class SupervisedTask(Task):
+    """A task with `get_train_set()` and `get_test_set()` (both return (X, y) numpy arrays).
+
+    Inner-loop training and evaluation run pymeta's compiled functions on the model (see
+    `pymeta.inner_loop`); the model must be compiled with a loss and an inner optimizer, or attached to
+    a meta-learner.
+    """
+
+    def get_train_set(self):
+        raise NotImplementedError
+
+    def get_test_set(self):
+        raise NotImplementedError
+
+    def num_train_samples(self):
+        return len(self.get_train_set()[1])
+
+    def inner_batch_indices(self, num_iterations, batch_size):
+        """Rows of the training set used at each inner step: int32 [num_iterations, batch_size].
+
+        batch_size -1 (or None) means the whole training set at every step (no randomness used);
+        otherwise each step draws `batch_size` distinct rows.
+        """
+        n = self.num_train_samples()
+        if num_iterations < 0:
+            raise ValueError(f"num_iterations must be >= 0, got {num_iterations}")
+        if batch_size is None or batch_size < 0 or batch_size == n:
+            return np.tile(np.arange(n, dtype=np.int32), (num_iterations, 1))
+        if batch_size == 0 or batch_size > n:
+            raise ValueError(f"inner batch size {batch_size} is not possible with a training set of "
+                             f"{n} examples: use 1..{n}, or -1 for the whole set")
+        return np.stack([np.random.choice(n, batch_size, replace=False) for _ in range(num_iterations)]
+                        ).astype(np.int32).reshape(num_iterations, batch_size)
+
+    def sample_batch(self, batch_size):
+        """A random minibatch (X [batch_size, ...], y [batch_size]) of the training set."""
+        x, y = self.get_train_set()
+        idx = self.inner_batch_indices(1, batch_size)[0]
+        return x[idx], y[idx]
+
+    def fit_n_iterations(self, model, num_iterations, batch_size):
+        """Train `model` in place for `num_iterations` inner steps on minibatches of the training set.
+
+        Runs the compiled inner loop (the same one the meta-learners' fast path runs) with the inner
+        optimizer the model was compiled with; the optimizer state starts fresh for this task.
+        Returns {'last_minibatch_loss': float}.
+        """
+        x, y = self.get_train_set()
+        indices = self.inner_batch_indices(num_iterations, batch_size)
+        loss = compiled_steps_for(model).adapt_in_place(x, y, indices)
+        return {"last_minibatch_loss": float(loss)}
+
+    def evaluate(self, model, evaluate_on_train=False, transductive=True):
+        """{'loss': ..., and for classification 'sparse_categorical_accuracy': ...} of the model as it is.
+
+        transductive=True (the original's behaviour): batch norm uses the statistics of the evaluated
+        batch itself. transductive=False: batch norm uses the statistics of the training set, so every
+        test prediction depends on that test example only.
+        """
+        x, y = self.get_train_set() if evaluate_on_train else self.get_test_set()
+        steps = compiled_steps_for(model)
+        support = None if transductive else self.get_train_set()[0]
+        loss, accuracy = steps.metrics_of_model(x, y, support)
+        out = {"loss": float(loss)}
+        if steps.fmodel.is_classification:
+            out["sparse_categorical_accuracy"] = float(accuracy)
+        return out
+
+
+class ClassificationTask(SupervisedTask):
+    """N-way K-shot classification problems drawn from a labelled dataset.
+
+    Args:
+        X: array [n, ...] (uint8 images are scaled to [0, 1] per batch); never copied.
+        y: int labels [n].
+        num_training_samples_per_class: K train (support) examples per class; -1 = all of the train part.
+        num_test_samples_per_class: Q test (query) examples per class; -1 = all of the test part.
+        num_training_classes: N classes drawn at each reset; -1 = all classes.
+        split_train_test: fraction of each class's examples in the train part (before drawing K and
+            Q); a negative value means K / (K + Q).
+        class_ids_to_avoid: classes never drawn (e.g. used by other tasks of the same meta-batch).
+
+    On `reset()` the N classes are relabelled 0..N-1 in the order they were drawn.
+    Impossible requests (more classes or examples than exist) raise ValueError.
+    """
+
+    _shared_attributes = ("X", "y", "_class_to_rows")
+
+    def __init__(self, X, y, num_training_samples_per_class=-1, num_test_samples_per_class=-1,
+                 num_training_classes=-1, split_train_test=0.8, class_ids_to_avoid=()):
+        y = np.asarray(y)
+        if y.ndim != 1:
+            raise ValueError(f"y must be a 1-D array of labels, got shape {y.shape}")
+        if len(X) != len(y):
+            raise ValueError(f"X and y must have the same length, got {len(X)} and {len(y)}")
+        if len(y) == 0:
+            raise ValueError("empty dataset: X and y have no examples")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"labels y must be integers, got dtype {y.dtype}")
+        self.X, self.y = X, y
+        self._class_to_rows = _rows_by_class(y)
+
+        K, Q = int(num_training_samples_per_class), int(num_test_samples_per_class)
+        if K == 0 or K < -1 or Q == 0 or Q < -1:
+            raise ValueError(f"samples per class must be >= 1 or -1 (all), got train {K}, test {Q}")
+        if split_train_test < 0:
+            if K < 1 or Q < 1:
+                raise ValueError("split_train_test < 0 means K/(K+Q): it needs both "
+                                 "num_training_samples_per_class and num_test_samples_per_class >= 1")
+            split_train_test = K / (K + Q)
+        if not 0.0 <= split_train_test <= 1.0:
+            raise ValueError(f"split_train_test must be in [0, 1] or negative, got {split_train_test}")
+        self.num_training_samples_per_class = K
+        self.num_test_samples_per_class = Q
+        self.split_train_test = float(split_train_test)
+        self.num_training_classes = int(num_training_classes)
+        if self.num_training_classes == 0 or self.num_training_classes < -1:
+            raise ValueError(f"num_training_classes must be >= 1 or -1 (all), got {num_training_classes}")
+        self.class_ids_to_avoid = set(class_ids_to_avoid)
+        self._check_sizes()
+        self.label_offset = 0
+        self.reset()
+
+    def _split_point(self, n):
+        return int(np.floor(n * self.split_train_test + 1e-9))
+
+    def _check_sizes(self):
+        available = len(self._available_classes())
+        if self.num_training_classes > available:
+            raise ValueError(f"{self.num_training_classes} classes per task requested, but only "
+                             f"{available} classes are available")
+        smallest = min(len(r) for r in self._class_to_rows.values())
+        n_train = self._split_point(smallest)
+        n_test = smallest - n_train
+        K, Q = self.num_training_samples_per_class, self.num_test_samples_per_class
+        if n_train < max(K, 1) or n_test < max(Q, 1):
+            raise ValueError(
+                f"cannot draw {K if K > 0 else 'all'} train + {Q if Q > 0 else 'all'} test examples per "
+                f"class: the smallest class has {smallest} examples, split {n_train} train / "
+                f"{n_test} test (split_train_test={self.split_train_test:.3f})")
+
+    def _available_classes(self):
+        return [c for c in self._class_to_rows if c not in self.class_ids_to_avoid]
+
+    def reset(self):
+        classes = self._available_classes()
+        N = self.num_training_classes
+        if N > len(classes):
+            raise ValueError(f"{N} classes per task requested, but only {len(classes)} classes are "
+                             "available (after class_ids_to_avoid)")
+        chosen = np.random.choice(len(classes), N, replace=False) if N > 0 else np.arange(len(classes))
+        self.classes_ids = [classes[i] for i in chosen]
+        train, test, train_labels, test_labels = [], [], [], []
+        K, Q = self.num_training_samples_per_class, self.num_test_samples_per_class
+        for label, c in enumerate(self.classes_ids):
+            rows = np.random.permutation(self._class_to_rows[c])
+            sep = self._split_point(len(rows))
+            tr, te = rows[:sep], rows[sep:]
+            if K >= 1:
+                tr = np.random.choice(tr, K, replace=False)
+            if Q >= 1:
+                te = np.random.choice(te, Q, replace=False)
+            train.append(tr)
+            test.append(te)
+            train_labels.append(np.full(len(tr), label, np.int64))
+            test_labels.append(np.full(len(te), label, np.int64))
+        order_train = np.random.permutation(sum(len(t) for t in train))
+        order_test = np.random.permutation(sum(len(t) for t in test))
+        self.train_indices = np.concatenate(train)[order_train]
+        self.test_indices = np.concatenate(test)[order_test]
+        self._train_labels = np.concatenate(train_labels)[order_train]
+        self._test_labels = np.concatenate(test_labels)[order_test]
+
+    def _load_inputs(self, rows):
+        return as_float_inputs(self.X[rows])
+
+    def num_train_samples(self):
+        return len(self.train_indices)
+
+    def sample_batch(self, batch_size):
+        idx = self.inner_batch_indices(1, batch_size)[0]
+        rows = self.train_indices[idx]
+        return self._load_inputs(rows), self._train_labels[idx] + self.label_offset
+
+    def get_train_set(self):
+        """(X [N*K, ...] float32, y [N*K] int64 in 0..N-1)."""
+        return self._load_inputs(self.train_indices), self._train_labels + self.label_offset
+
+    def get_test_set(self):
+        """(X [N*Q, ...] float32, y [N*Q] int64 in 0..N-1)."""
+        return self._load_inputs(self.test_indices), self._test_labels + self.label_offset
+
+
+def _rows_by_class(y):
+    """{label: int array of the rows with that label}, in sorted label order."""
+    order = np.argsort(y, kind="stable")
+    labels, starts = np.unique(y[order], return_index=True)
+    ends = list(starts[1:]) + [len(y)]
+    return {lab.item(): order[s:e] for lab, s, e in zip(labels, starts, ends)}
+
+
+class ClassificationTaskFromFiles(ClassificationTask):
+    """A ClassificationTask whose X is an array of file names, loaded by `input_parse_fn(filename)`.
+
+    num_parallel_processes: load batches with a multiprocessing pool of that size (None: in process).
+    """
+
+    _shared_attributes = ClassificationTask._shared_attributes + ("input_parse_fn", "_pool")
+
+    def __init__(self, X, y, num_training_samples_per_class=-1, num_test_samples_per_class=-1,
+                 num_training_classes=-1, split_train_test=0.8, class_ids_to_avoid=(),
+                 input_parse_fn=None, num_parallel_processes=None):
+        if input_parse_fn is None:
+            raise ValueError("ClassificationTaskFromFiles needs input_parse_fn(filename) -> array")
+        self.input_parse_fn = input_parse_fn
+        self.num_parallel_processes = num_parallel_processes
+        self._pool = None
+        super().__init__(np.asarray(X), y, num_training_samples_per_class, num_test_samples_per_class,
+                         num_training_classes, split_train_test, class_ids_to_avoid)
+
+    def _load_inputs(self, rows):
+        names = [self.X[i] for i in rows]
+        if self.num_parallel_processes:
+            if self._pool is None:
+                import multiprocessing
+                self._pool = multiprocessing.Pool(self.num_parallel_processes)
+            loaded = self._pool.map(self.input_parse_fn, names)
+        else:
+            loaded = [self.input_parse_fn(n) for n in names]
+        return as_float_inputs(np.stack(loaded))
+
+
+class TaskAsSequenceOfTasks(Task):
+    """One "task" made of a sequence of tasks drawn from a distribution, learnt one after the other.
+
+    Args:
+        tasks_distribution: a TaskDistribution to draw the sequence from.
+        min_length, max_length: the sequence length is drawn in [min_length, max_length] at each reset.
+    """
+
+    def __init__(self, tasks_distribution, min_length, max_length):
+        if not 1 <= min_length <= max_length:
+            raise ValueError(f"need 1 <= min_length <= max_length, got {min_length}, {max_length}")
+        self.tasks_distribution = tasks_distribution
+        self.min_length, self.max_length = int(min_length), int(max_length)
+        self.current_task_sequence = []
+        self.reset()
+
+    def set_length_of_sequence(self, min_length, max_length):
+        self.min_length, self.max_length = int(min_length), int(max_length)
+        self.reset()
+
+    def reset(self):
+        length = np.random.randint(self.min_length, self.max_length + 1)
+        self.current_task_sequence = list(self.tasks_distribution.sample_batch(batch_size=length))
+
+    def get_sequence_length(self):
+        return len(self.current_task_sequence)
+
+    def get_task_by_index(self, index):
+        if not -len(self.current_task_sequence) <= index < len(self.current_task_sequence):
+            raise IndexError(f"task index {index} outside a sequence of {len(self.current_task_sequence)}")
+        return self.current_task_sequence[index]
+
+    def get_train_set(self, task_index=-1):
+        return self.get_task_by_index(task_index).get_train_set()
+
+    def get_test_set(self, task_index=-1):
+        return self.get_task_by_index(task_index).get_test_set()
+
+    def sample_batch(self, batch_size):
+        raise NotImplementedError("a sequence of tasks has no single training set: use fit_n_iterations "
+                                  "and evaluate, or get_task_by_index(i).sample_batch")
+
+    def fit_n_iterations(self, model, num_iterations, batch_size):
+        """`num_iterations` inner steps on *each* task of the sequence, in order.
+
+        Returns {'last_minibatch_loss_<i>': ...} for each task i.
+        """
+        out = {}
+        for i, task in enumerate(self.current_task_sequence):
+            for key, value in task.fit_n_iterations(model, num_iterations, batch_size).items():
+                out[f"{key}_{i}"] = value
+        return out
+
+    def evaluate(self, model, evaluate_last_task_only=False, transductive=True):
+        """Metrics of each task ('<name>_<i>'), or of the last one only (plain names)."""
+        if evaluate_last_task_only:
+            return self.current_task_sequence[-1].evaluate(model, transductive=transductive)
+        out = {}
+        for i, task in enumerate(self.current_task_sequence):
+            for key, value in task.evaluate(model, transductive=transductive).items():
+                out[f"{key}_{i}"] = value
+        return out

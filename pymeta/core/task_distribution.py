@@ -1,0 +1,84 @@
+"""Distributions over tasks, from which meta-batches are drawn."""
+
+import copy
+
+import numpy as np
+
+
+class TaskDistribution:
+    """Draws batches of tasks from a list of tasks with given probabilities.
+
+    Args:
+        tasks: list of Task objects (each may itself draw new problems at every reset).
+        task_probabilities: one non-negative weight per task; normalised to sum to 1.
+        batch_size: default number of tasks per `sample_batch()`.
+        sample_with_replacement: True: every drawn task is an independent copy of its prototype
+            (sharing, never copying, the dataset arrays), reset to a new problem; a prototype drawn
+            twice gives two different problems. False: distinct prototypes, returned as they are.
+        use_classes_only_once: with replacement, no class appears in two tasks of the same batch.
+    """
+
+    def __init__(self, tasks, task_probabilities, batch_size=1, sample_with_replacement=True,
+                 use_classes_only_once=False):
+        tasks = list(tasks)
+        p = np.asarray(task_probabilities, dtype=np.float64)
+        if not tasks:
+            raise ValueError("a TaskDistribution needs at least one task")
+        if p.shape != (len(tasks),):
+            raise ValueError(f"{len(tasks)} tasks but {p.size} probabilities")
+        if np.any(~np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
+            raise ValueError(f"task probabilities must be finite, >= 0 and not all 0, got {list(p)}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.tasks = tasks
+        self.task_probabilities = list(p / p.sum())
+        self.batch_size = int(batch_size)
+        self.sample_with_replacement = sample_with_replacement
+        self.use_classes_only_once = use_classes_only_once
+
+    def reset(self):
+        pass
+
+    def set_task_probabilities(self, task_probabilities):
+        p = np.asarray(task_probabilities, dtype=np.float64)
+        self.task_probabilities = list(p / p.sum())
+
+    def sample_batch(self, batch_size=None):
+        """A list of `batch_size` (default: the distribution's) tasks, each reset to a new problem."""
+        batch_size = self.batch_size if batch_size is None else int(batch_size)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not self.sample_with_replacement:
+            if batch_size > len(self.tasks):
+                raise ValueError(f"cannot draw {batch_size} distinct tasks out of {len(self.tasks)} "
+                                 "without replacement")
+            picks = np.random.choice(len(self.tasks), batch_size, replace=False, p=self.task_probabilities)
+            return [self.tasks[i] for i in picks]
+        picks = np.random.choice(len(self.tasks), batch_size, replace=True, p=self.task_probabilities)
+        batch, used_classes = [], set()
+        for i in picks:
+            task = copy.deepcopy(self.tasks[i])
+            if self.use_classes_only_once and hasattr(task, "class_ids_to_avoid"):
+                task.class_ids_to_avoid = set(used_classes)
+            task.reset()
+            used_classes.update(getattr(task, "classes_ids", ()))
+            batch.append(task)
+        return batch
+
+    def get_num_tasks(self):
+        return len(self.tasks)
+
+    def get_task_by_index(self, index):
+        if not 0 <= index < len(self.tasks):
+            raise IndexError(f"task index {index} outside 0..{len(self.tasks) - 1}")
+        return self.tasks[index]
+
+
+class TaskAsSequenceOfTasksDistribution(TaskDistribution):
+    """Draws `batch_size` sequences from one TaskAsSequenceOfTasks prototype at every `sample_batch`."""
+
+    def __init__(self, task_sequence_object, batch_size):
+        super().__init__([task_sequence_object], [1.0], batch_size, sample_with_replacement=True)
+
+    def get_task_by_index(self, index):
+        return self.tasks[0]

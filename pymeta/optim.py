@@ -1,0 +1,81 @@
+"""Inner-loop optimizers as pure functions (optax style), usable inside `tf.function`.
+
+An `InnerOptimizer` is a pair of functions:
+    init(params) -> state
+    update(grads, state, params) -> (new_params, new_state)
+where params/grads are lists of tensors and state is a (possibly empty) tuple of tensors. The state is
+created fresh for every task, so nothing leaks between tasks.
+"""
+
+from typing import Callable, NamedTuple
+
+import keras
+import tensorflow as tf
+
+
+class InnerOptimizer(NamedTuple):
+    init: Callable
+    update: Callable
+    name: str
+    config: dict
+
+
+def sgd(learning_rate):
+    """Plain gradient descent: p <- p - lr * g."""
+    lr = float(learning_rate)
+
+    def init(params):
+        return ()
+
+    def update(grads, state, params):
+        return [p - tf.cast(lr, p.dtype) * g for p, g in zip(params, grads)], state
+
+    return InnerOptimizer(init, update, "sgd", {"learning_rate": lr})
+
+
+def adam(learning_rate, beta_1=0.0, beta_2=0.999, epsilon=1e-7):
+    """Adam with Keras' update rule (bias-corrected step size, epsilon outside the sqrt).
+
+    beta_1=0 is the original pyMeta's choice for Reptile and sinusoid. State: (step, m list, v list).
+    """
+    lr, b1, b2, eps = float(learning_rate), float(beta_1), float(beta_2), float(epsilon)
+
+    def init(params):
+        zeros = [tf.zeros_like(p) for p in params]
+        return (tf.constant(0.0), zeros, [tf.zeros_like(p) for p in params])
+
+    def update(grads, state, params):
+        step, ms, vs = state
+        step = step + 1.0
+        lr_t = lr * tf.sqrt(1.0 - tf.pow(b2, step)) / (1.0 - tf.pow(b1, step))
+        new_m = [b1 * m + (1.0 - b1) * g for m, g in zip(ms, grads)]
+        new_v = [b2 * v + (1.0 - b2) * tf.square(g) for v, g in zip(vs, grads)]
+        new_p = [p - tf.cast(lr_t, p.dtype) * m / (tf.sqrt(v) + eps)
+                 for p, m, v in zip(params, new_m, new_v)]
+        return new_p, (step, new_m, new_v)
+
+    return InnerOptimizer(init, update, "adam",
+                          {"learning_rate": lr, "beta_1": b1, "beta_2": b2, "epsilon": eps})
+
+
+def from_keras(optimizer):
+    """The `InnerOptimizer` equivalent to a Keras SGD (without momentum) or Adam optimizer.
+
+    This is how `model.compile(optimizer=...)` of the original API chooses the inner optimizer.
+    """
+    if isinstance(optimizer, InnerOptimizer):
+        return optimizer
+    if isinstance(optimizer, str):
+        optimizer = keras.optimizers.get(optimizer)
+    config = optimizer.get_config()
+    lr = config["learning_rate"]
+    if not isinstance(lr, (int, float)):
+        raise ValueError("the inner optimizer needs a constant learning rate, got a schedule")
+    if isinstance(optimizer, keras.optimizers.SGD):
+        if config.get("momentum", 0.0) or config.get("nesterov", False):
+            raise ValueError("inner SGD with momentum is not supported; use plain SGD or Adam")
+        return sgd(lr)
+    if isinstance(optimizer, keras.optimizers.Adam) and not config.get("amsgrad", False):
+        return adam(lr, config["beta_1"], config["beta_2"], config["epsilon"])
+    raise ValueError(f"unsupported inner optimizer {type(optimizer).__name__}: use keras.optimizers.SGD "
+                     "or keras.optimizers.Adam (or pymeta.optim.sgd / adam)")
