@@ -47,6 +47,8 @@ class FunctionalModel:
         self.inner_optimizer = optim.from_keras(inner_optimizer)
         self.is_classification = _is_classification_loss(self.loss_fn)
         self.unroll = False  # unroll inner steps in Python (set by meta-learners compiled with XLA)
+        # optional extra inner objective, params -> scalar (iMAML's proximal term), used by `adapt`
+        self.inner_regularizer = None
 
     # --- reading and writing the model -------------------------------------------------------------
     def read_params(self):
@@ -81,34 +83,38 @@ class FunctionalModel:
         pred, _ = self.forward(params, state, x, training)
         return self.mean_loss(y, pred)
 
-    def loss_and_grad(self, params, state, x, y):
-        """(mean loss, d loss / d params) on one batch, batch norm in training mode."""
+    def loss_and_grad(self, params, state, x, y, regularizer=None):
+        """(mean loss, d (loss + regularizer(params)) / d params) on one batch, batch norm in
+        training mode. The returned loss excludes the regularizer."""
         with tf.GradientTape() as tape:
             tape.watch(params)
             loss = self.loss(params, state, x, y)
-        return loss, tape.gradient(loss, params)
+            total = loss if regularizer is None else loss + regularizer(params)
+        return loss, tape.gradient(total, params)
 
     def adapt(self, params, state, x, y, batch_indices, inner_optimizer=None):
         """Run T inner steps from `params` on the support set.
 
         x [NK, ...], y [NK, ...], batch_indices int [T, B] (rows of x used at each step).
         Returns (adapted params, loss of the last minibatch before its step). The optimizer state is
-        created fresh here, so it is reset for every task.
+        created fresh here, so it is reset for every task. The objective is the loss plus
+        `self.inner_regularizer(params)` when one is set.
         """
         opt = inner_optimizer or self.inner_optimizer
+        reg = self.inner_regularizer
         static_steps = batch_indices.shape[0]
         if self.unroll and static_steps is not None:  # straight-line code: best under XLA
             opt_state, loss = opt.init(params), tf.constant(0.0)
             for t in range(static_steps):
                 idx = batch_indices[t]
-                loss, grads = self.loss_and_grad(params, state, tf.gather(x, idx), tf.gather(y, idx))
+                loss, grads = self.loss_and_grad(params, state, tf.gather(x, idx), tf.gather(y, idx), reg)
                 params, opt_state = opt.update(grads, opt_state, params)
             return list(params), loss
         num_steps = tf.shape(batch_indices)[0]
 
         def body(t, params, opt_state, _):
             idx = batch_indices[t]
-            loss, grads = self.loss_and_grad(params, state, tf.gather(x, idx), tf.gather(y, idx))
+            loss, grads = self.loss_and_grad(params, state, tf.gather(x, idx), tf.gather(y, idx), reg)
             params, opt_state = opt.update(grads, opt_state, params)
             return t + 1, params, opt_state, loss
 

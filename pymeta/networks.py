@@ -9,7 +9,7 @@ from pymeta.layers import BatchNormalization
 
 
 def _conv_classifier(num_output_classes, input_shape, filters, pool_padding, name):
-    """4 x [conv 3x3 `filters`, BN, max-pool 2, ReLU] -> flatten -> dense softmax.
+    """4 x [conv 3x3 `filters` (no bias), BN, max-pool 2, ReLU] -> flatten -> dense softmax.
 
     Input [batch, *input_shape] float32 in [0, 1]; output [batch, num_output_classes] probabilities.
     """
@@ -18,7 +18,8 @@ def _conv_classifier(num_output_classes, input_shape, filters, pool_padding, nam
     inputs = keras.Input(shape=input_shape)
     x = inputs
     for i in range(4):
-        x = keras.layers.Conv2D(filters, 3, padding="same", name=f"conv{i}")(x)
+        # no conv bias: the batch norm's beta makes it redundant (its gradient is exactly zero)
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
         x = BatchNormalization(name=f"bn{i}")(x)
         x = keras.layers.MaxPooling2D(2, strides=2, padding=pool_padding, name=f"pool{i}")(x)
         x = keras.layers.ReLU(name=f"relu{i}")(x)
@@ -27,14 +28,14 @@ def _conv_classifier(num_output_classes, input_shape, filters, pool_padding, nam
     return keras.Model(inputs, outputs, name=name)
 
 
-def make_omniglot_cnn_model(num_output_classes, input_shape=(28, 28, 1)):
+def make_omniglot_cnn_model(num_output_classes, input_shape=(28, 28, 1), filters=64):
     """Conv-4 with 64 filters for 28x28x1 Omniglot (valid pooling: 28 -> 14 -> 7 -> 3 -> 1)."""
-    return _conv_classifier(num_output_classes, input_shape, 64, "valid", "omniglot_cnn")
+    return _conv_classifier(num_output_classes, input_shape, filters, "valid", "omniglot_cnn")
 
 
-def make_miniimagenet_cnn_model(num_output_classes, input_shape=(84, 84, 3)):
+def make_miniimagenet_cnn_model(num_output_classes, input_shape=(84, 84, 3), filters=32):
     """Conv-4 with 32 filters for 84x84x3 Mini-ImageNet (same pooling: 84 -> 42 -> 21 -> 11 -> 6)."""
-    return _conv_classifier(num_output_classes, input_shape, 32, "same", "miniimagenet_cnn")
+    return _conv_classifier(num_output_classes, input_shape, filters, "same", "miniimagenet_cnn")
 
 
 def make_sinusoid_model():

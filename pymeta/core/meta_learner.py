@@ -58,6 +58,16 @@ class GradBasedMetaLearner:
     def meta_gradient(self, theta, mean_result):
         raise NotImplementedError
 
+    def task_step(self, theta, state, support_x, support_y, batch_indices, query_x, query_y):
+        """The fast path's work for one task: (task result, last inner minibatch loss).
+
+        Default: adapt theta with the shared inner loop, then `task_result`. Algorithms that
+        differentiate through the adaptation (MAML) or change the inner objective (iMAML) override it.
+        Shapes: support [NK, ...], batch_indices int32 [T, B], query [NQ, ...].
+        """
+        phi, loss = self.fmodel.adapt(theta, state, support_x, support_y, batch_indices)
+        return self.task_result(theta, phi, state, query_x, query_y), loss
+
     # --- state --------------------------------------------------------------------------------------
     def initialize(self, *args, **kwargs):
         """Take the model's current weights as the initial meta-parameters (args kept for the old API)."""
@@ -191,21 +201,43 @@ class GradBasedMetaLearner:
 
     def _meta_iteration(self, sx, sy, qx, qy, idx):
         """One meta-batch [M, ...]: adapt to each task, average the task results, outer step."""
-        fm = self.fmodel
+        total, loss_sum = self._sum_task_results(sx, sy, qx, qy, idx)
+        m = tf.cast(tf.shape(sx)[0], tf.float32)
+        self._apply([tf.convert_to_tensor(v) for v in self.meta_variables], [t / m for t in total])
+        return loss_sum / m
+
+    def _sum_task_results(self, sx, sy, qx, qy, idx):
+        """(sum over the M tasks of their results, sum of their last inner losses); theta unchanged."""
         theta = [tf.convert_to_tensor(v) for v in self.meta_variables]
-        state = fm.read_state()
+        state = self.fmodel.read_state()
         m = tf.shape(sx)[0]
 
         def body(i, acc, loss_sum):
-            phi, loss = fm.adapt(theta, state, sx[i], sy[i], idx[i])
-            r = self.task_result(theta, phi, state, qx[i], qy[i])
+            r, loss = self.task_step(theta, state, sx[i], sy[i], idx[i], qx[i], qy[i])
             return i + 1, [a + x for a, x in zip(acc, r)], loss_sum + loss
 
         _, acc, loss_sum = tf.while_loop(
             lambda i, *_: i < m, body, (tf.constant(0), [tf.zeros_like(t) for t in theta], tf.constant(0.0)))
-        mf = tf.cast(m, tf.float32)
-        self._apply(theta, [a / mf for a in acc])
-        return loss_sum / mf
+        return acc, loss_sum
+
+    # --- building blocks for an outer loop split across processes (pymeta.metalearners.distributed) --
+    def sum_task_results(self, tasks, num_inner_iterations, inner_batch_size=-1):
+        """(list of numpy arrays: sum of the task results, float: sum of last inner losses) for `tasks`,
+        in one compiled call, without changing theta. Combine sums across processes, divide by the
+        total number of tasks and pass the mean to `apply_mean_result`."""
+        self._require_initialized()
+        batch = stack_tasks(tasks, num_inner_iterations, inner_batch_size)
+        total, loss_sum = self._function("sum_task_results", self._sum_task_results, batch, free_dims=1)(*batch)
+        return [t.numpy() for t in total], float(loss_sum)
+
+    def apply_mean_result(self, mean_result):
+        """The outer step from the mean task result (list of arrays shaped like the parameters)."""
+        self._require_initialized()
+        self._function("apply_mean_result", self._apply_mean_result_fn)(
+            [tf.convert_to_tensor(r) for r in mean_result])
+
+    def _apply_mean_result_fn(self, mean_result):
+        self._apply([tf.convert_to_tensor(v) for v in self.meta_variables], mean_result)
 
     def _evaluate_tasks_fn(self, sx, sy, qx, qy, idx, transductive):
         fm = self.fmodel

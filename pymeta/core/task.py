@@ -92,6 +92,7 @@ class SupervisedTask(Task):
         """
         x, y = self.get_train_set()
         indices = self.inner_batch_indices(num_iterations, batch_size)
+        self.last_inner_batch_indices = indices  # lets a meta-learner replay this adaptation (MAML)
         loss = compiled_steps_for(model).adapt_in_place(x, y, indices)
         return {"last_minibatch_loss": float(loss)}
 
