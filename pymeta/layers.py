@@ -53,10 +53,10 @@ class BatchNormalization(keras.layers.Layer):
             y, mean, variance = _batch_norm_train(inputs, self.gamma, self.beta, self.epsilon)
             m = self.momentum
             if m:
-                mean = m * _float32(self.moving_mean) + (1.0 - m) * mean
-                variance = m * _float32(self.moving_variance) + (1.0 - m) * variance
-            self.moving_mean.assign(mean)
-            self.moving_variance.assign(variance)
+                mean = m * _float32(self.moving_mean) + (1.0 - m) * tf.cast(mean, tf.float32)
+                variance = m * _float32(self.moving_variance) + (1.0 - m) * tf.cast(variance, tf.float32)
+            self.moving_mean.assign(tf.cast(mean, self.moving_mean.dtype))
+            self.moving_variance.assign(tf.cast(variance, self.moving_variance.dtype))
             return y
         inv = tf.math.rsqrt(_float32(self.moving_variance) + self.epsilon) * _float32(self.gamma)
         shift = _float32(self.beta) - _float32(self.moving_mean) * inv
@@ -78,7 +78,8 @@ def _float32(v):
 
 
 def _batch_norm_train(x, gamma, beta, epsilon):
-    """Normalise x [..., C] with its exact batch moments; returns (y, mean [C], biased variance [C]).
+    """Normalise x [..., C] with its exact batch moments; returns (y, mean [C], biased variance [C])
+    (moments in float32, or float64 for float64 x).
 
     float32/bfloat16/float16: TensorFlow's fused kernel (x flattened to [n, 1, 1, C]); its first- and
     second-order gradients are exact (tested against float64 finite differences). float64 (no fused
@@ -86,19 +87,17 @@ def _batch_norm_train(x, gamma, beta, epsilon):
     """
     shape = tf.shape(x)
     channels = x.shape[-1]
-    gamma = tf.cast(gamma, tf.float32)
-    beta = tf.cast(beta, tf.float32)
     if x.dtype == tf.float64:
         axes = list(range(len(x.shape) - 1))
         mean = tf.reduce_mean(x, axes)
         variance = tf.reduce_mean(tf.square(x - mean), axes)
         inv = tf.math.rsqrt(variance + epsilon) * tf.cast(gamma, x.dtype)
         y = x * inv + (tf.cast(beta, x.dtype) - mean * inv)
-        return y, tf.cast(mean, tf.float32), tf.cast(variance, tf.float32)
+        return y, mean, variance
     flat = tf.reshape(x, [-1, 1, 1, channels])
     y, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-        x=flat, scale=gamma, offset=beta, mean=tf.zeros([0]), variance=tf.zeros([0]),
-        epsilon=epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
+        x=flat, scale=tf.cast(gamma, tf.float32), offset=tf.cast(beta, tf.float32),
+        mean=tf.zeros([0]), variance=tf.zeros([0]), epsilon=epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
     n = tf.cast(tf.shape(flat)[0], tf.float32)
     variance = variance * (n - 1.0) / n  # the kernel reports the Bessel-corrected variance
     return tf.reshape(y, shape), mean, variance

@@ -1,0 +1,337 @@
+"""The pieces of a meta-training run, shared by `example_metatrain.py` and `scripts/meta_test.py`:
+the problem (task distributions + network), the optimizers and meta-learner the original pyMeta
+used, validation, and the outer loop with progress, logging and saving."""
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import numpy as np
+
+DATASETS = ("sinusoid", "omniglot", "miniimagenet")
+METAMODELS = ("fomaml", "reptile")
+DEFAULT_DATA_PATHS = {"omniglot": "datasets/omniglot/omniglot.pkl",
+                      "miniimagenet": "datasets/miniimagenet/miniimagenet.pkl"}
+
+
+@dataclasses.dataclass
+class Problem:
+    """Task distributions and a network factory for one dataset."""
+    metatrain: object
+    metaval: object
+    metatest: object
+    make_model: object  # () -> keras.Model
+    is_classification: bool
+
+
+def build_problem(dataset, num_output_classes=5, num_train_samples_per_class=5,
+                  num_test_samples_per_class=15, meta_batch_size=5, data_path=None,
+                  omniglot_protocol="standard"):
+    """The (meta-train, meta-val, meta-test) distributions and network for `dataset`.
+
+    Raises ValueError for impossible requests and FileNotFoundError (saying how to prepare the data)
+    when a dataset file is missing.
+    """
+    N, K, Q = num_output_classes, num_train_samples_per_class, num_test_samples_per_class
+    if dataset == "sinusoid":
+        from pymeta.networks import make_sinusoid_model
+        from pymeta.tasks.sinusoid_tasks import create_sinusoid_task_distribution
+        dists = create_sinusoid_task_distribution(num_training_samples=K, num_test_samples=Q,
+                                                  batch_size=meta_batch_size)
+        return Problem(*dists, make_model=make_sinusoid_model, is_classification=False)
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
+    path = data_path or DEFAULT_DATA_PATHS[dataset]
+    if not os.path.exists(path):
+        script = f"scripts/make_{dataset}_dataset.py"
+        raise FileNotFoundError(f"no {dataset} data file at {path!r}: run `bash fetch_data.sh {dataset}` "
+                                f"then `python {script}` (or pass its path with --data_path)")
+    if dataset == "omniglot":
+        from pymeta.networks import make_omniglot_cnn_model
+        from pymeta.tasks import omniglot_tasks
+        if omniglot_protocol == "standard":
+            make = omniglot_tasks.create_omniglot_task_distribution
+        elif omniglot_protocol == "allcharacters":
+            make = omniglot_tasks.create_omniglot_allcharacters_task_distribution
+        else:
+            raise ValueError(f"unknown Omniglot protocol {omniglot_protocol!r}: standard or allcharacters")
+        dists = make(path, num_training_samples_per_class=K, num_test_samples_per_class=Q,
+                     num_training_classes=N, meta_batch_size=meta_batch_size)
+        shape = dists[0].tasks[0].X.shape[1:]
+        return Problem(*dists, make_model=lambda: make_omniglot_cnn_model(N, input_shape=shape),
+                       is_classification=True)
+    from pymeta.networks import make_miniimagenet_cnn_model
+    from pymeta.tasks.miniimagenet_tasks import create_miniimagenet_task_distribution
+    dists = create_miniimagenet_task_distribution(path, num_training_samples_per_class=K,
+                                                  num_test_samples_per_class=Q, num_training_classes=N,
+                                                  meta_batch_size=meta_batch_size)
+    shape = dists[0].tasks[0].X.shape[1:]
+    return Problem(*dists, make_model=lambda: make_miniimagenet_cnn_model(N, input_shape=shape),
+                   is_classification=True)
+
+
+def default_inner_optimizer(metamodel, dataset, inner_lr):
+    """The original's choice: Adam(beta_1=0) for Reptile and for sinusoid, plain SGD otherwise."""
+    if metamodel == "reptile" or dataset == "sinusoid":
+        return keras.optimizers.Adam(inner_lr, beta_1=0.0)
+    return keras.optimizers.SGD(inner_lr)
+
+
+def default_meta_optimizer(metamodel, meta_lr):
+    """The original's choice: plain SGD for Reptile, Adam for the MAML family."""
+    if metamodel == "reptile":
+        return keras.optimizers.SGD(meta_lr)
+    return keras.optimizers.Adam(meta_lr)
+
+
+def build_metalearner(metamodel, model, meta_optimizer, jit_compile=False, **options):
+    """The meta-learner called `metamodel` on `model` (compiled with loss and inner optimizer)."""
+    from pymeta import metalearners
+    classes = {"fomaml": metalearners.FOMAMLMetaLearner, "reptile": metalearners.ReptileMetaLearner}
+    classes.update(getattr(metalearners, "EXTRA_METALEARNERS", {}))
+    if metamodel not in classes:
+        raise ValueError(f"unknown metamodel {metamodel!r}: use one of {', '.join(sorted(classes))}")
+    return classes[metamodel](model, meta_optimizer, jit_compile=jit_compile, **options)
+
+
+def validate(metalearner, distribution, num_batches, num_inner_iterations, inner_batch_size,
+             transductive=True, fast=True):
+    """Mean (loss, accuracy) after adaptation over `num_batches` meta-batches of `distribution`.
+
+    fast=True: one compiled call per meta-batch; False: the step-by-step API, task by task.
+    """
+    losses, accs = [], []
+    for _ in range(num_batches):
+        tasks = distribution.sample_batch()
+        if fast:
+            l, a = metalearner.evaluate_tasks(tasks, num_inner_iterations, inner_batch_size, transductive)
+            losses.extend(l)
+            accs.extend(a)
+            continue
+        for task in tasks:
+            metalearner.task_begin(task)
+            task.fit_n_iterations(metalearner.model, num_inner_iterations, inner_batch_size)
+            out = task.evaluate(metalearner.model, transductive=transductive)
+            losses.append(out["loss"])
+            accs.append(out.get("sparse_categorical_accuracy", 0.0))
+    if not fast:
+        metalearner.task_begin(None)  # leave the model at theta
+    return float(np.mean(losses)), float(np.mean(accs))
+
+
+def mean_confidence_interval(values, z=1.96):
+    """(mean, half-width of the 95% normal confidence interval) of `values`."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(z * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+
+
+def write_json_atomic(path, obj):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def plot_learning_curve(history, path, is_classification):
+    """PNG of the validation metric against the meta-iteration."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    its = [h["iteration"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if is_classification:
+        ax.plot(its, [100 * h["val_accuracy"] for h in history], "o-")
+        ax.set_ylabel("validation accuracy after adaptation (%)")
+    else:
+        ax.plot(its, [h["val_loss"] for h in history], "o-")
+        ax.set_ylabel("validation MSE after adaptation")
+        ax.set_yscale("log")
+    ax.set_xlabel("meta-iteration")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_sinusoid(metalearner, task, num_inner_iterations, inner_batch_size, path):
+    """PNG: a sinusoid task's ground truth, training points, and the prediction before and after
+    adaptation (step-by-step API). The model is left at theta."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    model = metalearner.model
+    metalearner.task_begin(task)
+    test_x, test_y = task.get_test_set()
+    before = model.predict(test_x, verbose=0)
+    task.fit_n_iterations(model, num_inner_iterations, inner_batch_size)
+    after = model.predict(test_x, verbose=0)
+    metalearner.task_begin(task)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(test_x[:, 0], test_y[:, 0], "k", label="ground truth")
+    ax.plot(task.X[:, 0], task.y[:, 0], "ok", label=f"{len(task.X)} training points")
+    ax.plot(test_x[:, 0], before[:, 0], "--r", label="before adaptation (meta-learnt init)")
+    ax.plot(test_x[:, 0], after[:, 0], "r", label=f"after {num_inner_iterations} inner steps")
+    ax.legend(fontsize=8)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def artifact_path(model_save_filename, suffix):
+    """A file next to the model: saved/model.h5 -> saved/model_<suffix>."""
+    return f"{os.path.splitext(model_save_filename)[0]}_{suffix}"
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything a meta-training run needs; the flags of `example_metatrain.py`."""
+    dataset: str = "omniglot"
+    metamodel: str = "fomaml"
+    num_output_classes: int = 5
+    num_train_samples_per_class: int = 5
+    num_test_samples_per_class: int = 15
+    num_outer_metatraining_iterations: int = 10000
+    meta_batch_size: int = 5
+    meta_lr: float = 0.001
+    num_validation_batches: int = 10
+    num_inner_training_iterations: int = 5
+    inner_batch_size: int = -1
+    inner_lr: float = 0.001
+    save_every_k_iterations: int = 1000
+    test_every_k_iterations: int = 100
+    model_save_filename: str = "saved/model.h5"
+    seed: int = 100
+    data_path: str = ""
+    omniglot_protocol: str = "standard"
+    transductive: bool = True
+    precision: str = "float32"
+    fast: bool = True
+    iterations_per_call: int = 0
+    progress: bool = True
+
+    def resolved_inner_batch_size(self):
+        """-1 means N*K (the whole support set), as in the original; sinusoid has N = 1."""
+        if self.inner_batch_size < 0:
+            n = 1 if self.dataset == "sinusoid" else self.num_output_classes
+            return n * self.num_train_samples_per_class
+        return self.inner_batch_size
+
+
+def check_config(c):
+    """Raise ValueError with a one-line message naming the fix for any impossible setting."""
+    if c.dataset not in DATASETS:
+        raise ValueError(f"unknown --dataset={c.dataset!r}: use one of {', '.join(DATASETS)}")
+    positive = ["num_outer_metatraining_iterations", "meta_batch_size", "num_validation_batches",
+                "num_train_samples_per_class", "save_every_k_iterations", "test_every_k_iterations"]
+    if c.dataset != "sinusoid":
+        positive.append("num_output_classes")
+    for name in positive:
+        if getattr(c, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(c, name)}")
+    if c.num_inner_training_iterations < 0:
+        raise ValueError(f"--num_inner_training_iterations must be >= 0, got {c.num_inner_training_iterations}")
+    if c.num_test_samples_per_class < 1 and not (c.dataset != "sinusoid" and c.num_test_samples_per_class == -1):
+        raise ValueError(f"--num_test_samples_per_class must be >= 1, got {c.num_test_samples_per_class}")
+    for name in ("meta_lr", "inner_lr"):
+        if not getattr(c, name) > 0:
+            raise ValueError(f"--{name} must be > 0, got {getattr(c, name)}")
+    support = (1 if c.dataset == "sinusoid" else c.num_output_classes) * c.num_train_samples_per_class
+    if c.inner_batch_size == 0 or c.inner_batch_size > support:
+        raise ValueError(f"--inner_batch_size={c.inner_batch_size} is not possible with a support set of "
+                         f"{support} examples: use 1..{support}, or -1 for all of them")
+    if c.precision not in ("float32", "mixed_bfloat16"):
+        raise ValueError(f"--precision must be float32 or mixed_bfloat16, got {c.precision!r}")
+    if os.path.splitext(c.model_save_filename)[1] not in (".h5", ".keras"):
+        raise ValueError(f"--model_save_filename must end in .h5 or .keras, got {c.model_save_filename!r}")
+
+
+def setup_run(c):
+    """Seed everything, then build (problem, model, metalearner) for config `c`."""
+    check_config(c)
+    np.random.seed(c.seed)
+    keras.utils.set_random_seed(c.seed)
+    keras.mixed_precision.set_global_policy(c.precision)
+    problem = build_problem(c.dataset, c.num_output_classes, c.num_train_samples_per_class,
+                            c.num_test_samples_per_class, c.meta_batch_size, c.data_path or None,
+                            c.omniglot_protocol)
+    model = problem.make_model()
+    loss = "sparse_categorical_crossentropy" if problem.is_classification else "mse"
+    model.compile(optimizer=default_inner_optimizer(c.metamodel, c.dataset, c.inner_lr), loss=loss)
+    metalearner = build_metalearner(c.metamodel, model, default_meta_optimizer(c.metamodel, c.meta_lr),
+                                    jit_compile=(c.dataset == "sinusoid"))
+    metalearner.initialize()
+    return problem, model, metalearner
+
+
+def metatrain(c, log=print):
+    """Run meta-training for config `c`: returns the validation history (list of dicts).
+
+    Validation every `test_every_k_iterations` (and at iteration 0), the model saved every
+    `save_every_k_iterations` and at the end, the history as JSON and a learning-curve PNG next to
+    the model file (plus, for sinusoid, a plot of one adapted task).
+    """
+    from tqdm import tqdm
+
+    from pymeta.model_io import save_model
+    problem, model, metalearner = setup_run(c)
+    T, B = c.num_inner_training_iterations, c.resolved_inner_batch_size()
+    n_iter = c.num_outer_metatraining_iterations
+    per_call = c.iterations_per_call or (10 if c.dataset == "sinusoid" else 1)
+    history, train_losses = [], []
+    start = time.time()
+
+    def validation(it):
+        loss, acc = validate(metalearner, problem.metaval, c.num_validation_batches, T, B,
+                             c.transductive, c.fast)
+        entry = {"iteration": it, "val_loss": loss, "val_accuracy": acc,
+                 "train_loss": float(np.mean(train_losses)) if train_losses else None,
+                 "seconds": round(time.time() - start, 2)}
+        history.append(entry)
+        train_losses.clear()
+        metric = f"val acc {100 * acc:.2f}%  " if problem.is_classification else ""
+        log(f"iter {it:6d}  {metric}val loss {loss:.4f}  ({entry['seconds']:.0f} s)")
+        write_json_atomic(artifact_path(c.model_save_filename, "history.json"), history)
+
+    validation(0)
+    bar = tqdm(total=n_iter, disable=not c.progress, unit="it", dynamic_ncols=True, mininterval=1.0)
+    it = 0
+    while it < n_iter:
+        # run up to the next validation / save point in chunks of `per_call` meta-iterations
+        next_event = min(n_iter, (it // c.test_every_k_iterations + 1) * c.test_every_k_iterations,
+                         (it // c.save_every_k_iterations + 1) * c.save_every_k_iterations)
+        steps = min(per_call, next_event - it)
+        batches = [problem.metatrain.sample_batch() for _ in range(steps)]
+        if c.fast:
+            results = metalearner.metatrain_steps(batches, T, B)
+            train_losses.extend(r["last_minibatch_loss"] for r in results)
+        else:
+            for tasks in batches:
+                results = []
+                for task in tasks:
+                    metalearner.task_begin(task)
+                    train_losses.append(task.fit_n_iterations(model, T, B)["last_minibatch_loss"])
+                    results.append(metalearner.task_end(task))
+                metalearner.update(results)
+        it += steps
+        bar.update(steps)
+        if train_losses:
+            bar.set_postfix(loss=f"{train_losses[-1]:.3f}", refresh=False)
+        if it % c.test_every_k_iterations == 0 or it == n_iter:
+            validation(it)
+        if it % c.save_every_k_iterations == 0 or it == n_iter:
+            save_model(model, c.model_save_filename)
+    bar.close()
+    plot_learning_curve(history, artifact_path(c.model_save_filename, "learning_curve.png"),
+                        problem.is_classification)
+    if c.dataset == "sinusoid":
+        task = problem.metaval.sample_batch(1)[0]
+        path = plot_sinusoid(metalearner, task, T, B, artifact_path(c.model_save_filename, "sinusoid.png"))
+        log(f"sinusoid plot: {path}")
+    log(f"model saved to {c.model_save_filename} ({time.time() - start:.0f} s)")
+    return history

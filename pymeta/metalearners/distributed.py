@@ -1,0 +1,618 @@
+"""The outer loop of any meta-learner split across MPI processes (mpi4py).
+
+Each process (rank) adapts to its share of the tasks of a meta-batch; the per-task results are summed
+locally, the sums of all ranks are combined with ONE `Allreduce` of a flat float32 buffer (the results,
+the sum of the last inner losses and the task count), and every rank then applies the same outer step
+to the same mean result, so the meta-parameters stay identical on all ranks without sending them.
+
+    from pymeta.metalearners.distributed import (DistributedMetaLearner, mpi_abort_on_exception,
+                                                 seed_everything)
+    mpi_abort_on_exception()        # a rank that raises ends the whole job (MPI_Abort), never a hang
+    seed_everything(seed)           # the same task stream on every rank (task_sampling="replicated")
+    dml = DistributedMetaLearner(FOMAMLMetaLearner(model, keras.optimizers.Adam(1e-3)))
+    dml.initialize()                # theta (and the outer optimizer's state) broadcast from rank 0
+    for it in range(num_iterations):
+        tasks = train_dist.sample_batch(meta_batch_size)     # the whole meta-batch, same on all ranks
+        dml.metatrain_step(tasks, num_inner_steps, inner_batch_size)  # each rank adapts to its slice
+
+Run with `mpiexec -n 4 python train.py`; without mpiexec (or without mpi4py) the wrapper runs as a
+single process and gives the result of the wrapped meta-learner.
+
+Task assignment (`task_sampling`):
+    "replicated" (default): every rank draws the *whole* meta-batch from the same random stream
+        (`np.random` seeded identically, see `seed_everything`) and adapts to its contiguous slice
+        (sizes differ by at most one: 3 tasks on 2 ranks -> 2 + 1; the mean is weighted by the task
+        count, nothing is dropped). The inner minibatches of all tasks are drawn on every rank in
+        the order a single process draws them, so a run on P ranks processes exactly the tasks of the
+        single-process run and gives its result up to float rounding (only the order of the sums
+        differs). Drawing tasks is cheap (labels and indices); only the slice's data is loaded.
+        Every rank must then make the same `np.random` calls: draw validation tasks on all ranks too
+        (`evaluate_tasks_distributed` spreads their evaluation), `check_sync()` detects a divergence.
+    "per_rank": each rank draws only its own tasks, from its own stream
+        (`seed_everything(seed, per_rank=True)`: seed derived from (seed, rank)); pass this rank's
+        tasks (`local_batch_size(meta_batch_size)` of them) to `metatrain_step` / `update`.
+        Reproducible for a given number of ranks, independent of what other ranks draw.
+
+Parameters stay bit-identical across ranks: the Allreduce returns the same sum on every rank and the
+outer step is a deterministic function of (theta, optimizer state, mean result), computed by the
+same program; tests/test_distributed.py checks the parameter digests after every update. On a
+heterogeneous cluster (ranks on different CPU types, where the same float expression may round
+differently) pass `resync_every=N` to broadcast the state from rank 0 every N updates.
+"""
+
+import hashlib
+import os
+import random
+import sys
+import time
+import traceback
+
+import numpy as np
+
+from pymeta.core.task import SupervisedTask
+
+# environment variables that give the number of processes of an MPI launch, by launcher
+_SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE",   # Open MPI
+                   "PMI_SIZE",               # MPICH / Hydra, Intel MPI, srun --mpi=pmi2
+                   "MV2_COMM_WORLD_SIZE",    # MVAPICH2
+                   "MPI_LOCALNRANKS")        # MPICH (ranks on this node only: a lower bound)
+_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
+
+
+# --- detecting and reaching MPI ------------------------------------------------------------------------
+def _env_int(names):
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    return None
+
+
+def is_mpi_run():
+    """True when this process was started by an MPI launcher (mpiexec, mpirun, srun) with more than
+    one process. Reads the launcher's environment variables only: mpi4py is not imported."""
+    size = _env_int(_SIZE_VARIABLES)
+    return size is not None and size > 1
+
+
+def _mpi_module():
+    """mpi4py's MPI module (imported here, on first use: importing it initialises MPI)."""
+    try:
+        from mpi4py import MPI
+    except ImportError as e:
+        raise ImportError("this process runs under MPI but mpi4py is missing: pip install -e .[mpi] "
+                          "(or pip install mpi4py built against your MPI)") from e
+    return MPI
+
+
+def _mpi_already_loaded():
+    return "mpi4py.MPI" in sys.modules
+
+
+def default_comm():
+    """MPI.COMM_WORLD in an MPI run (or when mpi4py is already in use), else a single-process
+    stand-in, so that pymeta runs without mpi4py and without initialising MPI."""
+    if is_mpi_run() or _mpi_already_loaded():
+        return _mpi_module().COMM_WORLD
+    return None
+
+
+def get_rank_and_size(comm=None):
+    """(rank, number of processes) of `comm` (default: MPI.COMM_WORLD in an MPI run, else (0, 1))."""
+    if comm is None:
+        comm = default_comm()
+    if comm is None:
+        return 0, 1
+    return comm.Get_rank(), comm.Get_size()
+
+
+class _Collectives:
+    """The few collectives the wrapper needs, on an mpi4py communicator or on one process (comm None)."""
+
+    def __init__(self, comm):
+        self.comm = comm
+        self.rank, self.size = get_rank_and_size(comm) if comm is not None else (0, 1)
+
+    def allreduce_sum_(self, buf):
+        """Sum of `buf` (contiguous numpy array) over the ranks, in place."""
+        if self.comm is not None and self.size > 1:
+            MPI = _mpi_module()
+            self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        return buf
+
+    def bcast_(self, buf, root=0):
+        """`buf` of rank `root` copied into `buf` of every rank, in place."""
+        if self.comm is not None and self.size > 1:
+            self.comm.Bcast(buf, root=root)
+        return buf
+
+    def allgather(self, obj):
+        """List of the (small, picklable) objects of every rank."""
+        if self.comm is not None and self.size > 1:
+            return self.comm.allgather(obj)
+        return [obj]
+
+
+# --- seeding -----------------------------------------------------------------------------------------
+def rank_seed(seed, rank):
+    """A seed for `rank` derived from the global `seed` (numpy SeedSequence: independent streams)."""
+    return int(np.random.SeedSequence([int(seed), int(rank)]).generate_state(1, np.uint32)[0])
+
+
+def seed_everything(seed, rank=None, per_rank=False):
+    """Seed Python's `random`, numpy's global generator (which draws pymeta's tasks) and Keras/TF.
+
+    per_rank=False (for task_sampling="replicated"): every rank gets `seed` itself, so all ranks draw
+    the same meta-batches, and a run on P ranks reproduces the single-process run with `seed`.
+    per_rank=True (for task_sampling="per_rank"): rank r gets `rank_seed(seed, r)`.
+    rank: default this process's rank. Returns the seed used.
+    """
+    if rank is None:
+        rank = get_rank_and_size()[0] if per_rank else 0
+    used = rank_seed(seed, rank) if per_rank else int(seed)
+    random.seed(used)
+    np.random.seed(used)
+    try:
+        import keras
+        keras.utils.set_random_seed(used)  # also seeds TF and Keras' global seed generator
+    except ImportError:  # pragma: no cover
+        pass
+    return used
+
+
+# --- ending the whole job on an error --------------------------------------------------------------------
+class _AbortOnException:
+    """Context manager / excepthook: print the traceback with the rank, then MPI_Abort the whole job.
+
+    Without it, a rank that dies leaves the others blocked in their next collective forever.
+    """
+
+    def __init__(self, comm=None, errorcode=1):
+        self.comm = comm
+        self.errorcode = errorcode
+        self._previous_hook = None
+
+    @property
+    def active(self):
+        return self.comm is not None or is_mpi_run()
+
+    def install(self):
+        if self.active and self._previous_hook is None:
+            self._previous_hook = sys.excepthook
+            sys.excepthook = self._excepthook
+        return self
+
+    def uninstall(self):
+        if self._previous_hook is not None:
+            sys.excepthook = self._previous_hook
+            self._previous_hook = None
+
+    def _excepthook(self, exc_type, exc, tb):
+        self.abort(exc_type, exc, tb)
+
+    def abort(self, exc_type, exc, tb):
+        comm = self.comm
+        try:
+            if comm is None:
+                comm = _mpi_module().COMM_WORLD
+            rank, size = comm.Get_rank(), comm.Get_size()
+        except Exception:  # noqa: BLE001 - report and end anyway
+            rank, size = _env_int(_RANK_VARIABLES), _env_int(_SIZE_VARIABLES)
+        try:
+            sys.stdout.flush()
+            text = "".join(traceback.format_exception(exc_type, exc, tb))
+            sys.stderr.write(f"\n[pymeta rank {rank}/{size}] uncaught {exc_type.__name__}: {exc}\n{text}"
+                             f"[pymeta rank {rank}/{size}] aborting the whole MPI job "
+                             f"(MPI_Abort, error code {self.errorcode})\n")
+            sys.stderr.flush()
+        finally:
+            if comm is not None:
+                comm.Abort(self.errorcode)
+            os._exit(self.errorcode)  # pragma: no cover - Abort does not return
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None or not self.active:
+            return False
+        if issubclass(exc_type, SystemExit) and exc.code in (None, 0):
+            return False
+        self.abort(exc_type, exc, tb)
+        return False  # pragma: no cover
+
+
+def mpi_abort_on_exception(comm=None, errorcode=1):
+    """In an MPI run, make an uncaught exception on any rank end the whole job with MPI_Abort.
+
+    Installs a `sys.excepthook` (call it once at the top of a script) and returns a context manager
+    that does the same for its block (`with mpi_abort_on_exception(): main()`), also for a non-zero
+    `sys.exit`. Does nothing outside an MPI run (no mpi4py import). `python -m mpi4py script.py`
+    gives the same protection.
+    """
+    return _AbortOnException(comm, errorcode).install()
+
+
+# --- task assignment ---------------------------------------------------------------------------------------
+def share_bounds(num_tasks, rank, size):
+    """(start, stop): the contiguous slice of `num_tasks` tasks processed by `rank` of `size`.
+    Shares differ by at most one task; the first `num_tasks % size` ranks get one more."""
+    base, extra = divmod(int(num_tasks), int(size))
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def _runs_own_fit(task):
+    """True when `task.fit_n_iterations` is SupervisedTask's (so a presampled proxy can replace it)."""
+    return getattr(type(task), "fit_n_iterations", None) is SupervisedTask.fit_n_iterations
+
+
+class _PresampledTask(SupervisedTask):
+    """A view of a supervised task whose inner minibatches were drawn in advance.
+
+    Lets each rank adapt to its slice of a meta-batch with the minibatches a single process would
+    have drawn for those tasks, while every rank consumes `np.random` as the single process does.
+    Everything else is the wrapped task's.
+    """
+
+    def __init__(self, task, indices, num_iterations, batch_size):
+        self.task = task
+        self._presampled = indices
+        self._presampled_key = (int(num_iterations), -1 if batch_size is None else int(batch_size))
+
+    def __getattr__(self, name):
+        task = self.__dict__.get("task")
+        if task is None:
+            raise AttributeError(name)
+        return getattr(task, name)
+
+    def inner_batch_indices(self, num_iterations, batch_size):
+        key = (int(num_iterations), -1 if batch_size is None else int(batch_size))
+        if key == self._presampled_key:
+            return self._presampled
+        return self.task.inner_batch_indices(num_iterations, batch_size)
+
+    def reset(self):
+        self.task.reset()
+
+    def num_train_samples(self):
+        return self.task.num_train_samples()
+
+    def get_train_set(self):
+        return self.task.get_train_set()
+
+    def get_test_set(self):
+        return self.task.get_test_set()
+
+    def sample_batch(self, batch_size):
+        return self.task.sample_batch(batch_size)
+
+
+# --- the wrapper -------------------------------------------------------------------------------------------
+class DistributedMetaLearner:
+    """Runs `metalearner`'s outer loop on all ranks of `comm`, each rank adapting to part of the tasks.
+
+    Works with any `GradBasedMetaLearner` (FOMAML, Reptile, iMAML, MAML, ...): it only uses the
+    building blocks `sum_task_results` / `apply_mean_result` (fast path) and `task_begin` / `task_end`
+    (step-by-step API). Other attributes (model, optimizer, meta_variables, evaluate_tasks, ...) are
+    the wrapped meta-learner's.
+
+    Args:
+        metalearner: the meta-learner to distribute (built identically on every rank).
+        comm: an mpi4py communicator; default MPI.COMM_WORLD in an MPI run, else a single process.
+        task_sampling: "replicated" (each call gets the whole meta-batch, identical on all ranks) or
+            "per_rank" (each call gets this rank's own tasks); see the module docstring.
+        resync_every: broadcast theta and the outer optimizer's state from rank 0 every that many
+            updates (0: never; not needed when all ranks run on the same kind of CPU).
+        root: the rank whose parameters are broadcast.
+
+    Every method that updates or evaluates is collective: all ranks must call it, in the same order.
+    """
+
+    TASK_SAMPLING = ("replicated", "per_rank")
+
+    def __init__(self, metalearner, comm=None, task_sampling="replicated", resync_every=0, root=0):
+        if task_sampling not in self.TASK_SAMPLING:
+            raise ValueError(f"task_sampling must be one of {self.TASK_SAMPLING}, got {task_sampling!r}")
+        if isinstance(metalearner, DistributedMetaLearner):
+            raise TypeError("the meta-learner is already distributed")
+        self.metalearner = metalearner
+        self.comm = default_comm() if comm is None else comm
+        self._coll = _Collectives(self.comm)
+        self.rank, self.size = self._coll.rank, self._coll.size
+        self.task_sampling = task_sampling
+        self.resync_every = int(resync_every)
+        self.root = int(root)
+        self.num_updates = 0
+        self._buffer = None
+        self.stats = {"updates": 0, "local_tasks": 0, "compute_seconds": 0.0, "allreduce_seconds": 0.0,
+                      "allreduce_bytes": 0, "broadcasts": 0}
+
+    def __getattr__(self, name):
+        metalearner = self.__dict__.get("metalearner")
+        if metalearner is None:
+            raise AttributeError(name)
+        return getattr(metalearner, name)
+
+    def __repr__(self):
+        return (f"DistributedMetaLearner({self.metalearner.name}, rank {self.rank}/{self.size}, "
+                f"task_sampling={self.task_sampling!r})")
+
+    @property
+    def is_root(self):
+        """True on the rank that should log, validate-report and save (rank `root`)."""
+        return self.rank == self.root
+
+    # --- state ------------------------------------------------------------------------------------------
+    def initialize(self, *args, **kwargs):
+        """The wrapped `initialize()`, then theta and the outer optimizer's state broadcast from `root`
+        (collective): every rank starts from rank 0's model weights."""
+        self.metalearner.initialize(*args, **kwargs)
+        self.broadcast_state()
+
+    def _initialized(self):
+        ml = self.metalearner
+        if ml.meta_variables is None:
+            ml.initialize()
+        return ml
+
+    def _state_variables(self):
+        ml = self._initialized()
+        return list(ml.meta_variables), list(getattr(ml.optimizer, "variables", []))
+
+    def broadcast_state(self, root=None):
+        """Copy theta and the outer optimizer's variables of rank `root` to every rank (collective),
+        e.g. after rank 0 alone loaded a checkpoint. One Bcast of a flat buffer."""
+        root = self.root if root is None else root
+        theta_vars, opt_vars = self._state_variables()
+        arrays = [np.asarray(v.numpy()) for v in theta_vars + opt_vars]
+        exact_in_f32 = all(a.dtype == np.float32 for a in arrays)
+        buf = _flatten(arrays, np.float32 if exact_in_f32 else np.float64)  # f64 holds int64 steps exactly
+        self._coll.bcast_(buf, root)
+        values = _unflatten(buf, arrays)
+        self.metalearner.set_initial_parameters(values[:len(theta_vars)])  # also loads the model
+        for v, x in zip(opt_vars, values[len(theta_vars):]):
+            v.assign(x)
+        self.stats["broadcasts"] += 1
+
+    def set_initial_parameters(self, values):
+        """Set theta on this rank (not collective: give every rank the same values, or call
+        `broadcast_state()` afterwards)."""
+        self.metalearner.set_initial_parameters(values)
+
+    def parameters_digest(self):
+        """SHA-256 hex digest of theta's bytes on this rank (equal on all ranks when in sync)."""
+        h = hashlib.sha256()
+        for v in self.metalearner.current_initial_parameters:
+            h.update(np.ascontiguousarray(v).tobytes())
+        return h.hexdigest()
+
+    def check_sync(self):
+        """Check (collective) that all ranks hold the same theta and, with replicated task sampling,
+        the same `np.random` state. Returns the parameter digest; raises RuntimeError otherwise."""
+        digest = self.parameters_digest()
+        rng = None
+        if self.task_sampling == "replicated":
+            name, keys, pos, has_gauss, gauss = np.random.get_state()
+            rng = hashlib.sha256(np.asarray(keys).tobytes() + repr((name, pos, has_gauss, gauss)).encode()
+                                 ).hexdigest()
+        everyone = self._coll.allgather((digest, rng))
+        problems = []
+        if len({d for d, _ in everyone}) > 1:
+            problems.append("meta-parameters differ across ranks: " +
+                            ", ".join(f"rank {r}: {d[:12]}" for r, (d, _) in enumerate(everyone)))
+        if len({g for _, g in everyone}) > 1:
+            problems.append("np.random states differ across ranks (with task_sampling='replicated' every "
+                            "rank must make the same np.random calls, e.g. draw validation tasks on all "
+                            "ranks): " + ", ".join(f"rank {r}: {g[:12]}" for r, (_, g) in enumerate(everyone)))
+        if problems:
+            raise RuntimeError("; ".join(problems))
+        return digest
+
+    # --- task assignment ------------------------------------------------------------------------------
+    def local_batch_size(self, meta_batch_size):
+        """How many of the `meta_batch_size` tasks of a meta-batch this rank processes."""
+        start, stop = share_bounds(meta_batch_size, self.rank, self.size)
+        return stop - start
+
+    def local_tasks(self, tasks, num_inner_iterations=None, inner_batch_size=-1):
+        """This rank's tasks of the meta-batch `tasks`, for the step-by-step API.
+
+        Replicated sampling: `tasks` is the whole meta-batch; returns this rank's slice. Given the
+        inner loop's `num_inner_iterations` and `inner_batch_size`, the inner minibatches of all the
+        tasks are drawn here, in order, on every rank (as one process would draw them), and the
+        returned tasks replay theirs in `fit_n_iterations`. Per-rank sampling: returns `tasks`.
+        """
+        tasks = list(tasks)
+        if self.task_sampling == "per_rank":
+            return tasks
+        start, stop = share_bounds(len(tasks), self.rank, self.size)
+        if num_inner_iterations is None:
+            return tasks[start:stop]
+        return self._presample(tasks, num_inner_iterations, inner_batch_size, start, stop,
+                               need_fit=True)
+
+    def _presample(self, tasks, num_inner_iterations, inner_batch_size, start, stop, need_fit=False):
+        out = []
+        for i, task in enumerate(tasks):
+            if not isinstance(task, SupervisedTask) or (need_fit and not _runs_own_fit(task)):
+                # no presampling possible: its minibatches come from this rank's stream (see docs)
+                if start <= i < stop:
+                    out.append(task)
+                continue
+            indices = task.inner_batch_indices(num_inner_iterations, inner_batch_size)
+            if start <= i < stop:
+                out.append(_PresampledTask(task, indices, num_inner_iterations, inner_batch_size))
+        return out
+
+    def _local_share(self, tasks, num_inner_iterations, inner_batch_size):
+        tasks = list(tasks)
+        if self.task_sampling == "per_rank":
+            return tasks
+        start, stop = share_bounds(len(tasks), self.rank, self.size)
+        return self._presample(tasks, num_inner_iterations, inner_batch_size, start, stop)
+
+    # --- combining the ranks ------------------------------------------------------------------------
+    def _zeros_like_theta(self):
+        return [np.zeros(v.shape, np.float32) for v in self.metalearner.meta_variables]
+
+    def allreduce_results(self, sums, loss_sum, count):
+        """(total of `sums` over the ranks, total loss, total count) with ONE in-place Allreduce of a
+        flat float32 buffer [sums..., loss_sum, count] (collective)."""
+        sizes = [int(np.prod(s.shape)) for s in sums]
+        n = sum(sizes) + 2
+        if self._buffer is None or self._buffer.size != n:
+            self._buffer = np.empty(n, np.float32)
+        buf = self._buffer
+        offset = 0
+        for s, k in zip(sums, sizes):
+            buf[offset:offset + k] = np.asarray(s, np.float32).reshape(-1)
+            offset += k
+        buf[offset] = loss_sum
+        buf[offset + 1] = count
+        t0 = time.perf_counter()
+        self._coll.allreduce_sum_(buf)
+        self.stats["allreduce_seconds"] += time.perf_counter() - t0
+        self.stats["allreduce_bytes"] += buf.nbytes
+        totals, offset = [], 0
+        for s, k in zip(sums, sizes):
+            totals.append(buf[offset:offset + k].reshape(np.shape(s)).copy())
+            offset += k
+        return totals, float(buf[offset]), int(round(float(buf[offset + 1])))
+
+    def _outer_step(self, sums, loss_sum, count):
+        totals, loss_total, total_count = self.allreduce_results(sums, loss_sum, count)
+        if total_count == 0:
+            raise ValueError("no task in this meta-batch on any rank")
+        self.metalearner.apply_mean_result([t / np.float32(total_count) for t in totals])
+        self.num_updates += 1
+        self.stats["updates"] += 1
+        self.stats["local_tasks"] += count
+        if self.resync_every and self.num_updates % self.resync_every == 0:
+            self.broadcast_state()
+        return loss_total / total_count
+
+    # --- the fast path ----------------------------------------------------------------------------------
+    def metatrain_step(self, tasks, num_inner_iterations, inner_batch_size=-1):
+        """One meta-iteration (collective). `tasks`: the whole meta-batch (replicated sampling) or this
+        rank's tasks (per-rank sampling, possibly none). Returns {'last_minibatch_loss': mean over all
+        the tasks of all ranks}."""
+        self._initialized()
+        local = self._local_share(tasks, num_inner_iterations, inner_batch_size)
+        t0 = time.perf_counter()
+        if local:
+            sums, loss_sum = self.metalearner.sum_task_results(local, num_inner_iterations, inner_batch_size)
+        else:
+            sums, loss_sum = self._zeros_like_theta(), 0.0
+        self.stats["compute_seconds"] += time.perf_counter() - t0
+        return {"last_minibatch_loss": self._outer_step(sums, loss_sum, len(local))}
+
+    def metatrain_steps(self, meta_batches, num_inner_iterations, inner_batch_size=-1):
+        """`metatrain_step` on each meta-batch in turn (one Allreduce each)."""
+        return [self.metatrain_step(t, num_inner_iterations, inner_batch_size) for t in meta_batches]
+
+    # --- the step-by-step API -----------------------------------------------------------------------
+    def update(self, list_of_results, **kwargs):
+        """Outer step from this rank's per-task results (`task_end` outputs; may be empty), combined
+        with the other ranks' by one Allreduce (collective)."""
+        self._initialized()
+        results = [[np.asarray(x, np.float32) for x in r] for r in list_of_results]
+        if results:
+            sums = [np.array(x, copy=True) for x in results[0]]
+            for r in results[1:]:
+                for acc, x in zip(sums, r):
+                    acc += x
+        else:
+            sums = self._zeros_like_theta()
+        self._outer_step(sums, 0.0, len(results))
+
+    # --- evaluation -----------------------------------------------------------------------------------
+    def evaluate_tasks_distributed(self, tasks, num_inner_iterations, inner_batch_size=-1,
+                                   transductive=True):
+        """`evaluate_tasks` with the tasks spread over the ranks (collective).
+
+        Replicated sampling: `tasks` is the same list on every rank; returns (losses [M],
+        accuracies [M]) of all of them on every rank (one Allreduce). Per-rank sampling: `tasks` are
+        this rank's; returns the concatenation over the ranks, in rank order.
+        """
+        tasks = list(tasks)
+        ml = self.metalearner
+        if self.task_sampling == "per_rank":
+            if tasks:
+                losses, accs = ml.evaluate_tasks(tasks, num_inner_iterations, inner_batch_size, transductive)
+            else:
+                losses = accs = np.zeros(0, np.float32)
+            parts = self._coll.allgather((np.asarray(losses), np.asarray(accs)))
+            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        m = len(tasks)
+        start, stop = share_bounds(m, self.rank, self.size)
+        local = self._presample(tasks, num_inner_iterations, inner_batch_size, start, stop)
+        buf = np.zeros(2 * m, np.float32)
+        if local:
+            losses, accs = ml.evaluate_tasks(local, num_inner_iterations, inner_batch_size, transductive)
+            buf[start:stop] = losses
+            buf[m + start:m + stop] = accs
+        self._coll.allreduce_sum_(buf)  # each entry is non-zero on one rank only: exact
+        return buf[:m].copy(), buf[m:].copy()
+
+
+DistributedGradBasedMetaLearner = DistributedMetaLearner  # the original pyMeta's name
+
+
+def make_distributed(metalearner, comm=None, **kwargs):
+    """`DistributedMetaLearner(metalearner, comm, **kwargs)`."""
+    return DistributedMetaLearner(metalearner, comm=comm, **kwargs)
+
+
+def _distributed_variant(module, class_name):
+    """A DistributedMetaLearner subclass built from the arguments of `module.class_name` (imported on
+    construction, so that this module imports without it)."""
+
+    def __init__(self, *args, comm=None, task_sampling="replicated", resync_every=0, root=0, **kwargs):
+        import importlib
+        cls = getattr(importlib.import_module(module), class_name)
+        DistributedMetaLearner.__init__(self, cls(*args, **kwargs), comm=comm, task_sampling=task_sampling,
+                                        resync_every=resync_every, root=root)
+
+    name = "Distributed" + class_name
+    doc = (f"`{class_name}` (from `{module}`) distributed over MPI ranks: takes `{class_name}`'s "
+           "arguments plus comm, task_sampling, resync_every, root (see DistributedMetaLearner).")
+    return type(name, (DistributedMetaLearner,), {"__init__": __init__, "__doc__": doc,
+                                                  "__module__": __name__})
+
+
+DistributedFOMAMLMetaLearner = _distributed_variant("pymeta.metalearners.fomaml", "FOMAMLMetaLearner")
+DistributedReptileMetaLearner = _distributed_variant("pymeta.metalearners.reptile", "ReptileMetaLearner")
+DistributediMAMLMetaLearner = _distributed_variant("pymeta.metalearners.imaml", "iMAMLMetaLearner")
+DistributedMAMLMetaLearner = _distributed_variant("pymeta.metalearners.maml", "MAMLMetaLearner")
+DistributedSeqFOMAMLMetaLearner = _distributed_variant("pymeta.metalearners.seq_fomaml", "SeqFOMAMLMetaLearner")
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+def _flatten(arrays, dtype):
+    out = np.empty(sum(int(np.prod(a.shape)) for a in arrays), dtype)
+    offset = 0
+    for a in arrays:
+        k = int(np.prod(a.shape))
+        out[offset:offset + k] = a.reshape(-1)
+        offset += k
+    return out
+
+
+def _unflatten(buf, like):
+    values, offset = [], 0
+    for a in like:
+        k = int(np.prod(a.shape))
+        values.append(buf[offset:offset + k].reshape(a.shape).astype(a.dtype))
+        offset += k
+    return values
+
+
+__all__ = ["DistributedMetaLearner", "DistributedGradBasedMetaLearner", "make_distributed",
+           "DistributedFOMAMLMetaLearner", "DistributedReptileMetaLearner", "DistributediMAMLMetaLearner",
+           "DistributedMAMLMetaLearner", "DistributedSeqFOMAMLMetaLearner", "is_mpi_run",
+           "get_rank_and_size", "default_comm", "mpi_abort_on_exception", "seed_everything", "rank_seed",
+           "share_bounds"]

@@ -1,0 +1,62 @@
+"""Saving and loading models: Keras' HDF5 (`.h5`, written through h5py) or native `.keras` files.
+
+Writes are atomic (temporary file in the same folder, then rename), so a crash never leaves a
+half-written model behind.
+"""
+
+import logging
+import os
+import tempfile
+
+import keras
+
+import pymeta.layers  # noqa: F401  (registers pymeta's layers for deserialisation)
+
+
+def save_model(model, path):
+    """Write `model` (architecture + weights) to `path` (.h5 or .keras) atomically; returns path."""
+    path = os.fspath(path)
+    suffix = os.path.splitext(path)[1]
+    if suffix not in (".h5", ".keras"):
+        raise ValueError(f"model file must end in .h5 or .keras, got {path!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=folder, prefix=".tmp_model_")
+    os.close(fd)
+    try:
+        absl_logger = logging.getLogger("absl")
+        level = absl_logger.level
+        absl_logger.setLevel(logging.ERROR)  # Keras warns that .h5 is a legacy format
+        try:
+            model.save(tmp, overwrite=True)
+        finally:
+            absl_logger.setLevel(level)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def load_model(path):
+    """The Keras model saved at `path` (not compiled)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no model file at {path!r}")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as e:  # h5py / Keras errors are obscure; name the file
+        raise ValueError(f"cannot read a Keras model from {path!r}: {e}") from e
+
+
+def load_weights_into(model, path):
+    """Copy the weights saved at `path` into `model`, checking that the architectures match."""
+    saved = load_model(path)
+    mine = [tuple(v.shape) for v in model.weights]
+    theirs = [tuple(v.shape) for v in saved.weights]
+    if mine != theirs:
+        raise ValueError(f"{path!r} holds a model of another architecture: weight shapes {theirs} "
+                         f"do not match this model's {mine}")
+    model.set_weights(saved.get_weights())
+    return model

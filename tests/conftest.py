@@ -1,0 +1,41 @@
+"""Shared test set-up: quiet TensorFlow, the tests folder importable, small fixtures."""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def _float32_policy():
+    """Every test starts (and leaves) Keras with the float32 policy and floatx."""
+    import keras
+    keras.mixed_precision.set_global_policy("float32")
+    keras.config.set_floatx("float32")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+    keras.config.set_floatx("float32")
+
+
+@pytest.fixture
+def image_dataset():
+    """A labelled uint8 image dataset: X [20 classes * 10, 16, 16, 1], y [200] (class c: rows 10c..)."""
+    rng = np.random.RandomState(0)
+    X = rng.randint(0, 256, (200, 16, 16, 1), dtype=np.uint8)
+    y = np.repeat(np.arange(20), 10)
+    return X, y
+
+
+def learnable_images(num_classes=20, per_class=10, size=16, noise=0.3, seed=0):
+    """Images whose class is learnable: a fixed random pattern per class plus noise. uint8 [n, s, s, 1]."""
+    rng = np.random.RandomState(seed)
+    patterns = rng.rand(num_classes, size, size, 1)
+    X = patterns[np.repeat(np.arange(num_classes), per_class)]
+    X = np.clip(X + noise * rng.randn(*X.shape), 0, 1)
+    return (X * 255).astype(np.uint8), np.repeat(np.arange(num_classes), per_class)

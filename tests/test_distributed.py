@@ -1,0 +1,234 @@
+"""pymeta.metalearners.distributed: the MPI outer loop, run for real under `mpiexec -n 2`.
+
+The MPI tests start the scripts of tests/mpi_scripts/ with mpiexec (1 TF thread per rank) and skip,
+with the reason shown by `pytest -rs`, when mpi4py or mpiexec is missing (pip install -e .[mpi]).
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from pymeta.metalearners import distributed as D
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mpi_scripts")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_TIMEOUT = 150  # seconds for one mpiexec run (a normal run takes 10-30 s)
+
+
+def mpi_missing():
+    """Why the MPI tests cannot run here, or None."""
+    if importlib.util.find_spec("mpi4py") is None:
+        return "mpi4py is not installed (pip install -e .[mpi])"
+    if shutil.which("mpiexec") is None:
+        return "mpiexec is not on PATH (pip install mpich, or load your cluster's MPI)"
+    return None
+
+
+def child_env():
+    """This environment without the variables of an enclosing MPI launch, 1 thread per rank."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL", "MV2_"))}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p))
+    return env
+
+
+def run_mpi(num_ranks, script, *args, timeout=RUN_TIMEOUT):
+    """(return code, stdout, stderr, seconds) of `mpiexec -n num_ranks python script args`; the whole
+    process group is killed if it runs past `timeout` (return code None)."""
+    cmd = [shutil.which("mpiexec"), "-n", str(num_ranks), sys.executable, os.path.join(SCRIPTS, script),
+           *map(str, args)]
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+                            cwd=REPO, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        code = None
+    return code, out, err, time.monotonic() - start
+
+
+@pytest.fixture(scope="module")
+def mpi():
+    reason = mpi_missing()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def equivalence_runs(mpi, tmp_path_factory):
+    """The meta-trainings of dist_equivalence.py on 1 rank and on 2 ranks."""
+    out = {}
+    for n in (1, 2):
+        folder = tmp_path_factory.mktemp(f"ranks{n}")
+        code, stdout, stderr, _ = run_mpi(n, "dist_equivalence.py", folder)
+        assert code == 0, f"mpiexec -n {n} dist_equivalence.py failed ({code}):\n{stdout}\n{stderr[-4000:]}"
+        reports = [json.loads((folder / f"rank{r}.json").read_text()) for r in range(n)]
+        with np.load(folder / f"params_{n}.npz") as z:
+            params = {k: z[k] for k in z.files}
+        out[n] = (reports, params)
+    return out
+
+
+def config_params(params, name):
+    keys = sorted((k for k in params if k.startswith(name + "/")), key=lambda k: int(k.split("/")[1]))
+    assert keys, f"no parameters stored for {name}"
+    return [params[k] for k in keys]
+
+
+CONFIGS = ["fomaml_m4", "fomaml_m3", "reptile_m4", "reptile_m3", "fomaml_steps_m3", "fomaml_cnn_m3"]
+
+
+# --- (a) all ranks hold identical parameters after every update ----------------------------------------
+@pytest.mark.parametrize("name", CONFIGS + ["per_rank_fomaml_m3"])
+def test_ranks_hold_bit_identical_parameters(equivalence_runs, name):
+    reports, _ = equivalence_runs[2]
+    digests0, digests1 = reports[0][name], reports[1][name]
+    assert len(digests0) >= 3
+    assert digests0 == digests1  # sha256 of the parameter bytes, after initialize and every update
+    assert len(set(digests0)) == len(digests0), "the parameters did not change at every update"
+
+
+# --- (b), (c) 2 ranks give the 1-rank result (3 tasks on 2 ranks: 2 + 1, weighted mean) ----------------
+@pytest.mark.parametrize("name", CONFIGS)
+def test_two_ranks_equal_one_rank(equivalence_runs, name):
+    one = config_params(equivalence_runs[1][1], name)
+    two = config_params(equivalence_runs[2][1], name)
+    assert len(one) == len(two)
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_one_rank_equals_the_plain_metalearner(equivalence_runs, name):
+    _, params = equivalence_runs[1]
+    for a, b in zip(config_params(params, "plain_" + name), config_params(params, name)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_per_rank_sampling_evaluates_every_rank_share(equivalence_runs):
+    reports, _ = equivalence_runs[2]
+    assert reports[0]["per_rank_eval_count"] == [3]  # 2 tasks on rank 0 + 1 on rank 1, gathered
+    assert reports[0]["stats"]["updates"] == reports[1]["stats"]["updates"] == 3
+    assert reports[0]["stats"]["local_tasks"] == 6 and reports[1]["stats"]["local_tasks"] == 3
+
+
+# --- (d) a rank that raises ends the job ---------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["excepthook", "context"])
+def test_exception_on_one_rank_aborts_the_job(mpi, mode):
+    code, out, err, seconds = run_mpi(2, "dist_abort.py", mode, timeout=90)
+    assert code is not None, f"the job hung: killed after {seconds:.0f} s\n{err[-3000:]}"
+    assert code != 0
+    assert seconds < 60
+    assert "deliberate failure on rank 1" in err
+    assert "[pymeta rank 1/2]" in err and "MPI_Abort" in err
+    assert "should never get here" not in out
+
+
+# --- without MPI ---------------------------------------------------------------------------------------
+LAUNCH_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE", "MPI_LOCALNRANKS",
+                    "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
+
+
+@pytest.fixture
+def no_launcher(monkeypatch):
+    for name in LAUNCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_is_mpi_run_reads_the_launcher_environment(no_launcher, monkeypatch):
+    assert not D.is_mpi_run()
+    monkeypatch.setenv("PMI_SIZE", "1")
+    assert not D.is_mpi_run()  # mpiexec -n 1: a single process
+    monkeypatch.setenv("PMI_SIZE", "4")
+    assert D.is_mpi_run()
+    monkeypatch.delenv("PMI_SIZE")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    assert D.is_mpi_run()
+
+
+def test_share_bounds_cover_the_batch_once():
+    for m in range(0, 12):
+        for size in range(1, 6):
+            bounds = [D.share_bounds(m, r, size) for r in range(size)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == m
+            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+            counts = [stop - start for start, stop in bounds]
+            assert max(counts) - min(counts) <= 1
+    assert [D.share_bounds(3, r, 2) for r in range(2)] == [(0, 2), (2, 3)]
+
+
+def test_seeds_per_rank_are_distinct_and_reproducible():
+    seeds = [D.rank_seed(5, r) for r in range(8)]
+    assert len(set(seeds)) == 8 and seeds == [D.rank_seed(5, r) for r in range(8)]
+    assert D.seed_everything(5, rank=3) == 5  # replicated: the global seed on every rank
+    assert D.seed_everything(5, rank=3, per_rank=True) == D.rank_seed(5, 3)
+
+
+def test_single_process_wrapper_needs_no_mpi(no_launcher):
+    """Outside mpiexec the wrapper is a single process, equal to the wrapped meta-learner, and the
+    exception guard lets exceptions through."""
+    import keras
+
+    from pymeta.metalearners.fomaml import FOMAMLMetaLearner
+    from pymeta.tasks.sinusoid_tasks import create_sinusoid_task_distribution
+
+    mpi_was_loaded = "mpi4py.MPI" in sys.modules
+    assert D.get_rank_and_size() == (0, 1)
+
+    def make():
+        D.seed_everything(3)
+        model = keras.Sequential([keras.Input(shape=(1,)), keras.layers.Dense(8, activation="relu"),
+                                  keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+        return model, FOMAMLMetaLearner(model, keras.optimizers.Adam(0.01))
+
+    dist = create_sinusoid_task_distribution(num_training_samples=6, num_test_samples=6)[0]
+    model, plain = make()
+    plain.initialize()
+    start = plain.current_initial_parameters
+    model, wrapped = make()
+    dml = D.make_distributed(wrapped)
+    dml.initialize()
+    dml.set_initial_parameters(start)
+    assert (dml.rank, dml.size, dml.is_root) == (0, 1, True)
+    for learner in (plain, dml):
+        np.random.seed(11)
+        for _ in range(2):
+            learner.metatrain_step(dist.sample_batch(3), 2, 4)
+    for a, b in zip(plain.current_initial_parameters, dml.current_initial_parameters):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    assert dml.check_sync() == dml.parameters_digest()
+    losses, accs = dml.evaluate_tasks_distributed(dist.sample_batch(3), 2, 4)
+    assert losses.shape == accs.shape == (3,)
+    if not mpi_was_loaded:
+        assert "mpi4py.MPI" not in sys.modules
+
+    with pytest.raises(ValueError, match="plain"):
+        with D.mpi_abort_on_exception():
+            raise ValueError("plain exception outside MPI")
+    assert sys.excepthook is sys.__excepthook__ or not isinstance(
+        getattr(sys.excepthook, "__self__", None), D._AbortOnException)
+
+
+def test_distributed_variants_wrap_their_metalearner(no_launcher):
+    import keras
+
+    model = keras.Sequential([keras.Input(shape=(1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    dml = D.DistributedReptileMetaLearner(model, keras.optimizers.SGD(0.1), task_sampling="per_rank")
+    assert type(dml.metalearner).__name__ == "ReptileMetaLearner"
+    assert dml.model is model and dml.task_sampling == "per_rank"
+    with pytest.raises(ValueError, match="task_sampling"):
+        D.DistributedMetaLearner(dml.metalearner, task_sampling="scatter")
