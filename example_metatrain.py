@@ -55,6 +55,9 @@ flags.DEFINE_boolean("fast", _d.fast, "one compiled call per meta-batch (--nofas
 flags.DEFINE_integer("iterations_per_call", _d.iterations_per_call,
                      "meta-iterations per compiled call (0: 10 for sinusoid, 1 otherwise)")
 flags.DEFINE_boolean("progress", _d.progress, "show a progress bar")
+flags.DEFINE_boolean("anneal_meta_lr", _d.anneal_meta_lr, "decay meta_lr linearly to 0 over the run "
+                     "(Reptile's recipe)")
+flags.DEFINE_integer("num_threads", _d.num_threads, "TensorFlow threads (0: all cores)")
 
 
 def config_from_flags():

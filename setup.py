@@ -18,7 +18,8 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout", "hypothesis"],
+        # the MPI tests run under mpiexec: the test extra brings mpi4py and an MPI runtime too
+        "test": ["pytest>=7", "pytest-timeout", "hypothesis", "mpi4py>=3.1", "mpich"],
         "mpi": ["mpi4py>=3.1", "mpich"],
     },
 )

@@ -79,8 +79,13 @@ def default_inner_optimizer(metamodel, dataset, inner_lr):
     return keras.optimizers.SGD(inner_lr)
 
 
-def default_meta_optimizer(metamodel, meta_lr):
-    """The original's choice: plain SGD for Reptile, Adam for the MAML family."""
+def default_meta_optimizer(metamodel, meta_lr, anneal_steps=0):
+    """The original's choice: plain SGD for Reptile, Adam for the MAML family.
+
+    anneal_steps > 0: the learning rate decays linearly to 0 over that many steps (Reptile's recipe).
+    """
+    if anneal_steps > 0:
+        meta_lr = keras.optimizers.schedules.PolynomialDecay(meta_lr, anneal_steps, 0.0, power=1.0)
     if metamodel == "reptile":
         return keras.optimizers.SGD(meta_lr)
     return keras.optimizers.Adam(meta_lr)
@@ -128,6 +133,7 @@ def mean_confidence_interval(values, z=1.96):
 
 
 def write_json_atomic(path, obj):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=1)
@@ -214,6 +220,8 @@ class RunConfig:
     fast: bool = True
     iterations_per_call: int = 0
     progress: bool = True
+    anneal_meta_lr: bool = False
+    num_threads: int = 0
 
     def resolved_inner_batch_size(self):
         """-1 means N*K (the whole support set), as in the original; sinusoid has N = 1."""
@@ -254,6 +262,10 @@ def check_config(c):
 def setup_run(c):
     """Seed everything, then build (problem, model, metalearner) for config `c`."""
     check_config(c)
+    if c.num_threads > 0:
+        import tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(c.num_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(c.num_threads)
     np.random.seed(c.seed)
     keras.utils.set_random_seed(c.seed)
     keras.mixed_precision.set_global_policy(c.precision)
@@ -263,7 +275,8 @@ def setup_run(c):
     model = problem.make_model()
     loss = "sparse_categorical_crossentropy" if problem.is_classification else "mse"
     model.compile(optimizer=default_inner_optimizer(c.metamodel, c.dataset, c.inner_lr), loss=loss)
-    metalearner = build_metalearner(c.metamodel, model, default_meta_optimizer(c.metamodel, c.meta_lr),
+    anneal = c.num_outer_metatraining_iterations if c.anneal_meta_lr else 0
+    metalearner = build_metalearner(c.metamodel, model, default_meta_optimizer(c.metamodel, c.meta_lr, anneal),
                                     jit_compile=(c.dataset == "sinusoid"))
     metalearner.initialize()
     return problem, model, metalearner

@@ -83,3 +83,28 @@ def test_original_allcharacters_protocol(omniglot):
     task = tr.sample_batch()[0]
     assert task.get_train_set()[0].shape == (200, 28, 28, 1)
     assert task.get_test_set()[0].shape == (200, 28, 28, 1)
+
+
+def test_cli_training_and_meta_test_on_real_omniglot(omniglot_pkl, tmp_path):
+    """example_metatrain.py on the real Omniglot (standard protocol), then scripts/meta_test.py."""
+    import json
+    import subprocess
+    import sys
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    model = tmp_path / "model.h5"
+    train = subprocess.run(
+        [sys.executable, os.path.join(REPO, "example_metatrain.py"), "--dataset=omniglot", "--metamodel=fomaml",
+         f"--data_path={omniglot_pkl}", "--num_output_classes=5", "--num_train_samples_per_class=1",
+         "--num_test_samples_per_class=5", "--num_inner_training_iterations=3", "--inner_lr=0.1",
+         "--num_outer_metatraining_iterations=30", "--test_every_k_iterations=30", "--num_validation_batches=2",
+         f"--model_save_filename={model}", "--noprogress"],
+        capture_output=True, text=True, env=env, timeout=900)
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert "val acc" in train.stdout and model.exists()
+    out = tmp_path / "result.json"
+    test = run_script("meta_test.py", "--model", model, "--dataset", "omniglot", "--data_path", omniglot_pkl,
+                      "--num_train_samples_per_class", 1, "--num_test_samples_per_class", 5, "--inner_lr", 0.1,
+                      "--num_inner_iterations", 3, "--num_tasks", 50, "--output", out)
+    assert test.returncode == 0, test.stderr[-3000:]
+    result = json.load(open(out))
+    assert result["num_tasks"] == 50 and 20.0 < result["mean"] <= 100.0 and 0 < result["ci95"] < 20

@@ -1,0 +1,57 @@
+"""The whole image pipeline on a synthetic Omniglot folder, in CI: PNG folder -> make script ->
+pkl / h5 -> task distributions -> meta-training -> meta-test."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from data_fixtures import make_omniglot_tree, run_script
+from pymeta.metalearners import FOMAMLMetaLearner
+from pymeta.networks import make_omniglot_cnn_model
+from pymeta.tasks.omniglot_tasks import create_omniglot_task_distribution
+
+
+@pytest.mark.parametrize("fmt", ["pkl", "h5"])
+def test_folder_to_trained_model(tmp_path, fmt):
+    make_omniglot_tree(tmp_path / "omniglot", alphabets=(2, 2), chars_per_alphabet=10, drawings=15, size=16)
+    out = tmp_path / f"omniglot.{fmt}"
+    proc = run_script("make_omniglot_dataset.py", "-i", tmp_path / "omniglot", "-o", out, "--size", 16, "-q")
+    assert proc.returncode == 0, proc.stderr
+    np.random.seed(0)
+    keras.utils.set_random_seed(0)
+    train, val, test = create_omniglot_task_distribution(str(out), num_training_samples_per_class=1,
+                                                         num_test_samples_per_class=5, num_training_classes=5,
+                                                         meta_batch_size=4, num_train_characters=24,
+                                                         num_val_characters=8)
+    model = make_omniglot_cnn_model(5, input_shape=(16, 16, 1), filters=16)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    ml = FOMAMLMetaLearner(model, keras.optimizers.Adam(0.003))
+    ml.initialize()
+    test_tasks = test.sample_batch(20)
+    before = ml.evaluate_tasks(test_tasks, 3, -1)[1].mean()
+    for _ in range(40):
+        ml.metatrain_step(train.sample_batch(), 3, -1)
+    after = ml.evaluate_tasks(test_tasks, 3, -1)[1].mean()
+    assert after > 0.2 and after >= before - 0.05, (before, after)
+
+
+def test_meta_test_script_reports_confidence_interval(tmp_path):
+    """scripts/meta_test.py on a saved sinusoid model: MSE mean and 95% CI over the requested tasks."""
+    from pymeta.experiment import RunConfig, metatrain
+    model = tmp_path / "model.h5"
+    metatrain(RunConfig(dataset="sinusoid", num_train_samples_per_class=10, num_test_samples_per_class=50,
+                        inner_batch_size=10, inner_lr=0.01, num_outer_metatraining_iterations=50,
+                        test_every_k_iterations=50, num_validation_batches=1, model_save_filename=str(model),
+                        progress=False), log=lambda s: None)
+    out = tmp_path / "r.json"
+    proc = run_script("meta_test.py", "--model", model, "--dataset", "sinusoid", "--num_train_samples_per_class", 10,
+                      "--num_test_samples_per_class", 50, "--inner_lr", 0.01, "--inner_batch_size", 10,
+                      "--num_tasks", 60, "--num_inner_iterations", 5, "--output", out)
+    assert proc.returncode == 0, proc.stderr
+    r = json.load(open(out))
+    assert r["metric"] == "mse" and r["num_tasks"] == 60 and r["mean"] > 0 and 0 < r["ci95"] < r["mean"]
+    assert "95% CI" in proc.stdout
+    bad = run_script("meta_test.py", "--model", tmp_path / "nope.h5", "--dataset", "sinusoid")
+    assert bad.returncode == 2 and "no model file" in bad.stderr and "Traceback" not in bad.stderr
