@@ -124,6 +124,16 @@ def test_per_rank_sampling_evaluates_every_rank_share(equivalence_runs):
     assert reports[0]["stats"]["local_tasks"] == 6 and reports[1]["stats"]["local_tasks"] == 3
 
 
+def test_check_sync_detects_divergence_and_broadcast_repairs_it(equivalence_runs):
+    for report in equivalence_runs[2][0]:
+        assert "meta-parameters differ across ranks" in report["param_divergence"]
+        assert report["after_broadcast"] is None
+        assert "np.random states differ" in report["rng_divergence"]
+        assert report["resync_broadcasts"] == 1  # resync_every=1: one broadcast after the update
+    for report in equivalence_runs[1][0]:
+        assert report["param_divergence"] is None and report["rng_divergence"] is None
+
+
 # --- (d) a rank that raises ends the job ---------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["excepthook", "context"])
 def test_exception_on_one_rank_aborts_the_job(mpi, mode):

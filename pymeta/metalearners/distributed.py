@@ -33,11 +33,23 @@ Task assignment (`task_sampling`):
         tasks (`local_batch_size(meta_batch_size)` of them) to `metatrain_step` / `update`.
         Reproducible for a given number of ranks, independent of what other ranks draw.
 
-Parameters stay bit-identical across ranks: the Allreduce returns the same sum on every rank and the
-outer step is a deterministic function of (theta, optimizer state, mean result), computed by the
-same program; tests/test_distributed.py checks the parameter digests after every update. On a
-heterogeneous cluster (ranks on different CPU types, where the same float expression may round
-differently) pass `resync_every=N` to broadcast the state from rank 0 every N updates.
+The step-by-step API works the same way; `update` combines the ranks' results:
+
+    results = []
+    for task in dml.local_tasks(tasks, num_inner_steps, inner_batch_size):   # this rank's slice
+        dml.task_begin(task)
+        task.fit_n_iterations(dml.model, num_inner_steps, inner_batch_size)
+        results.append(dml.task_end(task))
+    dml.update(results)                                                      # one Allreduce
+
+Parameters stay bit-identical across ranks without being sent: every rank receives the same sum from
+the Allreduce (MPI does not formally promise it for floats, but MPICH's and Open MPI's algorithms
+either reduce each element once and distribute it, or combine pairs symmetrically, a+b == b+a), and
+the outer step is a deterministic function of (theta, optimizer state, mean result) run by the same
+program. tests/test_distributed.py checks the parameter digests after every update; `check_sync()`
+checks them at run time. On a heterogeneous cluster (ranks on different CPU types, where the same
+float expression may round differently) pass `resync_every=N` to broadcast the state from rank 0
+every N updates (one Bcast of theta and the optimizer state).
 """
 
 import hashlib

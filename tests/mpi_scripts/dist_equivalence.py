@@ -126,7 +126,33 @@ for _ in range(UPDATES):
 report["per_rank_fomaml_m3"] = digests
 losses, _ = dml.evaluate_tasks_distributed(dist.sample_batch(dml.local_batch_size(3)), T, B)
 report["per_rank_eval_count"] = [len(losses)]
-report["stats"] = dml.stats
+report["stats"] = dict(dml.stats)
+
+
+def sync_problem(learner):
+    try:
+        learner.check_sync()
+    except RuntimeError as e:
+        return str(e)
+    return None
+
+
+# check_sync notices diverged parameters; broadcast_state repairs them
+if rank == 1:
+    theta = dml.current_initial_parameters
+    dml.set_initial_parameters([theta[0] + 1.0] + theta[1:])
+report["param_divergence"] = sync_problem(dml)
+dml.broadcast_state()
+report["after_broadcast"] = sync_problem(dml)
+# ... and diverged np.random streams under replicated sampling
+replicated = DistributedMetaLearner(dml.metalearner, comm=comm, resync_every=1)
+seed_everything(3)
+if rank == 0:
+    np.random.uniform()  # e.g. validation tasks drawn on rank 0 only
+report["rng_divergence"] = sync_problem(replicated)
+seed_everything(3)
+replicated.metatrain_step(dist.sample_batch(3), T, B)
+report["resync_broadcasts"] = replicated.stats["broadcasts"]
 
 with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
     json.dump(report, f)
