@@ -7,6 +7,7 @@
         --num_outer_metatraining_iterations=10000
 """
 
+import dataclasses
 import os
 import sys
 
@@ -57,22 +58,37 @@ flags.DEFINE_integer("iterations_per_call", _d.iterations_per_call,
 flags.DEFINE_boolean("progress", _d.progress, "show a progress bar")
 flags.DEFINE_boolean("anneal_meta_lr", _d.anneal_meta_lr, "decay meta_lr linearly to 0 over the run "
                      "(Reptile's recipe)")
-flags.DEFINE_integer("num_threads", _d.num_threads, "TensorFlow threads (0: all cores)")
+flags.DEFINE_integer("num_threads", _d.num_threads, "TensorFlow threads (0: all cores; under MPI: "
+                     "cores / ranks per node)")
+flags.DEFINE_string("run_dir", _d.run_dir, "checkpoints and TensorBoard logs (default: <model file "
+                    "without extension>_run/)")
+flags.DEFINE_boolean("resume", _d.resume, "continue from the last checkpoint in --run_dir if there is one")
+flags.DEFINE_boolean("overwrite", _d.overwrite, "allow replacing a model file / run directory of another run")
+flags.DEFINE_integer("keep_checkpoints", _d.keep_checkpoints, "checkpoints kept in --run_dir")
+flags.DEFINE_boolean("tensorboard", _d.tensorboard, "write TensorBoard summaries to <run_dir>/tensorboard")
 
 
 def config_from_flags():
-    return RunConfig(**{f.name: getattr(FLAGS, f.name) for f in __import__("dataclasses").fields(RunConfig)})
+    return RunConfig(**{f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(RunConfig)})
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from pymeta.experiment import metatrain
+    from pymeta.metalearners.distributed import is_mpi_run, mpi_abort_on_exception
+    from pymeta.training import Interrupted, metatrain
+    if is_mpi_run():
+        mpi_abort_on_exception()  # a failing rank ends the whole job instead of hanging the others
     try:
         metatrain(config_from_flags())
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
+        if is_mpi_run():
+            raise  # -> MPI abort of every rank
         return 2
+    except Interrupted as e:
+        print(str(e), file=sys.stderr)
+        return 128 + e.signum
     return 0
 
 

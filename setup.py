@@ -10,6 +10,7 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16",
+        "tensorboard",  # tf.summary needs it; recent TensorFlow wheels no longer bring it
         "numpy",
         "h5py",
         "pillow",

@@ -108,10 +108,11 @@ def validate(metalearner, distribution, num_batches, num_inner_iterations, inner
     fast=True: one compiled call per meta-batch; False: the step-by-step API, task by task.
     """
     losses, accs = [], []
+    evaluate = getattr(metalearner, "evaluate_tasks_distributed", metalearner.evaluate_tasks)
     for _ in range(num_batches):
         tasks = distribution.sample_batch()
         if fast:
-            l, a = metalearner.evaluate_tasks(tasks, num_inner_iterations, inner_batch_size, transductive)
+            l, a = evaluate(tasks, num_inner_iterations, inner_batch_size, transductive)
             losses.extend(l)
             accs.extend(a)
             continue
@@ -222,6 +223,15 @@ class RunConfig:
     progress: bool = True
     anneal_meta_lr: bool = False
     num_threads: int = 0
+    run_dir: str = ""
+    resume: bool = True
+    overwrite: bool = False
+    keep_checkpoints: int = 3
+    tensorboard: bool = True
+
+    def resolved_run_dir(self):
+        """Checkpoints and TensorBoard logs: --run_dir, default <model file without extension>_run/."""
+        return self.run_dir or f"{os.path.splitext(self.model_save_filename)[0]}_run"
 
     def resolved_inner_batch_size(self):
         """-1 means N*K (the whole support set), as in the original; sinusoid has N = 1."""
@@ -259,13 +269,29 @@ def check_config(c):
         raise ValueError(f"--model_save_filename must end in .h5 or .keras, got {c.model_save_filename!r}")
 
 
-def setup_run(c):
-    """Seed everything, then build (problem, model, metalearner) for config `c`."""
+# the settings a checkpoint must share with the run that resumes it
+RUN_IDENTITY = ("dataset", "metamodel", "num_output_classes", "num_train_samples_per_class",
+                "num_test_samples_per_class", "meta_batch_size", "meta_lr", "inner_lr",
+                "num_inner_training_iterations", "inner_batch_size", "seed", "omniglot_protocol",
+                "precision", "anneal_meta_lr", "fast", "iterations_per_call", "test_every_k_iterations",
+                "num_validation_batches")
+
+
+def setup_run(c, distributed=False):
+    """Seed everything, then build (problem, model, metalearner) for config `c`.
+
+    distributed: wrap the meta-learner for an MPI run (pymeta.metalearners.distributed); every rank
+    uses the same seed and draws the same meta-batches, each processing its share of the tasks.
+    """
     check_config(c)
-    if c.num_threads > 0:
+    threads = c.num_threads
+    if distributed and threads <= 0:
+        local = int(os.environ.get("MPI_LOCALNRANKS") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or 1)
+        threads = max(1, (os.cpu_count() or 1) // local)
+    if threads > 0:
         import tensorflow as tf
-        tf.config.threading.set_intra_op_parallelism_threads(c.num_threads)
-        tf.config.threading.set_inter_op_parallelism_threads(c.num_threads)
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     np.random.seed(c.seed)
     keras.utils.set_random_seed(c.seed)
     keras.mixed_precision.set_global_policy(c.precision)
@@ -279,72 +305,8 @@ def setup_run(c):
     metalearner = build_metalearner(c.metamodel, model, default_meta_optimizer(c.metamodel, c.meta_lr, anneal),
                                     jit_compile=(c.dataset == "sinusoid"))
     metalearner.initialize()
+    if distributed:
+        from pymeta.metalearners.distributed import DistributedMetaLearner
+        metalearner = DistributedMetaLearner(metalearner)
+        metalearner.broadcast_state()
     return problem, model, metalearner
-
-
-def metatrain(c, log=print):
-    """Run meta-training for config `c`: returns the validation history (list of dicts).
-
-    Validation every `test_every_k_iterations` (and at iteration 0), the model saved every
-    `save_every_k_iterations` and at the end, the history as JSON and a learning-curve PNG next to
-    the model file (plus, for sinusoid, a plot of one adapted task).
-    """
-    from tqdm import tqdm
-
-    from pymeta.model_io import save_model
-    problem, model, metalearner = setup_run(c)
-    T, B = c.num_inner_training_iterations, c.resolved_inner_batch_size()
-    n_iter = c.num_outer_metatraining_iterations
-    per_call = c.iterations_per_call or (10 if c.dataset == "sinusoid" else 1)
-    history, train_losses = [], []
-    start = time.time()
-
-    def validation(it):
-        loss, acc = validate(metalearner, problem.metaval, c.num_validation_batches, T, B,
-                             c.transductive, c.fast)
-        entry = {"iteration": it, "val_loss": loss, "val_accuracy": acc,
-                 "train_loss": float(np.mean(train_losses)) if train_losses else None,
-                 "seconds": round(time.time() - start, 2)}
-        history.append(entry)
-        train_losses.clear()
-        metric = f"val acc {100 * acc:.2f}%  " if problem.is_classification else ""
-        log(f"iter {it:6d}  {metric}val loss {loss:.4f}  ({entry['seconds']:.0f} s)")
-        write_json_atomic(artifact_path(c.model_save_filename, "history.json"), history)
-
-    validation(0)
-    bar = tqdm(total=n_iter, disable=not c.progress, unit="it", dynamic_ncols=True, mininterval=1.0)
-    it = 0
-    while it < n_iter:
-        # run up to the next validation / save point in chunks of `per_call` meta-iterations
-        next_event = min(n_iter, (it // c.test_every_k_iterations + 1) * c.test_every_k_iterations,
-                         (it // c.save_every_k_iterations + 1) * c.save_every_k_iterations)
-        steps = min(per_call, next_event - it)
-        batches = [problem.metatrain.sample_batch() for _ in range(steps)]
-        if c.fast:
-            results = metalearner.metatrain_steps(batches, T, B)
-            train_losses.extend(r["last_minibatch_loss"] for r in results)
-        else:
-            for tasks in batches:
-                results = []
-                for task in tasks:
-                    metalearner.task_begin(task)
-                    train_losses.append(task.fit_n_iterations(model, T, B)["last_minibatch_loss"])
-                    results.append(metalearner.task_end(task))
-                metalearner.update(results)
-        it += steps
-        bar.update(steps)
-        if train_losses:
-            bar.set_postfix(loss=f"{train_losses[-1]:.3f}", refresh=False)
-        if it % c.test_every_k_iterations == 0 or it == n_iter:
-            validation(it)
-        if it % c.save_every_k_iterations == 0 or it == n_iter:
-            save_model(model, c.model_save_filename)
-    bar.close()
-    plot_learning_curve(history, artifact_path(c.model_save_filename, "learning_curve.png"),
-                        problem.is_classification)
-    if c.dataset == "sinusoid":
-        task = problem.metaval.sample_batch(1)[0]
-        path = plot_sinusoid(metalearner, task, T, B, artifact_path(c.model_save_filename, "sinusoid.png"))
-        log(f"sinusoid plot: {path}")
-    log(f"model saved to {c.model_save_filename} ({time.time() - start:.0f} s)")
-    return history

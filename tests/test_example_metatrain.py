@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from pymeta.experiment import RunConfig, metatrain, setup_run
+from pymeta.experiment import RunConfig, setup_run
+from pymeta.training import metatrain
 from pymeta.model_io import load_model
 
 SINUSOID_README = ["--dataset=sinusoid", "--num_train_samples_per_class=10", "--num_test_samples_per_class=100",

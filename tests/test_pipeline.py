@@ -39,7 +39,8 @@ def test_folder_to_trained_model(tmp_path, fmt):
 
 def test_meta_test_script_reports_confidence_interval(tmp_path):
     """scripts/meta_test.py on a saved sinusoid model: MSE mean and 95% CI over the requested tasks."""
-    from pymeta.experiment import RunConfig, metatrain
+    from pymeta.experiment import RunConfig
+    from pymeta.training import metatrain
     model = tmp_path / "model.h5"
     metatrain(RunConfig(dataset="sinusoid", num_train_samples_per_class=10, num_test_samples_per_class=50,
                         inner_batch_size=10, inner_lr=0.01, num_outer_metatraining_iterations=50,

@@ -1,0 +1,236 @@
+"""The meta-training run behind `example_metatrain.py`: outer loop, validation, saving, checkpoints
+and resume, TensorBoard summaries, signals, and MPI (rank 0 logs, validates' output and saves)."""
+
+import dataclasses
+import os
+import signal
+import time
+
+import numpy as np
+
+from pymeta import checkpoint as ckpt
+from pymeta.experiment import (RUN_IDENTITY, artifact_path, plot_learning_curve, plot_sinusoid, setup_run,
+                               validate, write_json_atomic)
+
+
+class Interrupted(Exception):
+    """SIGINT / SIGTERM arrived; a checkpoint was written."""
+
+    def __init__(self, signum, path):
+        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint written to {path}")
+        self.signum, self.path = signum, path
+
+
+class _SignalFlag:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between compiled calls."""
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+class _Summaries:
+    """TensorBoard scalars (tf.summary) in <run_dir>/tensorboard; does nothing when disabled."""
+
+    def __init__(self, directory, enabled):
+        self.writer = None
+        if enabled:
+            import tensorflow as tf
+            self.tf = tf
+            self.writer = tf.summary.create_file_writer(directory)
+
+    def scalars(self, step, values):
+        if self.writer is None:
+            return
+        with self.writer.as_default(step=step):
+            for name, value in values.items():
+                if value is not None:
+                    self.tf.summary.scalar(name, value)
+        self.writer.flush()
+
+
+def _identity(c):
+    return {k: getattr(c, k) for k in RUN_IDENTITY}
+
+
+def _check_outputs(c, run_dir, resuming):
+    """Refuse to replace a model file from another run unless --overwrite."""
+    if resuming or c.overwrite or not os.path.exists(c.model_save_filename):
+        return
+    raise ValueError(f"{c.model_save_filename} already exists and is not from this run (no checkpoint in "
+                     f"{run_dir}): choose another --model_save_filename or pass --overwrite")
+
+
+def _find_resume_point(c, run_dir):
+    path = ckpt.latest_checkpoint(run_dir) if c.resume else None
+    if path is None:
+        if not c.resume and ckpt.checkpoint_files(run_dir) and not c.overwrite:
+            raise ValueError(f"{run_dir} holds checkpoints of an earlier run: resume it (drop --noresume), "
+                             "pass --overwrite to start afresh, or choose another --run_dir")
+        return None
+    saved = ckpt.read_checkpoint_config(path)
+    mine = _identity(c)
+    diff = {k: (saved.get(k), mine[k]) for k in mine if saved.get(k) != mine[k]}
+    if diff:
+        raise ValueError(f"the checkpoint {path} is from a run with other settings "
+                         f"({', '.join(f'{k}: {a} there, {b} here' for k, (a, b) in diff.items())}): "
+                         "use the same flags to resume, or another --run_dir")
+    return path
+
+
+def inner_loss_curve(metalearner, task, num_inner_iterations, inner_batch_size):
+    """Training-set loss of `task` after 0, 1, ..., T inner steps from theta (step-by-step API)."""
+    model = metalearner.model
+    metalearner.task_begin(task)
+    curve = [task.evaluate(model, evaluate_on_train=True)["loss"]]
+    for _ in range(num_inner_iterations):
+        task.fit_n_iterations(model, 1, inner_batch_size)
+        curve.append(task.evaluate(model, evaluate_on_train=True)["loss"])
+    metalearner.task_begin(task)
+    return curve
+
+
+def metatrain(c, log=print, distributed=None):
+    """Run (or resume) meta-training for config `c`; returns the validation history (list of dicts).
+
+    Validation every `test_every_k_iterations` (and at iteration 0); the model (`.h5`) saved every
+    `save_every_k_iterations` and at the end; a checkpoint at the same points and on SIGINT/SIGTERM
+    (then `Interrupted` is raised); history JSON, learning-curve PNG (and for sinusoid a plot of one
+    adapted task) next to the model; TensorBoard scalars in <run_dir>/tensorboard.
+    """
+    from tqdm import tqdm
+
+    from pymeta.model_io import save_model
+    if distributed is None:
+        from pymeta.metalearners.distributed import is_mpi_run
+        distributed = is_mpi_run()
+    problem, model, metalearner = setup_run(c, distributed)
+    is_root = getattr(metalearner, "is_root", True)
+    run_dir = c.resolved_run_dir()
+    resume_from = _find_resume_point(c, run_dir)
+    _check_outputs(c, run_dir, resume_from is not None)
+    T, B = c.num_inner_training_iterations, c.resolved_inner_batch_size()
+    n_iter = c.num_outer_metatraining_iterations
+    per_call = c.iterations_per_call or (10 if c.dataset == "sinusoid" else 1)
+    history, train_losses, it = [], [], 0
+    if resume_from:
+        it, history = ckpt.load_checkpoint(resume_from, metalearner)
+        if distributed:
+            metalearner.broadcast_state()
+        log(f"resumed from {resume_from} at iteration {it}")
+    if not is_root:
+        log = lambda *a, **k: None  # noqa: E731
+    summaries = _Summaries(os.path.join(run_dir, "tensorboard"), c.tensorboard and is_root)
+    start = time.time() - (history[-1]["seconds"] if history else 0.0)
+    last_time, last_it = time.time(), it
+
+    def checkpoint():
+        if is_root:
+            return ckpt.save_checkpoint(run_dir, it, metalearner, history, _identity(c), c.keep_checkpoints)
+        return None
+
+    def validation():
+        loss, acc = validate(metalearner, problem.metaval, c.num_validation_batches, T, B,
+                             c.transductive, c.fast)
+        entry = {"iteration": it, "val_loss": loss, "val_accuracy": acc,
+                 "train_loss": float(np.mean(train_losses)) if train_losses else None,
+                 "seconds": round(time.time() - start, 2)}
+        history.append(entry)
+        train_losses.clear()
+        if not is_root:
+            return
+        metric = f"val acc {100 * acc:.2f}%  " if problem.is_classification else ""
+        log(f"iter {it:6d}  {metric}val loss {loss:.4f}  ({entry['seconds']:.0f} s)")
+        write_json_atomic(artifact_path(c.model_save_filename, "history.json"), history)
+        curve = inner_loss_curve(metalearner, problem.metaval.sample_batch(1)[0], T, B) \
+            if c.tensorboard and not distributed else []
+        values = {"validation/loss": loss, "train/last_inner_minibatch_loss": entry["train_loss"],
+                  "learning_rate/meta": float(_current_lr(metalearner.optimizer)),
+                  "learning_rate/inner": c.inner_lr}
+        if problem.is_classification:
+            values["validation/accuracy"] = acc
+        values.update({f"inner_loop/train_loss_after_step_{k}": v for k, v in enumerate(curve)})
+        summaries.scalars(it, values)
+
+    if not history:
+        validation()
+    bar = tqdm(total=n_iter, initial=it, disable=not (c.progress and is_root), unit="it",
+               dynamic_ncols=True, mininterval=1.0)
+    with _SignalFlag() as stop:
+        while it < n_iter:
+            # run up to the next validation / save point, in chunks of `per_call` meta-iterations
+            next_event = min(n_iter, (it // c.test_every_k_iterations + 1) * c.test_every_k_iterations,
+                             (it // c.save_every_k_iterations + 1) * c.save_every_k_iterations)
+            steps = min(per_call, next_event - it)
+            batches = [problem.metatrain.sample_batch() for _ in range(steps)]
+            if c.fast:
+                results = metalearner.metatrain_steps(batches, T, B)
+                train_losses.extend(r["last_minibatch_loss"] for r in results)
+            else:
+                for tasks in batches:
+                    train_losses.extend(_step_by_step_iteration(metalearner, tasks, T, B))
+            it += steps
+            bar.update(steps)
+            if train_losses:
+                bar.set_postfix(loss=f"{train_losses[-1]:.3f}", refresh=False)
+            now = time.time()
+            if now - last_time > 5.0 or it == n_iter:
+                summaries.scalars(it, {"speed/meta_iterations_per_second": (it - last_it) / (now - last_time),
+                                       "train/last_inner_minibatch_loss": float(np.mean(train_losses[-steps:]))})
+                last_time, last_it = now, it
+            if it % c.test_every_k_iterations == 0 or it == n_iter:
+                validation()
+            if it % c.save_every_k_iterations == 0 or it == n_iter:
+                if is_root:
+                    save_model(model, c.model_save_filename)
+                checkpoint()
+            if stop.signum is not None:
+                bar.close()
+                path = checkpoint()
+                if is_root:
+                    save_model(model, c.model_save_filename)
+                raise Interrupted(stop.signum, path)
+    bar.close()
+    if is_root:
+        plot_learning_curve(history, artifact_path(c.model_save_filename, "learning_curve.png"),
+                            problem.is_classification)
+        if c.dataset == "sinusoid":
+            task = problem.metaval.sample_batch(1)[0]
+            path = plot_sinusoid(metalearner, task, T, B, artifact_path(c.model_save_filename, "sinusoid.png"))
+            log(f"sinusoid plot: {path}")
+        log(f"model saved to {c.model_save_filename} ({time.time() - start:.0f} s)")
+    return history
+
+
+def _step_by_step_iteration(metalearner, tasks, T, B):
+    """One meta-iteration through the original API; returns the tasks' last inner losses."""
+    local = metalearner.local_tasks(tasks, T, B) if hasattr(metalearner, "local_tasks") else tasks
+    results, losses = [], []
+    for task in local:
+        metalearner.task_begin(task)
+        losses.append(task.fit_n_iterations(metalearner.model, T, B)["last_minibatch_loss"])
+        results.append(metalearner.task_end(task))
+    metalearner.update(results)
+    return losses
+
+
+def _current_lr(optimizer):
+    lr = optimizer.learning_rate
+    return lr.numpy() if hasattr(lr, "numpy") else lr
+
+
+def config_fields():
+    from pymeta.experiment import RunConfig
+    return [f.name for f in dataclasses.fields(RunConfig)]
