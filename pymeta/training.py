@@ -110,6 +110,11 @@ def metatrain(c, log=print, distributed=None):
     (then `Interrupted` is raised); history JSON, learning-curve PNG (and for sinusoid a plot of one
     adapted task) next to the model; TensorBoard scalars in <run_dir>/tensorboard.
     """
+    with _SignalFlag() as stop:  # from the start: a signal during set-up still ends in a checkpoint
+        return _metatrain(c, log, distributed, stop)
+
+
+def _metatrain(c, log, distributed, stop):
     from tqdm import tqdm
 
     from pymeta.model_io import save_model
@@ -168,40 +173,43 @@ def metatrain(c, log=print, distributed=None):
         validation()
     bar = tqdm(total=n_iter, initial=it, disable=not (c.progress and is_root), unit="it",
                dynamic_ncols=True, mininterval=1.0)
-    with _SignalFlag() as stop:
-        while it < n_iter:
-            # run up to the next validation / save point, in chunks of `per_call` meta-iterations
-            next_event = min(n_iter, (it // c.test_every_k_iterations + 1) * c.test_every_k_iterations,
-                             (it // c.save_every_k_iterations + 1) * c.save_every_k_iterations)
-            steps = min(per_call, next_event - it)
-            batches = [problem.metatrain.sample_batch() for _ in range(steps)]
-            if c.fast:
-                results = metalearner.metatrain_steps(batches, T, B)
-                train_losses.extend(r["last_minibatch_loss"] for r in results)
-            else:
-                for tasks in batches:
-                    train_losses.extend(_step_by_step_iteration(metalearner, tasks, T, B))
-            it += steps
-            bar.update(steps)
-            if train_losses:
-                bar.set_postfix(loss=f"{train_losses[-1]:.3f}", refresh=False)
-            now = time.time()
-            if now - last_time > 5.0 or it == n_iter:
-                summaries.scalars(it, {"speed/meta_iterations_per_second": (it - last_it) / (now - last_time),
-                                       "train/last_inner_minibatch_loss": float(np.mean(train_losses[-steps:]))})
-                last_time, last_it = now, it
-            if it % c.test_every_k_iterations == 0 or it == n_iter:
-                validation()
-            if it % c.save_every_k_iterations == 0 or it == n_iter:
-                if is_root:
-                    save_model(model, c.model_save_filename)
-                checkpoint()
-            if stop.signum is not None:
-                bar.close()
-                path = checkpoint()
-                if is_root:
-                    save_model(model, c.model_save_filename)
-                raise Interrupted(stop.signum, path)
+    while it < n_iter:
+        # run up to the next validation / save point, in chunks of `per_call` meta-iterations
+        next_event = min(n_iter, (it // c.test_every_k_iterations + 1) * c.test_every_k_iterations,
+                         (it // c.save_every_k_iterations + 1) * c.save_every_k_iterations)
+        steps = min(per_call, next_event - it)
+        batches = [problem.metatrain.sample_batch() for _ in range(steps)]
+        if c.fast:
+            results = metalearner.metatrain_steps(batches, T, B)
+            train_losses.extend(r["last_minibatch_loss"] for r in results)
+        else:
+            for tasks in batches:
+                train_losses.extend(_step_by_step_iteration(metalearner, tasks, T, B))
+        it += steps
+        bar.update(steps)
+        if train_losses:
+            bar.set_postfix(loss=f"{train_losses[-1]:.3f}", refresh=False)
+        now = time.time()
+        if now - last_time > 5.0 or it == n_iter:
+            summaries.scalars(it, {"speed/meta_iterations_per_second": (it - last_it) / (now - last_time),
+                                   "train/last_inner_minibatch_loss": float(np.mean(train_losses[-steps:]))})
+            last_time, last_it = now, it
+        if it % c.test_every_k_iterations == 0 or it == n_iter:
+            validation()
+        if it % c.save_every_k_iterations == 0 or it == n_iter:
+            if is_root:
+                save_model(model, c.model_save_filename)
+            checkpoint()
+        signum = stop.signum
+        if distributed:  # every rank stops at the same iteration, or the others would wait forever
+            from mpi4py import MPI
+            signum = MPI.COMM_WORLD.allreduce(signum or 0, op=MPI.MAX) or None
+        if signum is not None:
+            bar.close()
+            path = checkpoint()
+            if is_root:
+                save_model(model, c.model_save_filename)
+            raise Interrupted(signum, path)
     bar.close()
     if is_root:
         plot_learning_curve(history, artifact_path(c.model_save_filename, "learning_curve.png"),

@@ -1,0 +1,107 @@
+"""Checkpoints: a run killed with SIGKILL and resumed ends with exactly the parameters of an
+uninterrupted run; SIGTERM writes a checkpoint; nothing of another run is silently replaced."""
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from pymeta.model_io import load_model
+
+ARGS = ["--dataset=sinusoid", "--metamodel=fomaml", "--num_train_samples_per_class=10",
+        "--num_test_samples_per_class=50", "--inner_batch_size=5", "--inner_lr=0.01", "--meta_lr=0.003",
+        "--num_validation_batches=2", "--test_every_k_iterations=20", "--save_every_k_iterations=20",
+        "--iterations_per_call=5", "--noprogress", "--seed=3"]
+
+
+def command(model, iterations, *extra):
+    return [sys.executable, os.path.join(REPO, "example_metatrain.py"), *ARGS, f"--model_save_filename={model}",
+            f"--num_outer_metatraining_iterations={iterations}", *extra]
+
+
+def run(cmd, timeout=600):
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=timeout,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def checkpoints(model):
+    return sorted(glob.glob(str(model).replace(".h5", "_run") + "/ckpt-*.h5"))
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
+    n = 400
+    reference = tmp_path / "a" / "model.h5"
+    run(command(reference, n))
+    killed = tmp_path / "b" / "model.h5"
+    proc = subprocess.Popen(command(killed, n), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(int(p[-11:-3]) >= 60 for p in checkpoints(killed)):
+        time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = int(checkpoints(killed)[-1][-11:-3])
+    assert 60 <= killed_at < n
+    out = run(command(killed, n))
+    assert f"resumed from" in out.stdout and f"at iteration {killed_at}" in out.stdout
+    a, b = load_model(reference).get_weights(), load_model(killed).get_weights()
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    # the history continues where it stopped, without duplicates
+    import json
+    iters = [h["iteration"] for h in json.load(open(tmp_path / "b" / "model_history.json"))]
+    assert iters == list(range(0, n + 1, 20))
+    assert len(checkpoints(killed)) == 3  # keep_checkpoints
+
+
+def test_sigterm_writes_a_checkpoint_and_exits(tmp_path):
+    model = tmp_path / "model.h5"
+    proc = subprocess.Popen(command(model, 100000, "--save_every_k_iterations=100000",
+                                    "--test_every_k_iterations=100000"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    deadline = time.time() + 120
+    while time.time() < deadline and "iter      0" not in (proc.stdout.readline() or ""):
+        pass
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "stopped by SIGTERM" in err and checkpoints(model) and model.exists()
+
+
+def test_resume_refuses_other_settings_and_nothing_is_overwritten(tmp_path):
+    model = tmp_path / "model.h5"
+    run(command(model, 20, "--tensorboard"))
+    events = glob.glob(str(tmp_path / "model_run" / "tensorboard" / "events*"))
+    assert events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tmp_path / "model_run" / "tensorboard"), size_guidance={"tensors": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["tensors"])
+    assert {"validation/loss", "learning_rate/meta", "speed/meta_iterations_per_second",
+            "inner_loop/train_loss_after_step_0", "train/last_inner_minibatch_loss"} <= tags
+    # other settings, same run directory: refused with a one-line error
+    other = subprocess.run(command(model, 40, "--inner_lr=0.02"), capture_output=True, text=True, cwd=REPO,
+                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=300)
+    assert other.returncode == 2 and "inner_lr: 0.01 there, 0.02 here" in other.stderr
+    # a model file that is not from this run is not replaced
+    foreign = tmp_path / "foreign.h5"
+    foreign.write_bytes(b"someone else's model")
+    out = subprocess.run(command(foreign, 20), capture_output=True, text=True, cwd=REPO,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=300)
+    assert out.returncode == 2 and "already exists and is not from this run" in out.stderr
+    assert foreign.read_bytes() == b"someone else's model"
+    # the same run extended to more iterations resumes
+    out = run(command(model, 40))
+    assert "resumed from" in out.stdout and "at iteration 20" in out.stdout
