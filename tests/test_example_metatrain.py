@@ -101,3 +101,56 @@ def test_bad_settings_give_one_line_errors(args, message):
 def test_unknown_flag_is_rejected():
     out = run_cli("--no_such_flag=1", timeout=120)
     assert out.returncode != 0 and "Traceback" not in out.stderr and "no_such_flag" in out.stderr
+
+
+@pytest.fixture(scope="module")
+def small_omniglot_pkl(tmp_path_factory):
+    """A tiny Omniglot-layout pkl with the 50 alphabets the original protocol splits (2 chars each)."""
+    import pickle
+    from data_fixtures import synthetic_omniglot_dict
+    path = tmp_path_factory.mktemp("omni") / "omniglot.pkl"
+    with open(path, "wb") as f:
+        pickle.dump(synthetic_omniglot_dict(alphabets=(30, 20), chars_per_alphabet=2, drawings=20, size=16), f)
+    return path
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--num_output_classes=100"], "100 classes per task requested, but only"),
+    (["--num_train_samples_per_class=15", "--num_test_samples_per_class=10"], "cannot draw 15 train + 10 test"),
+])
+def test_impossible_tasks_on_a_dataset_give_one_line_errors(small_omniglot_pkl, args, message):
+    out = run_cli("--dataset=omniglot", "--omniglot_protocol=allcharacters", f"--data_path={small_omniglot_pkl}",
+                  *args, "--noprogress", timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and message in out.stderr, out.stderr[-1500:]
+
+
+def test_original_protocol_trains_on_a_dataset_file(small_omniglot_pkl, tmp_path):
+    out = run_cli("--dataset=omniglot", "--omniglot_protocol=allcharacters", f"--data_path={small_omniglot_pkl}",
+                  "--num_output_classes=3", "--num_train_samples_per_class=1", "--num_test_samples_per_class=2",
+                  "--num_outer_metatraining_iterations=4", "--test_every_k_iterations=2",
+                  "--num_validation_batches=1", f"--model_save_filename={tmp_path}/m.h5", "--noprogress",
+                  timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "val acc" in out.stdout and (tmp_path / "m.h5").exists()
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"\x80\x04\x95", "omniglot.pkl"),  # truncated pickle
+    (b"this is not a dataset at all", "omniglot.pkl"),
+])
+def test_unreadable_dataset_file_gives_one_line_error(tmp_path, content, message):
+    path = tmp_path / "omniglot.pkl"
+    path.write_bytes(content)
+    out = run_cli("--dataset=omniglot", f"--data_path={path}", "--noprogress", timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and message in out.stderr, out.stderr[-1500:]
+
+
+def test_wrong_shapes_in_dataset_file(tmp_path):
+    import pickle
+    path = tmp_path / "omniglot.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"trainX": [np.zeros((4, 28, 28, 3), np.uint8)], "trainY": [np.zeros(4, np.int64)],
+                     "testX": [], "testY": []}, f)
+    out = run_cli("--dataset=omniglot", f"--data_path={path}", "--noprogress", timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-1500:]
+    assert "error:" in out.stderr

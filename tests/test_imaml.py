@@ -1,0 +1,224 @@
+"""iMAML (pymeta.metalearners.imaml): implicit meta-gradient with conjugate gradient."""
+
+import copy
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pymeta.core.meta_learner import stack_tasks
+from pymeta.metalearners.fomaml import FOMAMLMetaLearner
+from pymeta.metalearners.imaml import iMAMLMetaLearner
+from pymeta.networks import make_omniglot_cnn_model, make_sinusoid_model
+from pymeta.tasks.sinusoid_tasks import create_sinusoid_task_distribution
+from second_order_helpers import (ArrayTask, flat, floatx, mlp, params_of, pattern_distribution,
+                                  state_of, unflat)
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    np.random.seed(0)
+    keras.utils.set_random_seed(0)
+
+
+def exact_outputs(metalearner):
+    model = metalearner.model
+    metalearner.fmodel.forward = lambda params, state, x, training=True: model.stateless_call(
+        params, state, x, training=training)
+
+
+@pytest.mark.parametrize("net", ["linear", "tanh_mlp"])
+def test_implicit_gradient_equals_finite_differences_at_converged_inner_loop(net):
+    """With the proximal inner problem solved (many inner steps) and enough CG steps, iMAML's
+    meta-gradient is d L_test(phi*(theta)) / d theta, checked by central differences."""
+    with floatx("float64"):
+        model = mlp([3, 1]) if net == "linear" else mlp([1, 4, 1], activation="tanh")
+    dim = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    ml = iMAMLMetaLearner(model, keras.optimizers.SGD(1.0), lambda_reg=3.0, n_iters_optimizer=dim,
+                          cg_tol=0.0, inner_optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    exact_outputs(ml)
+    ml.fmodel.unroll = True  # straight-line inner loop (its float64 loss does not fit the while loop)
+    ml.initialize()
+    d_in = model.input_shape[-1]
+    x, qx = np.random.randn(8, d_in), np.random.randn(10, d_in)
+    w = np.random.randn(d_in, 1)
+    y, qy = np.sin(x @ w), np.sin(qx @ w)
+    idx = tf.constant(np.tile(np.arange(8, dtype=np.int32), (100, 1)))  # 100 full-batch steps
+    state = state_of(model)
+
+    @tf.function
+    def objective(theta):
+        for v, t in zip(ml.meta_variables, theta):  # the proximal term's anchor moves with theta
+            v.assign(t)
+        phi, _ = ml.fmodel.adapt(theta, state, x, y, idx)
+        return ml.fmodel.loss(phi, state, qx, qy)
+
+    @tf.function
+    def implicit(theta):
+        for v, t in zip(ml.meta_variables, theta):
+            v.assign(t)
+        phi, _ = ml.fmodel.adapt(theta, state, x, y, idx)
+        return ml.implicit_gradient(phi, state, x, y, qx, qy)
+
+    theta = params_of(model)
+    grad, residual = implicit(theta)
+    assert float(residual) < 1e-8
+    eps = 1e-6
+    fd = [(float(objective(unflat(theta_flat + eps * e, theta))) -
+           float(objective(unflat(theta_flat - eps * e, theta)))) / (2 * eps)
+          for theta_flat in [flat(theta)] for e in np.eye(dim)]
+    np.testing.assert_allclose(flat(grad), fd, rtol=1e-5, atol=1e-8)
+    # and it differs from the first-order (FOMAML) gradient
+    ml0 = iMAMLMetaLearner(model, keras.optimizers.SGD(1.0), lambda_reg=3.0, n_iters_optimizer=0,
+                           inner_optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    exact_outputs(ml0)
+    ml0.meta_variables = ml.meta_variables
+    phi, _ = tf.function(lambda t: ml.fmodel.adapt(t, state, x, y, idx))(theta)
+    g0, _ = ml0.implicit_gradient(phi, state, x, y, qx, qy)
+    assert np.linalg.norm(flat(g0) - fd) > 1e-3 * np.linalg.norm(fd)
+
+
+def small_cnn():
+    return make_omniglot_cnn_model(3, input_shape=(16, 16, 1), filters=4)
+
+
+def twin_models():
+    a, b = small_cnn(), small_cnn()
+    b.set_weights(a.get_weights())
+    for m in (a, b):
+        m.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    return a, b
+
+
+def meta_batches(num, size):
+    dist = pattern_distribution(num_classes=12, size=16, batch_size=size, num_ways=3, shots=2, queries=2)
+    return [dist.sample_batch() for _ in range(num)]
+
+
+def test_zero_cg_steps_is_fomaml():
+    m1, m2 = twin_models()
+    batches = meta_batches(2, 2)
+    imaml = iMAMLMetaLearner(m1, keras.optimizers.Adam(0.01), lambda_reg=2.0, n_iters_optimizer=0)
+    fomaml = FOMAMLMetaLearner(m2, keras.optimizers.Adam(0.01))
+    fomaml.initialize()
+    # FOMAML with iMAML's inner objective (the same proximal term, anchored at its own theta)
+    fomaml.fmodel.inner_regularizer = lambda params: 1.0 * tf.add_n(
+        [tf.reduce_sum(tf.square(p - t)) for p, t in zip(params, fomaml.meta_variables)])
+    # the task results are equal
+    sx, sy, qx, qy, idx = stack_tasks(batches[0], 3, 4)
+    theta, state = params_of(m1), state_of(m1)
+    imaml.initialize()
+    phi, _ = imaml.fmodel.adapt(theta, state, sx[0], sy[0], idx[0])
+    g, _ = imaml.implicit_gradient(phi, state, sx[0], sy[0], qx[0], qy[0])
+    np.testing.assert_allclose(flat(g), flat(fomaml.task_result(theta, phi, state, qx[0], qy[0])), rtol=1e-6)
+    # and so are whole meta-training runs
+    for ml in (imaml, fomaml):
+        np.random.seed(3)
+        for tasks in copy.deepcopy(batches):
+            ml.metatrain_step(tasks, 3, 4)
+    np.testing.assert_allclose(flat(imaml.current_initial_parameters), flat(fomaml.current_initial_parameters),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_fast_path_equals_step_by_step():
+    m1, m2 = twin_models()
+    initial = [v.numpy() for v in m1.trainable_variables]
+    batches = meta_batches(2, 2)
+    fast = iMAMLMetaLearner(m1, keras.optimizers.Adam(0.01), lambda_reg=2.0, n_iters_optimizer=3,
+                            cg_damping=0.5)
+    slow = iMAMLMetaLearner(m2, keras.optimizers.Adam(0.01), lambda_reg=2.0, n_iters_optimizer=3,
+                            cg_damping=0.5)
+    np.random.seed(7)
+    residuals = []
+    for tasks in copy.deepcopy(batches):
+        out = fast.metatrain_step(tasks, 3, 4)
+        assert out["cg_residual"] == fast.last_cg_residual
+        residuals.append(out["cg_residual"])
+    np.random.seed(7)
+    slow.initialize()
+    for i, tasks in enumerate(copy.deepcopy(batches)):
+        results = []
+        for task in tasks:
+            slow.task_begin(task)
+            task.fit_n_iterations(m2, 3, 4)
+            results.append(slow.task_end(task))
+        np.testing.assert_allclose(slow.last_cg_residual, residuals[i], rtol=1e-3)
+        slow.update(results)
+    a, b = flat(fast.current_initial_parameters), flat(slow.current_initial_parameters)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert np.abs(a - flat(initial)).max() > 1e-3
+    assert all(np.isfinite(r) for r in residuals)
+
+
+def test_inner_loop_minimises_the_proximal_objective():
+    """task.fit_n_iterations (step-by-step API) and evaluate_tasks run loss + (lambda/2)||phi - theta||^2."""
+    model = mlp([2, 5, 1])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    ml = iMAMLMetaLearner(model, keras.optimizers.SGD(1.0), lambda_reg=4.0)
+    x, y = np.random.randn(6, 2).astype(np.float32), np.random.randn(6, 1).astype(np.float32)
+    task = ArrayTask(x, y, x, y)
+    ml.task_begin(task)
+    theta = params_of(model)
+    task.fit_n_iterations(model, 3, -1)
+    expected = theta
+    for _ in range(3):
+        with tf.GradientTape() as tape:
+            tape.watch(expected)
+            pred = model.stateless_call(expected, [], x)[0]
+            obj = tf.reduce_mean(tf.square(pred - y)) + 2.0 * tf.add_n(
+                [tf.reduce_sum(tf.square(p - t)) for p, t in zip(expected, theta)])
+        expected = [p - 0.1 * g for p, g in zip(expected, tape.gradient(obj, expected))]
+    np.testing.assert_allclose(flat(params_of(model)), flat(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_task_begin_is_needed_before_fitting():
+    model = mlp([2, 3, 1])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    iMAMLMetaLearner(model, keras.optimizers.SGD(1.0))
+    x = np.zeros((4, 2), np.float32)
+    with pytest.raises(Exception, match="initialize"):
+        ArrayTask(x, np.zeros((4, 1), np.float32), x, x).fit_n_iterations(model, 1, -1)
+
+
+def test_rejects_bad_arguments():
+    model = mlp([2, 3, 1])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    for kwargs in ({"lambda_reg": 0.0}, {"n_iters_optimizer": -1}, {"n_iters_optimizer": 1.5},
+                   {"cg_damping": -1.0}, {"hvp_method": "nope"}):
+        with pytest.raises(ValueError):
+            iMAMLMetaLearner(model, keras.optimizers.SGD(1.0), **kwargs)
+
+
+@pytest.mark.slow
+def test_imaml_learns_sinusoid():
+    """After meta-training, adaptation (same inner loop) reaches a much lower test MSE than from the
+    random initialisation."""
+    dist, _, _ = create_sinusoid_task_distribution(batch_size=5)
+    model = make_sinusoid_model()
+    ml = iMAMLMetaLearner(model, keras.optimizers.Adam(0.001), lambda_reg=2.0, n_iters_optimizer=5,
+                          cg_damping=1.0, inner_optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    test_tasks = dist.sample_batch(100)
+    before, _ = ml.evaluate_tasks(test_tasks, 10)
+    for _ in range(3):
+        out = ml.metatrain_steps([dist.sample_batch() for _ in range(100)], 10)
+    after, _ = ml.evaluate_tasks(test_tasks, 10)
+    assert np.isfinite(out[-1]["cg_residual"])
+    assert after.mean() < 0.6 * before.mean(), (before.mean(), after.mean())
+
+
+@pytest.mark.slow
+def test_imaml_learns_synthetic_omniglot():
+    """5-way 1-shot on noisy class patterns: accuracy after adaptation improves with meta-training."""
+    dist = pattern_distribution(num_classes=60, size=16, batch_size=4, num_ways=5, shots=1, queries=4,
+                                flip=0.15, noise=0.2)
+    model = make_omniglot_cnn_model(5, input_shape=(16, 16, 1), filters=8)
+    ml = iMAMLMetaLearner(model, keras.optimizers.Adam(0.003), lambda_reg=2.0, n_iters_optimizer=3,
+                          cg_damping=1.0, inner_optimizer=keras.optimizers.SGD(0.1),
+                          loss="sparse_categorical_crossentropy")
+    test_tasks = dist.sample_batch(40)
+    _, before = ml.evaluate_tasks(test_tasks, 5)
+    for _ in range(3):
+        ml.metatrain_steps([dist.sample_batch() for _ in range(25)], 5)
+    _, after = ml.evaluate_tasks(test_tasks, 5)
+    assert after.mean() > before.mean() + 0.15, (before.mean(), after.mean())
