@@ -269,6 +269,19 @@ def check_config(c):
         raise ValueError(f"--model_save_filename must end in .h5 or .keras, got {c.model_save_filename!r}")
 
 
+def seeded_problem_and_model(seed, precision, dataset, metamodel, inner_lr, *problem_args):
+    """Seed numpy / Python / TensorFlow, set the precision policy, then build the problem and its
+    network compiled with the loss and the original's inner optimizer; returns (problem, model)."""
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+    keras.mixed_precision.set_global_policy(precision)
+    problem = build_problem(dataset, *problem_args)
+    model = problem.make_model()
+    loss = "sparse_categorical_crossentropy" if problem.is_classification else "mse"
+    model.compile(optimizer=default_inner_optimizer(metamodel, dataset, inner_lr), loss=loss)
+    return problem, model
+
+
 # the settings a checkpoint must share with the run that resumes it
 RUN_IDENTITY = ("dataset", "metamodel", "num_output_classes", "num_train_samples_per_class",
                 "num_test_samples_per_class", "meta_batch_size", "meta_lr", "inner_lr",
@@ -292,15 +305,10 @@ def setup_run(c, distributed=False):
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-    np.random.seed(c.seed)
-    keras.utils.set_random_seed(c.seed)
-    keras.mixed_precision.set_global_policy(c.precision)
-    problem = build_problem(c.dataset, c.num_output_classes, c.num_train_samples_per_class,
-                            c.num_test_samples_per_class, c.meta_batch_size, c.data_path or None,
-                            c.omniglot_protocol)
-    model = problem.make_model()
-    loss = "sparse_categorical_crossentropy" if problem.is_classification else "mse"
-    model.compile(optimizer=default_inner_optimizer(c.metamodel, c.dataset, c.inner_lr), loss=loss)
+    problem, model = seeded_problem_and_model(c.seed, c.precision, c.dataset, c.metamodel, c.inner_lr,
+                                              c.num_output_classes, c.num_train_samples_per_class,
+                                              c.num_test_samples_per_class, c.meta_batch_size,
+                                              c.data_path or None, c.omniglot_protocol)
     anneal = c.num_outer_metatraining_iterations if c.anneal_meta_lr else 0
     metalearner = build_metalearner(c.metamodel, model, default_meta_optimizer(c.metamodel, c.meta_lr, anneal),
                                     jit_compile=(c.dataset == "sinusoid"))

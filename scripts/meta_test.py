@@ -52,21 +52,15 @@ def meta_test(args, log=print):
     import numpy as np
     from tqdm import tqdm
 
-    from pymeta.experiment import (build_metalearner, build_problem, default_inner_optimizer,
-                                   mean_confidence_interval)
+    from pymeta.experiment import build_metalearner, mean_confidence_interval, seeded_problem_and_model
     from pymeta.model_io import load_weights_into
     if args.num_tasks < 2:
         raise ValueError(f"--num_tasks must be >= 2 for a confidence interval, got {args.num_tasks}")
-    np.random.seed(args.seed)
-    keras.utils.set_random_seed(args.seed)
-    keras.mixed_precision.set_global_policy(args.precision)
-    problem = build_problem(args.dataset, args.num_output_classes, args.num_train_samples_per_class,
-                            args.num_test_samples_per_class, args.batch, args.data_path or None,
-                            args.omniglot_protocol)
-    model = problem.make_model()
+    problem, model = seeded_problem_and_model(
+        args.seed, args.precision, args.dataset, args.metamodel, args.inner_lr, args.num_output_classes,
+        args.num_train_samples_per_class, args.num_test_samples_per_class, args.batch,
+        args.data_path or None, args.omniglot_protocol)
     load_weights_into(model, args.model)
-    loss = "sparse_categorical_crossentropy" if problem.is_classification else "mse"
-    model.compile(optimizer=default_inner_optimizer(args.metamodel, args.dataset, args.inner_lr), loss=loss)
     metalearner = build_metalearner("fomaml", model, keras.optimizers.SGD(0.0))  # evaluation only
     metalearner.initialize()
     dist = problem.metatest if args.split == "test" else problem.metaval
