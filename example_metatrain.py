@@ -60,6 +60,8 @@ flags.DEFINE_boolean("anneal_meta_lr", _d.anneal_meta_lr, "decay meta_lr linearl
                      "(Reptile's recipe)")
 flags.DEFINE_integer("num_threads", _d.num_threads, "TensorFlow threads (0: all cores; under MPI: "
                      "cores / ranks per node)")
+flags.DEFINE_enum("inner_optimizer", _d.inner_optimizer, ["auto", "sgd", "adam"],
+                  "auto: the original's choice (Adam with beta_1=0 for Reptile and sinusoid, SGD otherwise)")
 flags.DEFINE_string("run_dir", _d.run_dir, "checkpoints and TensorBoard logs (default: <model file "
                     "without extension>_run/)")
 flags.DEFINE_boolean("resume", _d.resume, "continue from the last checkpoint in --run_dir if there is one")

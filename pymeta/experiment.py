@@ -72,9 +72,12 @@ def build_problem(dataset, num_output_classes=5, num_train_samples_per_class=5,
                    is_classification=True)
 
 
-def default_inner_optimizer(metamodel, dataset, inner_lr):
-    """The original's choice: Adam(beta_1=0) for Reptile and for sinusoid, plain SGD otherwise."""
-    if metamodel == "reptile" or dataset == "sinusoid":
+def default_inner_optimizer(metamodel, dataset, inner_lr, choice="auto"):
+    """choice 'auto' is the original's: Adam(beta_1=0) for Reptile and for sinusoid, plain SGD
+    otherwise; 'sgd' / 'adam' force one. The inner optimizer's state starts fresh for every task."""
+    if choice not in ("auto", "sgd", "adam"):
+        raise ValueError(f"unknown inner optimizer {choice!r}: auto, sgd or adam")
+    if choice == "adam" or (choice == "auto" and (metamodel == "reptile" or dataset == "sinusoid")):
         return keras.optimizers.Adam(inner_lr, beta_1=0.0)
     return keras.optimizers.SGD(inner_lr)
 
@@ -223,6 +226,7 @@ class RunConfig:
     progress: bool = True
     anneal_meta_lr: bool = False
     num_threads: int = 0
+    inner_optimizer: str = "auto"
     run_dir: str = ""
     resume: bool = True
     overwrite: bool = False
@@ -269,7 +273,8 @@ def check_config(c):
         raise ValueError(f"--model_save_filename must end in .h5 or .keras, got {c.model_save_filename!r}")
 
 
-def seeded_problem_and_model(seed, precision, dataset, metamodel, inner_lr, *problem_args):
+def seeded_problem_and_model(seed, precision, dataset, metamodel, inner_lr, *problem_args,
+                             inner_optimizer="auto"):
     """Seed numpy / Python / TensorFlow, set the precision policy, then build the problem and its
     network compiled with the loss and the original's inner optimizer; returns (problem, model)."""
     np.random.seed(seed)
@@ -278,7 +283,8 @@ def seeded_problem_and_model(seed, precision, dataset, metamodel, inner_lr, *pro
     problem = build_problem(dataset, *problem_args)
     model = problem.make_model()
     loss = "sparse_categorical_crossentropy" if problem.is_classification else "mse"
-    model.compile(optimizer=default_inner_optimizer(metamodel, dataset, inner_lr), loss=loss)
+    inner = default_inner_optimizer(metamodel, dataset, inner_lr, inner_optimizer)
+    model.compile(optimizer=inner, loss=loss)
     return problem, model
 
 
@@ -286,8 +292,8 @@ def seeded_problem_and_model(seed, precision, dataset, metamodel, inner_lr, *pro
 RUN_IDENTITY = ("dataset", "metamodel", "num_output_classes", "num_train_samples_per_class",
                 "num_test_samples_per_class", "meta_batch_size", "meta_lr", "inner_lr",
                 "num_inner_training_iterations", "inner_batch_size", "seed", "omniglot_protocol",
-                "precision", "anneal_meta_lr", "fast", "iterations_per_call", "test_every_k_iterations",
-                "num_validation_batches")
+                "precision", "anneal_meta_lr", "inner_optimizer", "fast", "iterations_per_call",
+                "test_every_k_iterations", "num_validation_batches")
 
 
 def setup_run(c, distributed=False):
@@ -308,7 +314,8 @@ def setup_run(c, distributed=False):
     problem, model = seeded_problem_and_model(c.seed, c.precision, c.dataset, c.metamodel, c.inner_lr,
                                               c.num_output_classes, c.num_train_samples_per_class,
                                               c.num_test_samples_per_class, c.meta_batch_size,
-                                              c.data_path or None, c.omniglot_protocol)
+                                              c.data_path or None, c.omniglot_protocol,
+                                              inner_optimizer=c.inner_optimizer)
     anneal = c.num_outer_metatraining_iterations if c.anneal_meta_lr else 0
     metalearner = build_metalearner(c.metamodel, model, default_meta_optimizer(c.metamodel, c.meta_lr, anneal),
                                     jit_compile=(c.dataset == "sinusoid"))

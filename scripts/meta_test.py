@@ -33,6 +33,8 @@ def parse_args(argv=None):
     p.add_argument("--num_train_samples_per_class", type=int, default=1)
     p.add_argument("--num_test_samples_per_class", type=int, default=15)
     p.add_argument("--inner_lr", type=float, default=0.01)
+    p.add_argument("--inner_optimizer", choices=["auto", "sgd", "adam"], default="auto",
+                   help="auto: as example_metatrain.py (Adam(beta_1=0) for reptile, SGD otherwise)")
     p.add_argument("--num_inner_iterations", type=int, default=10)
     p.add_argument("--inner_batch_size", type=int, default=-1, help="-1: the whole support set")
     p.add_argument("--num_tasks", type=int, default=1000, help="meta-test tasks (>= 600 for a paper table)")
@@ -59,7 +61,7 @@ def meta_test(args, log=print):
     problem, model = seeded_problem_and_model(
         args.seed, args.precision, args.dataset, args.metamodel, args.inner_lr, args.num_output_classes,
         args.num_train_samples_per_class, args.num_test_samples_per_class, args.batch,
-        args.data_path or None, args.omniglot_protocol)
+        args.data_path or None, args.omniglot_protocol, inner_optimizer=args.inner_optimizer)
     load_weights_into(model, args.model)
     metalearner = build_metalearner("fomaml", model, keras.optimizers.SGD(0.0))  # evaluation only
     metalearner.initialize()
