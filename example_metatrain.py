@@ -21,7 +21,7 @@ FLAGS = flags.FLAGS
 _d = RunConfig()
 
 flags.DEFINE_string("dataset", _d.dataset, f"one of {', '.join(DATASETS)}")
-flags.DEFINE_string("metamodel", _d.metamodel, "fomaml or reptile")
+flags.DEFINE_string("metamodel", _d.metamodel, "fomaml, reptile, imaml or maml (second order)")
 flags.DEFINE_integer("num_output_classes", _d.num_output_classes, "N: classes per task (N-way)")
 flags.DEFINE_integer("num_train_samples_per_class", _d.num_train_samples_per_class,
                      "K: training (support) samples per class (K-shot); sinusoid: training points")
@@ -62,6 +62,11 @@ flags.DEFINE_integer("num_threads", _d.num_threads, "TensorFlow threads (0: all 
                      "cores / ranks per node)")
 flags.DEFINE_enum("inner_optimizer", _d.inner_optimizer, ["auto", "sgd", "adam"],
                   "auto: the original's choice (Adam with beta_1=0 for Reptile and sinusoid, SGD otherwise)")
+flags.DEFINE_float("imaml_lambda_reg", _d.imaml_lambda_reg, "iMAML: strength lambda of the proximal "
+                   "term (lambda/2)||phi - theta||^2")
+flags.DEFINE_integer("imaml_cg_steps", _d.imaml_cg_steps, "iMAML: conjugate-gradient steps per task "
+                     "(0 = the FOMAML gradient)")
+flags.DEFINE_float("imaml_cg_damping", _d.imaml_cg_damping, "iMAML: damping added to I + H/lambda")
 flags.DEFINE_string("run_dir", _d.run_dir, "checkpoints and TensorBoard logs (default: <model file "
                     "without extension>_run/)")
 flags.DEFINE_boolean("resume", _d.resume, "continue from the last checkpoint in --run_dir if there is one")

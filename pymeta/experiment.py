@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 DATASETS = ("sinusoid", "omniglot", "miniimagenet")
-METAMODELS = ("fomaml", "reptile")
+METAMODELS = ("fomaml", "reptile", "imaml", "maml")
 DEFAULT_DATA_PATHS = {"omniglot": "datasets/omniglot/omniglot.pkl",
                       "miniimagenet": "datasets/miniimagenet/miniimagenet.pkl"}
 
@@ -73,11 +73,14 @@ def build_problem(dataset, num_output_classes=5, num_train_samples_per_class=5,
 
 
 def default_inner_optimizer(metamodel, dataset, inner_lr, choice="auto"):
-    """choice 'auto' is the original's: Adam(beta_1=0) for Reptile and for sinusoid, plain SGD
-    otherwise; 'sgd' / 'adam' force one. The inner optimizer's state starts fresh for every task."""
+    """choice 'auto' is the original's: Adam(beta_1=0) for Reptile and for FOMAML on sinusoid, plain
+    SGD otherwise (MAML differentiates through the inner steps: Adam's sqrt(v) has an infinite
+    derivative where a gradient is exactly zero). 'sgd' / 'adam' force one. The inner optimizer's state
+    starts fresh for every task."""
     if choice not in ("auto", "sgd", "adam"):
         raise ValueError(f"unknown inner optimizer {choice!r}: auto, sgd or adam")
-    if choice == "adam" or (choice == "auto" and (metamodel == "reptile" or dataset == "sinusoid")):
+    original_adam = metamodel == "reptile" or (metamodel == "fomaml" and dataset == "sinusoid")
+    if choice == "adam" or (choice == "auto" and original_adam):
         return keras.optimizers.Adam(inner_lr, beta_1=0.0)
     return keras.optimizers.SGD(inner_lr)
 
@@ -94,14 +97,21 @@ def default_meta_optimizer(metamodel, meta_lr, anneal_steps=0):
     return keras.optimizers.Adam(meta_lr)
 
 
-def build_metalearner(metamodel, model, meta_optimizer, jit_compile=False, **options):
+def build_metalearner(metamodel, model, meta_optimizer, jit_compile=False, imaml_lambda_reg=2.0,
+                      imaml_cg_steps=5, imaml_cg_damping=1.0):
     """The meta-learner called `metamodel` on `model` (compiled with loss and inner optimizer)."""
     from pymeta import metalearners
-    classes = {"fomaml": metalearners.FOMAMLMetaLearner, "reptile": metalearners.ReptileMetaLearner}
-    classes.update(getattr(metalearners, "EXTRA_METALEARNERS", {}))
-    if metamodel not in classes:
-        raise ValueError(f"unknown metamodel {metamodel!r}: use one of {', '.join(sorted(classes))}")
-    return classes[metamodel](model, meta_optimizer, jit_compile=jit_compile, **options)
+    if metamodel == "fomaml":
+        return metalearners.FOMAMLMetaLearner(model, meta_optimizer, jit_compile=jit_compile)
+    if metamodel == "reptile":
+        return metalearners.ReptileMetaLearner(model, meta_optimizer, jit_compile=jit_compile)
+    if metamodel == "imaml":
+        return metalearners.iMAMLMetaLearner(model, meta_optimizer, lambda_reg=imaml_lambda_reg,
+                                             n_iters_optimizer=imaml_cg_steps, cg_damping=imaml_cg_damping,
+                                             jit_compile=jit_compile)
+    if metamodel == "maml":
+        return metalearners.MAMLMetaLearner(model, meta_optimizer, first_order=False, jit_compile=jit_compile)
+    raise ValueError(f"unknown metamodel {metamodel!r}: use one of {', '.join(METAMODELS)}")
 
 
 def validate(metalearner, distribution, num_batches, num_inner_iterations, inner_batch_size,
@@ -227,6 +237,9 @@ class RunConfig:
     anneal_meta_lr: bool = False
     num_threads: int = 0
     inner_optimizer: str = "auto"
+    imaml_lambda_reg: float = 2.0
+    imaml_cg_steps: int = 5
+    imaml_cg_damping: float = 1.0
     run_dir: str = ""
     resume: bool = True
     overwrite: bool = False
@@ -249,6 +262,10 @@ def check_config(c):
     """Raise ValueError with a one-line message naming the fix for any impossible setting."""
     if c.dataset not in DATASETS:
         raise ValueError(f"unknown --dataset={c.dataset!r}: use one of {', '.join(DATASETS)}")
+    if c.metamodel not in METAMODELS:
+        raise ValueError(f"unknown --metamodel={c.metamodel!r}: use one of {', '.join(METAMODELS)}")
+    if not c.imaml_lambda_reg > 0 or c.imaml_cg_steps < 0 or c.imaml_cg_damping < 0:
+        raise ValueError("--imaml_lambda_reg must be > 0, --imaml_cg_steps and --imaml_cg_damping >= 0")
     positive = ["num_outer_metatraining_iterations", "meta_batch_size", "num_validation_batches",
                 "num_train_samples_per_class", "save_every_k_iterations", "test_every_k_iterations"]
     if c.dataset != "sinusoid":
@@ -293,7 +310,8 @@ RUN_IDENTITY = ("dataset", "metamodel", "num_output_classes", "num_train_samples
                 "num_test_samples_per_class", "meta_batch_size", "meta_lr", "inner_lr",
                 "num_inner_training_iterations", "inner_batch_size", "seed", "omniglot_protocol",
                 "precision", "anneal_meta_lr", "inner_optimizer", "fast", "iterations_per_call",
-                "test_every_k_iterations", "num_validation_batches")
+                "test_every_k_iterations", "num_validation_batches", "imaml_lambda_reg", "imaml_cg_steps",
+                "imaml_cg_damping")
 
 
 def setup_run(c, distributed=False):
@@ -318,7 +336,8 @@ def setup_run(c, distributed=False):
                                               inner_optimizer=c.inner_optimizer)
     anneal = c.num_outer_metatraining_iterations if c.anneal_meta_lr else 0
     metalearner = build_metalearner(c.metamodel, model, default_meta_optimizer(c.metamodel, c.meta_lr, anneal),
-                                    jit_compile=(c.dataset == "sinusoid"))
+                                    jit_compile=(c.dataset == "sinusoid"), imaml_lambda_reg=c.imaml_lambda_reg,
+                                    imaml_cg_steps=c.imaml_cg_steps, imaml_cg_damping=c.imaml_cg_damping)
     metalearner.initialize()
     if distributed:
         from pymeta.metalearners.distributed import DistributedMetaLearner

@@ -68,7 +68,7 @@ class FunctionalModel:
     def forward(self, params, state, x, training=True):
         """x [batch, ...] -> (outputs [batch, ...] float32, new state)."""
         y, new_state = self.model.stateless_call(params, state, x, training=training)
-        if y.dtype != tf.float32:  # mixed precision: keep the softmax logits cache usable
+        if y.dtype in (tf.float16, tf.bfloat16):  # mixed precision: float32 out, logits cache kept
             logits = getattr(y, "_keras_logits", None)
             y = tf.cast(y, tf.float32)
             if logits is not None:
@@ -104,7 +104,7 @@ class FunctionalModel:
         reg = self.inner_regularizer
         static_steps = batch_indices.shape[0]
         if self.unroll and static_steps is not None:  # straight-line code: best under XLA
-            opt_state, loss = opt.init(params), tf.constant(0.0)
+            opt_state, loss = opt.init(params), tf.zeros([], self._loss_dtype(params))
             for t in range(static_steps):
                 idx = batch_indices[t]
                 loss, grads = self.loss_and_grad(params, state, tf.gather(x, idx), tf.gather(y, idx), reg)
@@ -120,8 +120,13 @@ class FunctionalModel:
 
         _, params, _, loss = tf.while_loop(
             lambda t, *_: t < num_steps, body,
-            (tf.constant(0), list(params), opt.init(params), tf.constant(0.0)))
+            (tf.constant(0), list(params), opt.init(params), tf.zeros([], self._loss_dtype(params))))
         return params, loss
+
+    @staticmethod
+    def _loss_dtype(params):
+        """float64 for a float64 model, else float32 (also under mixed precision)."""
+        return tf.float64 if params and params[0].dtype == tf.float64 else tf.float32
 
     def metrics(self, params, state, query_x, query_y, support_x=None):
         """(mean loss, accuracy) on the query set; accuracy is 0 for regression.

@@ -65,6 +65,19 @@ def mlp(sizes, activation="tanh", out_activation=None, seed=0):
     return keras.Model(inputs, outputs)
 
 
+def bn_mlp(input_shape=(6, 6, 1), hidden=12, classes=3, seed=0):
+    """Flatten -> Dense -> pymeta BatchNormalization -> ReLU -> Dense softmax: batch norm at the cost of
+    a small MLP (cheap to compile)."""
+    from pymeta.layers import BatchNormalization
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dense(hidden, use_bias=False)(x)
+    x = keras.layers.ReLU()(BatchNormalization()(x))
+    outputs = keras.layers.Dense(classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs)
+
+
 class ArrayTask(SupervisedTask):
     """A task given by fixed arrays (x, y, test_x, test_y)."""
 
@@ -118,8 +131,11 @@ class PatternClassificationTask(SupervisedTask):
         return self.test_x, self.test_y
 
 
-def pattern_distribution(num_classes=40, size=16, batch_size=4, seed=0, **task_kwargs):
+def pattern_distribution(num_classes=40, size=16, batch_size=4, seed=0, block=1, **task_kwargs):
+    """Tasks of `PatternClassificationTask` over `num_classes` random binary size x size patterns made
+    of block x block squares."""
     rng = np.random.RandomState(seed)
-    prototypes = (rng.rand(num_classes, size, size, 1) < 0.5).astype(np.float32)
+    cells = (rng.rand(num_classes, size // block, size // block, 1) < 0.5).astype(np.float32)
+    prototypes = np.repeat(np.repeat(cells, block, axis=1), block, axis=2)
     return TaskDistribution([PatternClassificationTask(prototypes, **task_kwargs)], [1.0],
                             batch_size=batch_size)

@@ -81,7 +81,7 @@ def test_readme_sinusoid_commands_run_unchanged(tmp_path, metamodel):
 
 @pytest.mark.parametrize("args,message", [
     (["--dataset=mnist"], "unknown --dataset='mnist'"),
-    (["--dataset=sinusoid", "--metamodel=maml2"], "unknown metamodel 'maml2'"),
+    (["--dataset=sinusoid", "--metamodel=maml2"], "unknown --metamodel='maml2'"),
     (["--dataset=sinusoid", "--inner_batch_size=50", "--num_train_samples_per_class=10"],
      "--inner_batch_size=50 is not possible with a support set of 10"),
     (["--dataset=sinusoid", "--meta_lr=0"], "--meta_lr must be > 0"),

@@ -12,8 +12,8 @@ from pymeta.metalearners.fomaml import FOMAMLMetaLearner
 from pymeta.metalearners.imaml import iMAMLMetaLearner
 from pymeta.networks import make_omniglot_cnn_model, make_sinusoid_model
 from pymeta.tasks.sinusoid_tasks import create_sinusoid_task_distribution
-from second_order_helpers import (ArrayTask, flat, floatx, mlp, params_of, pattern_distribution,
-                                  state_of, unflat)
+from second_order_helpers import (ArrayTask, bn_mlp, flat, floatx, mlp, params_of,
+                                  pattern_distribution, state_of, unflat)
 
 
 @pytest.fixture(autouse=True)
@@ -36,30 +36,29 @@ def test_implicit_gradient_equals_finite_differences_at_converged_inner_loop(net
         model = mlp([3, 1]) if net == "linear" else mlp([1, 4, 1], activation="tanh")
     dim = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     ml = iMAMLMetaLearner(model, keras.optimizers.SGD(1.0), lambda_reg=3.0, n_iters_optimizer=dim,
-                          cg_tol=0.0, inner_optimizer=keras.optimizers.SGD(0.1), loss="mse")
+                          cg_tol=0.0, loss="mse", inner_optimizer=keras.optimizers.SGD(0.1))
     exact_outputs(ml)
-    ml.fmodel.unroll = True  # straight-line inner loop (its float64 loss does not fit the while loop)
     ml.initialize()
     d_in = model.input_shape[-1]
     x, qx = np.random.randn(8, d_in), np.random.randn(10, d_in)
     w = np.random.randn(d_in, 1)
     y, qy = np.sin(x @ w), np.sin(qx @ w)
-    idx = tf.constant(np.tile(np.arange(8, dtype=np.int32), (100, 1)))  # 100 full-batch steps
     state = state_of(model)
+    fm = ml.fmodel
 
-    @tf.function
-    def objective(theta):
-        for v, t in zip(ml.meta_variables, theta):  # the proximal term's anchor moves with theta
+    def solve_inner(theta):
+        """phi*(theta): 100 full-batch gradient steps (lr 0.1) on loss + proximal term, float64."""
+        for v, t in zip(ml.meta_variables, theta):  # the proximal term's anchor is theta
             v.assign(t)
-        phi, _ = ml.fmodel.adapt(theta, state, x, y, idx)
-        return ml.fmodel.loss(phi, state, qx, qy)
 
-    @tf.function
-    def implicit(theta):
-        for v, t in zip(ml.meta_variables, theta):
-            v.assign(t)
-        phi, _ = ml.fmodel.adapt(theta, state, x, y, idx)
-        return ml.implicit_gradient(phi, state, x, y, qx, qy)
+        def body(k, p):
+            _, g = fm.loss_and_grad(p, state, x, y, fm.inner_regularizer)
+            return k + 1, [pi - 0.1 * gi for pi, gi in zip(p, g)]
+
+        return tf.while_loop(lambda k, p: k < 100, body, (tf.constant(0), list(theta)))[1]
+
+    objective = tf.function(lambda theta: fm.loss(solve_inner(theta), state, qx, qy))
+    implicit = tf.function(lambda theta: ml.implicit_gradient(solve_inner(theta), state, x, y, qx, qy))
 
     theta = params_of(model)
     grad, residual = implicit(theta)
@@ -74,17 +73,19 @@ def test_implicit_gradient_equals_finite_differences_at_converged_inner_loop(net
                            inner_optimizer=keras.optimizers.SGD(0.1), loss="mse")
     exact_outputs(ml0)
     ml0.meta_variables = ml.meta_variables
-    phi, _ = tf.function(lambda t: ml.fmodel.adapt(t, state, x, y, idx))(theta)
+    phi = tf.function(solve_inner)(theta)
     g0, _ = ml0.implicit_gradient(phi, state, x, y, qx, qy)
     assert np.linalg.norm(flat(g0) - fd) > 1e-3 * np.linalg.norm(fd)
 
 
-def small_cnn():
-    return make_omniglot_cnn_model(3, input_shape=(16, 16, 1), filters=4)
+def small_bn_net():
+    """Batch norm without the compile time of a conv net (the conv nets are checked by the
+    finite-difference tests)."""
+    return bn_mlp((6, 6, 1), hidden=12, classes=3)
 
 
 def twin_models():
-    a, b = small_cnn(), small_cnn()
+    a, b = small_bn_net(), small_bn_net()
     b.set_weights(a.get_weights())
     for m in (a, b):
         m.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
@@ -92,7 +93,7 @@ def twin_models():
 
 
 def meta_batches(num, size):
-    dist = pattern_distribution(num_classes=12, size=16, batch_size=size, num_ways=3, shots=2, queries=2)
+    dist = pattern_distribution(num_classes=12, size=6, batch_size=size, num_ways=3, shots=2, queries=2)
     return [dist.sample_batch() for _ in range(num)]
 
 
@@ -117,8 +118,8 @@ def test_zero_cg_steps_is_fomaml():
         np.random.seed(3)
         for tasks in copy.deepcopy(batches):
             ml.metatrain_step(tasks, 3, 4)
-    np.testing.assert_allclose(flat(imaml.current_initial_parameters), flat(fomaml.current_initial_parameters),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(flat(imaml.current_initial_parameters),
+                               flat(fomaml.current_initial_parameters), rtol=1e-5, atol=1e-6)
 
 
 def test_fast_path_equals_step_by_step():
@@ -200,6 +201,8 @@ def test_imaml_learns_sinusoid():
                           cg_damping=1.0, inner_optimizer=keras.optimizers.SGD(0.01), loss="mse")
     test_tasks = dist.sample_batch(100)
     before, _ = ml.evaluate_tasks(test_tasks, 10)
+    # 300 meta-iterations: iMAML (like FOMAML) keeps sharpening the initialisation on this problem, and
+    # after ~500 the inner SGD (lr 0.01) starts to diverge on some tasks (see the iMAML module doc)
     for _ in range(3):
         out = ml.metatrain_steps([dist.sample_batch() for _ in range(100)], 10)
     after, _ = ml.evaluate_tasks(test_tasks, 10)
@@ -209,16 +212,33 @@ def test_imaml_learns_sinusoid():
 
 @pytest.mark.slow
 def test_imaml_learns_synthetic_omniglot():
-    """5-way 1-shot on noisy class patterns: accuracy after adaptation improves with meta-training."""
-    dist = pattern_distribution(num_classes=60, size=16, batch_size=4, num_ways=5, shots=1, queries=4,
-                                flip=0.15, noise=0.2)
+    """5-way 1-shot on noisy blocky class patterns (16x16x1, tiny Omniglot conv net): the accuracy
+    after adaptation improves with meta-training."""
+    dist = pattern_distribution(num_classes=60, size=16, batch_size=4, block=4, num_ways=5, shots=1,
+                                queries=4, flip=0.15, noise=0.2)
     model = make_omniglot_cnn_model(5, input_shape=(16, 16, 1), filters=8)
-    ml = iMAMLMetaLearner(model, keras.optimizers.Adam(0.003), lambda_reg=2.0, n_iters_optimizer=3,
-                          cg_damping=1.0, inner_optimizer=keras.optimizers.SGD(0.1),
+    ml = iMAMLMetaLearner(model, keras.optimizers.Adam(0.01), lambda_reg=2.0, n_iters_optimizer=3,
+                          cg_damping=1.0, inner_optimizer=keras.optimizers.SGD(0.2),
                           loss="sparse_categorical_crossentropy")
     test_tasks = dist.sample_batch(40)
     _, before = ml.evaluate_tasks(test_tasks, 5)
-    for _ in range(3):
-        ml.metatrain_steps([dist.sample_batch() for _ in range(25)], 5)
+    out = ml.metatrain_steps([dist.sample_batch() for _ in range(32)], 5)
     _, after = ml.evaluate_tasks(test_tasks, 5)
-    assert after.mean() > before.mean() + 0.15, (before.mean(), after.mean())
+    assert np.isfinite(out[-1]["cg_residual"])
+    assert after.mean() > max(before.mean() + 0.25, 0.7), (before.mean(), after.mean())
+
+
+def test_xla_compiled_step_equals_plain():
+    dist, _, _ = create_sinusoid_task_distribution(batch_size=3)
+    batches = [dist.sample_batch() for _ in range(2)]
+    out = []
+    for jit in (False, True):
+        model = mlp([1, 16, 1], activation="tanh", seed=1)
+        ml = iMAMLMetaLearner(model, keras.optimizers.Adam(0.01), n_iters_optimizer=3, cg_damping=1.0,
+                              inner_optimizer=keras.optimizers.SGD(0.01), loss="mse", jit_compile=jit)
+        np.random.seed(4)
+        for tasks in copy.deepcopy(batches):
+            ml.metatrain_step(tasks, 4, 5)
+        out.append((flat(ml.current_initial_parameters), ml.last_cg_residual))
+    np.testing.assert_allclose(out[1][0], out[0][0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out[1][1], out[0][1], rtol=1e-3)

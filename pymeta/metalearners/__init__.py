@@ -1,4 +1,11 @@
-from pymeta.metalearners.fomaml import FOMAMLMetaLearner
-from pymeta.metalearners.reptile import ReptileMetaLearner
+"""The meta-learners: FOMAML, Reptile, iMAML, second-order MAML, SeqFOMAML (and, in
+`pymeta.metalearners.distributed`, their MPI-distributed variants)."""
 
-__all__ = ["FOMAMLMetaLearner", "ReptileMetaLearner"]
+from pymeta.metalearners.fomaml import FOMAMLMetaLearner
+from pymeta.metalearners.imaml import iMAMLMetaLearner
+from pymeta.metalearners.maml import MAMLMetaLearner
+from pymeta.metalearners.reptile import ReptileMetaLearner
+from pymeta.metalearners.seq_fomaml import SeqFOMAMLMetaLearner
+
+__all__ = ["FOMAMLMetaLearner", "ReptileMetaLearner", "iMAMLMetaLearner", "MAMLMetaLearner",
+           "SeqFOMAMLMetaLearner"]

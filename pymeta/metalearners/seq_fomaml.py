@@ -1,0 +1,216 @@
+"""SeqFOMAML (Spigler 2019, "Meta-learnt priors slow down catastrophic forgetting in neural networks",
+https://arxiv.org/abs/1909.04170): FOMAML on sequences of tasks learnt one after the other.
+
+A meta-training "task" is a `TaskAsSequenceOfTasks` of n tasks T_0 .. T_{n-1}; the inner loop trains
+on each of them in turn (`task.fit_n_iterations`), giving the weights phi^0 .. phi^{n-1} after each
+task (phi^{n-1} = the final weights phi^n of the paper's notation). With L_j the test (query) loss of
+task j, the task result is the first-order gradient
+
+    plain:                        (1/n) sum_j grad L_j(phi^{n-1})
+                                  (every task of the sequence at the final weights)
+and, added to it, the mean of the auxiliary gradients of the variant:
+    loss_after_each_task:         grad L_i(phi^i),                    i = 0..n-1
+    sampled_loss_after_each_task: grad L_{j_i}(phi^i), j_i ~ U{0..i}, i = 0..n-1
+    all_losses_after_each_task:   grad L_j(phi^i) / (n + 1 - j),      0 <= j <= i <= n-2
+
+(the original pyMeta's definitions; its 'all_losses' weights use the 0-based j). Gradients at phi^i
+are taken as gradients at theta, as in FOMAML.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from pymeta.core.task import SupervisedTask, TaskAsSequenceOfTasks
+from pymeta.metalearners.fomaml import FOMAMLMetaLearner
+
+SEQ_FOMAML_VARIANTS = ("plain", "loss_after_each_task", "sampled_loss_after_each_task",
+                       "all_losses_after_each_task")
+
+
+def auxiliary_terms(variant, n, rng=np.random):
+    """[(i, j, weight)]: the auxiliary gradients of `variant` for a sequence of n tasks, each the
+    gradient of task j's query loss at the weights after task i, to be averaged."""
+    if variant == "plain":
+        return []
+    if variant == "loss_after_each_task":
+        return [(i, i, 1.0) for i in range(n)]
+    if variant == "sampled_loss_after_each_task":
+        return [(i, int(rng.randint(0, i + 1)), 1.0) for i in range(n)]
+    if variant == "all_losses_after_each_task":
+        return [(i, j, 1.0 / (n + 1 - j)) for i in range(n - 1) for j in range(i + 1)]
+    raise ValueError(f"unknown SeqFOMAML variant {variant!r}; use one of {SEQ_FOMAML_VARIANTS}")
+
+
+class SeqFOMAMLMetaLearner(FOMAMLMetaLearner):
+    """SeqFOMAML: FOMAML on sequences of tasks, with the auxiliary losses of the original pyMeta.
+
+    Args:
+        model, optimizer: the Keras model whose initialisation is meta-learnt, the outer optimizer.
+        variant: one of 'plain', 'loss_after_each_task' (the best in the paper),
+            'sampled_loss_after_each_task', 'all_losses_after_each_task' (see the module doc).
+        **kwargs: inner_optimizer, loss, jit_compile, name: see `GradBasedMetaLearner`.
+
+    Step-by-step use (the original API)::
+
+        metalearner.task_begin(sequence)
+        sequence.fit_n_iterations(model, T, B)        # each task of the sequence in turn
+        results.append(metalearner.task_end(sequence))
+        ...
+        metalearner.update(results)
+
+    `task_end(task, seq_fomaml_loss=...)` overrides the variant for one call (the original's keyword).
+    The weights after each task of the sequence, phi^i, are obtained by replaying the adaptation from
+    theta on the minibatches `fit_n_iterations` used (`last_inner_batch_indices` of each task), or
+    taken from `results={'weights_<i>': [arrays]}` if given (the original's
+    `return_weights_after_each_task` output). A single (non-sequence) task counts as a sequence of
+    length 1.
+
+    Fast path: `metatrain_step(sequences, T, B)` / `metatrain_steps` run a meta-batch of sequences
+    (all of the same length, with equally shaped tasks) in one compiled call, drawing the inner
+    minibatches and the sampled tasks in the same order as the step-by-step API, so both give the same
+    update for one seed. `evaluate_tasks` and `sum_task_results` take single tasks only.
+    """
+
+    def __init__(self, model, optimizer, variant="plain", **kwargs):
+        if variant not in SEQ_FOMAML_VARIANTS:
+            raise ValueError(f"unknown SeqFOMAML variant {variant!r}; use one of {SEQ_FOMAML_VARIANTS}")
+        super().__init__(model, optimizer, **kwargs)
+        self.variant = variant
+        self._sequence_mode = False  # read while tracing: is the fast path's data stacked sequences?
+
+    def task_end(self, task=None, results=None, seq_fomaml_loss=None, **kwargs):
+        """The SeqFOMAML gradient of the sequence `task`, the model holding its final weights."""
+        if task is None:
+            raise ValueError(f"{self.name}.task_end needs the task")
+        variant = seq_fomaml_loss or self.variant
+        subtasks = list(task.current_task_sequence) if isinstance(task, TaskAsSequenceOfTasks) else [task]
+        for t in subtasks:
+            if not isinstance(t, SupervisedTask):
+                raise TypeError(f"SeqFOMAML needs supervised tasks, got {type(t).__name__}")
+        n = len(subtasks)
+        queries = [t.get_test_set() for t in subtasks]
+        aux = auxiliary_terms(variant, n)
+        # the aux terms as (i, query_x, query_y, weight): i is static, the data of a sampled j is not
+        aux_terms = [(i, queries[j][0], queries[j][1], w) for i, j, w in aux]
+        phis, segments = None, None
+        needed = 1 + max((i for i, _, _ in aux), default=-1)  # phi^0 .. phi^(needed-1)
+        if needed and results is not None and all(f"weights_{i}" in results for i in range(needed)):
+            phis = [[tf.convert_to_tensor(w) for w in results[f"weights_{i}"]] for i in range(needed)]
+        elif needed:
+            segments = []
+            for t in subtasks[:needed]:
+                idx = getattr(t, "last_inner_batch_indices", None)
+                if idx is None:
+                    raise ValueError("SeqFOMAML replays the adaptation to each task of the sequence: train "
+                                     "it with sequence.fit_n_iterations(model, ...) before task_end, or "
+                                     "pass results={'weights_<i>': ...}")
+                x, y = t.get_train_set()
+                segments.append((x, y, tf.constant(idx, tf.int32)))
+        return self._function("seq_fomaml_task_end", self._seq_task_end_fn)(queries, aux_terms, phis,
+                                                                             segments)
+
+    def _seq_task_end_fn(self, queries, aux_terms, phis, segments):
+        fm = self.fmodel
+        state = fm.read_state()
+        if aux_terms and phis is None:  # replay the adaptation from theta, task after task
+            phi = [tf.convert_to_tensor(v) for v in self.meta_variables]
+            phis = []
+            for x, y, idx in segments:
+                phi, _ = fm.adapt(phi, state, x, y, idx)
+                phis.append(phi)
+        return self.sequence_result(fm.read_params(), phis, state, queries, aux_terms)
+
+    def sequence_result(self, final, phis, state, queries, aux_terms):
+        """The task result of one sequence (list of tensors shaped like the parameters).
+
+        final: the parameters after the whole sequence; phis[i]: after task i (those the auxiliary terms
+        use); queries: [(query_x, query_y)] of every task; aux_terms: [(i, query_x, query_y, weight)].
+        """
+        fm = self.fmodel
+        total = None
+        for qx, qy in queries:
+            _, g = fm.loss_and_grad(final, state, qx, qy)
+            total = g if total is None else [a + b for a, b in zip(total, g)]
+        result = [t / float(len(queries)) for t in total]
+        if not aux_terms:
+            return result
+        aux = None
+        for i, qx, qy, w in aux_terms:
+            _, g = fm.loss_and_grad(phis[i], state, qx, qy)
+            g = [w * t for t in g]
+            aux = g if aux is None else [a + b for a, b in zip(aux, g)]
+        return [r + a / float(len(aux_terms)) for r, a in zip(result, aux)]
+
+    # --- the fast path ------------------------------------------------------------------------------
+    def _static_aux(self, n):
+        """[(i, weight)] of the variant's auxiliary terms for length n (the same for every draw)."""
+        return [(i, w) for i, _, w in auxiliary_terms(self.variant, n, np.random.RandomState(0))]
+
+    def task_step(self, theta, state, support_x, support_y, batch_indices, query_x, query_y):
+        """One sequence: support [L, NK, ...], batch_indices [L, T, B], query [L + A, NQ, ...] (the L
+        tasks' query sets, then the query set of each of the A auxiliary terms). Single-task data (from
+        the base class's stacking) is taken as a sequence of length 1."""
+        if not self._sequence_mode:
+            aux = self._static_aux(1)
+            support_x, support_y, batch_indices = support_x[None], support_y[None], batch_indices[None]
+            query_x = tf.stack([query_x] * (1 + len(aux)))
+            query_y = tf.stack([query_y] * (1 + len(aux)))
+        n = support_x.shape[0]
+        aux = self._static_aux(n)
+        phi, phis, loss = list(theta), [], tf.constant(0.0)
+        for i in range(n):
+            phi, loss = self.fmodel.adapt(phi, state, support_x[i], support_y[i], batch_indices[i])
+            phis.append(phi)
+        queries = [(query_x[j], query_y[j]) for j in range(n)]
+        aux_terms = [(i, query_x[n + a], query_y[n + a], w) for a, (i, w) in enumerate(aux)]
+        return self.sequence_result(phis[-1], phis, state, queries, aux_terms), loss
+
+    def _stack_sequence(self, task, num_inner_iterations, inner_batch_size):
+        subtasks = list(task.current_task_sequence) if isinstance(task, TaskAsSequenceOfTasks) else [task]
+        sx, sy, idx, qx, qy = [], [], [], [], []
+        for t in subtasks:
+            if not isinstance(t, SupervisedTask):
+                raise TypeError(f"SeqFOMAML needs supervised tasks, got {type(t).__name__}")
+            x, y = t.get_train_set()
+            sx.append(x)
+            sy.append(y)
+            idx.append(t.inner_batch_indices(num_inner_iterations, inner_batch_size))
+            x, y = t.get_test_set()
+            qx.append(x)
+            qy.append(y)
+        for _, j, _ in auxiliary_terms(self.variant, len(subtasks)):  # drawn after the fits, as task_end
+            qx.append(qx[j])
+            qy.append(qy[j])
+        try:
+            return tuple(np.stack(a) for a in (sx, sy, qx, qy, idx))
+        except ValueError as e:
+            raise ValueError(f"the tasks of a sequence must have equally shaped train and test sets ({e})") \
+                from None
+
+    def metatrain_steps(self, meta_batches, num_inner_iterations, inner_batch_size=-1):
+        """Meta-iterations on meta-batches of sequences (or single tasks), one compiled call.
+
+        All the sequences of the call must have the same length. Returns one
+        {'last_minibatch_loss': mean over sequences of the last inner loss of their last task} per
+        meta-batch.
+        """
+        self._require_initialized()
+        stacked = []
+        for tasks in meta_batches:
+            per_task = [self._stack_sequence(t, num_inner_iterations, inner_batch_size) for t in tasks]
+            if not per_task:
+                raise ValueError("a meta-batch needs at least one task")
+            try:
+                stacked.append(tuple(np.stack(parts) for parts in zip(*per_task)))
+            except ValueError as e:
+                raise ValueError("the sequences of a meta-batch must have the same length and equally "
+                                 f"shaped tasks to run as one compiled step ({e})") from None
+        if not stacked:
+            return []
+        batch = tuple(np.stack(parts) for parts in zip(*stacked))
+        self._sequence_mode = True
+        try:
+            losses = self._function("seq_metatrain_steps", self._metatrain_steps_fn, batch)(*batch)
+        finally:
+            self._sequence_mode = False
+        return [{"last_minibatch_loss": float(l)} for l in losses.numpy()]
