@@ -220,6 +220,9 @@ class _AbortOnException:
                              f"[pymeta rank {rank}/{size}] aborting the whole MPI job "
                              f"(MPI_Abort, error code {self.errorcode})\n")
             sys.stderr.flush()
+            # give the launcher a moment to forward this rank's output before Abort kills the job
+            # (seen under load: mpiexec dropped the message otherwise)
+            time.sleep(1.0)
         finally:
             if comm is not None:
                 comm.Abort(self.errorcode)
