@@ -20,6 +20,7 @@ are taken as gradients at theta, as in FOMAML.
 import numpy as np
 import tensorflow as tf
 
+from pymeta.core.meta_learner import stack_tasks
 from pymeta.core.task import SupervisedTask, TaskAsSequenceOfTasks
 from pymeta.metalearners.fomaml import FOMAMLMetaLearner
 
@@ -166,26 +167,12 @@ class SeqFOMAMLMetaLearner(FOMAMLMetaLearner):
         return self.sequence_result(phis[-1], phis, state, queries, aux_terms), loss
 
     def _stack_sequence(self, task, num_inner_iterations, inner_batch_size):
+        """(support_x [n, ...], support_y, query_x [n + aux, ...], query_y, batch_indices [n, T, B]) of a
+        sequence; the auxiliary query sets are drawn after the fits, in `task_end`'s order."""
         subtasks = list(task.current_task_sequence) if isinstance(task, TaskAsSequenceOfTasks) else [task]
-        sx, sy, idx, qx, qy = [], [], [], [], []
-        for t in subtasks:
-            if not isinstance(t, SupervisedTask):
-                raise TypeError(f"SeqFOMAML needs supervised tasks, got {type(t).__name__}")
-            x, y = t.get_train_set()
-            sx.append(x)
-            sy.append(y)
-            idx.append(t.inner_batch_indices(num_inner_iterations, inner_batch_size))
-            x, y = t.get_test_set()
-            qx.append(x)
-            qy.append(y)
-        for _, j, _ in auxiliary_terms(self.variant, len(subtasks)):  # drawn after the fits, as task_end
-            qx.append(qx[j])
-            qy.append(qy[j])
-        try:
-            return tuple(np.stack(a) for a in (sx, sy, qx, qy, idx))
-        except ValueError as e:
-            raise ValueError(f"the tasks of a sequence must have equally shaped train and test sets ({e})") \
-                from None
+        sx, sy, qx, qy, idx = stack_tasks(subtasks, num_inner_iterations, inner_batch_size)
+        extra = [j for _, j, _ in auxiliary_terms(self.variant, len(subtasks))]
+        return sx, sy, np.concatenate([qx, qx[extra]]), np.concatenate([qy, qy[extra]]), idx
 
     def metatrain_steps(self, meta_batches, num_inner_iterations, inner_batch_size=-1):
         """Meta-iterations on meta-batches of sequences (or single tasks), one compiled call.
