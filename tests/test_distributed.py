@@ -242,3 +242,26 @@ def test_distributed_variants_wrap_their_metalearner(no_launcher):
     assert dml.model is model and dml.task_sampling == "per_rank"
     with pytest.raises(ValueError, match="task_sampling"):
         D.DistributedMetaLearner(dml.metalearner, task_sampling="scatter")
+
+
+# --- example_metatrain.py under mpiexec ---------------------------------------------------------------
+def test_example_metatrain_under_mpiexec_equals_one_process(mpi, tmp_path):
+    """`mpiexec -n 2 python example_metatrain.py ...` (rank 0 logs and saves) trains the same model as
+    the single-process command, on an uneven meta-batch (5 tasks on 2 ranks)."""
+    from pymeta.model_io import load_model
+    args = ["--dataset=sinusoid", "--metamodel=fomaml", "--num_train_samples_per_class=10",
+            "--num_test_samples_per_class=20", "--inner_batch_size=5", "--inner_lr=0.01", "--meta_batch_size=5",
+            "--num_outer_metatraining_iterations=20", "--test_every_k_iterations=10", "--num_validation_batches=1",
+            "--notensorboard", "--noprogress"]
+    example = os.path.join(REPO, "example_metatrain.py")
+    single = subprocess.run([sys.executable, example, *args, f"--model_save_filename={tmp_path}/one/m.h5"],
+                            capture_output=True, text=True, cwd=REPO, env=child_env(), timeout=RUN_TIMEOUT)
+    assert single.returncode == 0, single.stderr[-3000:]
+    cmd = [shutil.which("mpiexec"), "-n", "2", sys.executable, example, *args,
+           f"--model_save_filename={tmp_path}/two/m.h5"]
+    multi = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=child_env(), timeout=RUN_TIMEOUT)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    assert multi.stdout.count("iter     10") == 1  # only rank 0 logs
+    for a, b in zip(load_model(tmp_path / "one" / "m.h5").get_weights(),
+                    load_model(tmp_path / "two" / "m.h5").get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
