@@ -56,3 +56,18 @@ def test_meta_test_script_reports_confidence_interval(tmp_path):
     assert "95% CI" in proc.stdout
     bad = run_script("meta_test.py", "--model", tmp_path / "nope.h5", "--dataset", "sinusoid")
     assert bad.returncode == 2 and "no model file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_meta_test_refuses_a_model_of_another_architecture(tmp_path):
+    import pickle
+
+    from data_fixtures import synthetic_omniglot_dict
+    from pymeta.model_io import save_model
+    from pymeta.networks import make_sinusoid_model
+    data = tmp_path / "omniglot.pkl"
+    with open(data, "wb") as f:
+        pickle.dump(synthetic_omniglot_dict(alphabets=(30, 20), chars_per_alphabet=2, drawings=20, size=16), f)
+    model = save_model(make_sinusoid_model(), tmp_path / "sinusoid.h5")
+    proc = run_script("meta_test.py", "--model", model, "--dataset", "omniglot", "--data_path", data,
+                      "--omniglot_protocol", "allcharacters", "--num_tasks", 10)
+    assert proc.returncode == 2 and "another architecture" in proc.stderr and "Traceback" not in proc.stderr
