@@ -87,7 +87,8 @@ def config_params(params, name):
     return [params[k] for k in keys]
 
 
-CONFIGS = ["fomaml_m4", "fomaml_m3", "reptile_m4", "reptile_m3", "fomaml_steps_m3", "fomaml_cnn_m3"]
+CONFIGS = ["fomaml_m4", "fomaml_m3", "reptile_m4", "reptile_m3", "fomaml_steps_m3", "fomaml_cnn_m3",
+           "imaml_m3", "maml_m3"]
 
 
 # --- (a) all ranks hold identical parameters after every update ----------------------------------------

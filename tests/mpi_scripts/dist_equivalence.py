@@ -29,6 +29,8 @@ from pymeta.core.task_distribution import TaskDistribution  # noqa: E402
 from pymeta.metalearners.distributed import (DistributedFOMAMLMetaLearner, DistributedMetaLearner,  # noqa: E402
                                              mpi_abort_on_exception, seed_everything)
 from pymeta.metalearners.fomaml import FOMAMLMetaLearner  # noqa: E402
+from pymeta.metalearners.imaml import iMAMLMetaLearner  # noqa: E402
+from pymeta.metalearners.maml import MAMLMetaLearner  # noqa: E402
 from pymeta.metalearners.reptile import ReptileMetaLearner  # noqa: E402
 from pymeta.networks import make_omniglot_cnn_model  # noqa: E402
 from pymeta.tasks.sinusoid_tasks import create_sinusoid_task_distribution  # noqa: E402
@@ -67,6 +69,8 @@ CONFIGS = {
     "reptile_m3": (sinusoid_setup, ReptileMetaLearner, 0.5, 3, "fast"),
     "fomaml_steps_m3": (sinusoid_setup, FOMAMLMetaLearner, 0.01, 3, "steps"),
     "fomaml_cnn_m3": (cnn_setup, FOMAMLMetaLearner, 0.01, 3, "fast"),
+    "imaml_m3": (sinusoid_setup, iMAMLMetaLearner, 0.01, 3, "fast"),
+    "maml_m3": (sinusoid_setup, MAMLMetaLearner, 0.01, 3, "fast"),
 }
 
 
@@ -75,7 +79,7 @@ def run(name, distributed=True, init=None):
     seed_everything(1000 + rank if distributed else 1000)  # different model init per rank: broadcast fixes
     model, dist, T, B = setup()
     seed_everything(42)  # the same task stream on every rank
-    opt = keras.optimizers.Adam(outer_lr) if cls is FOMAMLMetaLearner else keras.optimizers.SGD(outer_lr)
+    opt = keras.optimizers.SGD(outer_lr) if cls is ReptileMetaLearner else keras.optimizers.Adam(outer_lr)
     learner = cls(model, opt)
     if distributed:
         learner = DistributedMetaLearner(learner, comm=comm)
