@@ -94,10 +94,10 @@ def _batch_norm_train(x, gamma, beta, epsilon):
         inv = tf.math.rsqrt(variance + epsilon) * tf.cast(gamma, x.dtype)
         y = x * inv + (tf.cast(beta, x.dtype) - mean * inv)
         return y, mean, variance
-    flat = tf.reshape(x, [-1, 1, 1, channels])
+    flat = x if len(x.shape) == 4 else tf.reshape(x, [-1, 1, 1, channels])
     y, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
         x=flat, scale=tf.cast(gamma, tf.float32), offset=tf.cast(beta, tf.float32),
         mean=tf.zeros([0]), variance=tf.zeros([0]), epsilon=epsilon, exponential_avg_factor=1.0, data_format="NHWC", is_training=True)
-    n = tf.cast(tf.shape(flat)[0], tf.float32)
+    n = tf.cast(tf.size(flat) // channels, tf.float32)
     variance = variance * (n - 1.0) / n  # the kernel reports the Bessel-corrected variance
     return tf.reshape(y, shape), mean, variance
