@@ -35,6 +35,9 @@ def parse_args(argv=None):
     p.add_argument("--inner_lr", type=float, default=0.01)
     p.add_argument("--inner_optimizer", choices=["auto", "sgd", "adam"], default="auto",
                    help="auto: as example_metatrain.py (Adam(beta_1=0) for reptile, SGD otherwise)")
+    p.add_argument("--imaml_lambda_reg", type=float, default=2.0,
+                   help="--metamodel imaml: adapt on loss + (lambda/2)||phi - theta||^2 as in training "
+                        "(0: plain adaptation)")
     p.add_argument("--num_inner_iterations", type=int, default=10)
     p.add_argument("--inner_batch_size", type=int, default=-1, help="-1: the whole support set")
     p.add_argument("--num_tasks", type=int, default=1000, help="meta-test tasks (>= 600 for a paper table)")
@@ -63,7 +66,12 @@ def meta_test(args, log=print):
         args.num_train_samples_per_class, args.num_test_samples_per_class, args.batch,
         args.data_path or None, args.omniglot_protocol, inner_optimizer=args.inner_optimizer)
     load_weights_into(model, args.model)
-    metalearner = build_metalearner("fomaml", model, keras.optimizers.SGD(0.0))  # evaluation only
+    if args.imaml_lambda_reg < 0:
+        raise ValueError(f"--imaml_lambda_reg must be >= 0, got {args.imaml_lambda_reg}")
+    # evaluation only: the meta-learner just supplies the inner objective (iMAML's is proximal)
+    imaml = args.metamodel == "imaml" and args.imaml_lambda_reg > 0
+    metalearner = build_metalearner("imaml" if imaml else "fomaml", model, keras.optimizers.SGD(0.0),
+                                    imaml_lambda_reg=args.imaml_lambda_reg or 1.0)
     metalearner.initialize()
     dist = problem.metatest if args.split == "test" else problem.metaval
     losses, accs = [], []
@@ -82,7 +90,8 @@ def meta_test(args, log=print):
               "num_tasks": len(values), "num_inner_iterations": args.num_inner_iterations,
               "transductive": not args.notransductive, "seconds": round(time.time() - start, 1),
               "model": args.model, "dataset": args.dataset, "split": args.split,
-              "way": args.num_output_classes, "shot": args.num_train_samples_per_class}
+              "way": args.num_output_classes, "shot": args.num_train_samples_per_class,
+              "inner_objective": f"proximal (lambda {args.imaml_lambda_reg})" if imaml else "task loss"}
     unit = "%" if problem.is_classification else ""
     log(f"{args.dataset} {args.split}: {mean:.2f}{unit} ± {ci:.2f}{unit} (95% CI) over {len(values)} tasks, "
         f"{args.num_inner_iterations} inner steps, {'transductive' if result['transductive'] else 'non-transductive'}")

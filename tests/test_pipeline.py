@@ -71,3 +71,33 @@ def test_meta_test_refuses_a_model_of_another_architecture(tmp_path):
     proc = run_script("meta_test.py", "--model", model, "--dataset", "omniglot", "--data_path", data,
                       "--omniglot_protocol", "allcharacters", "--num_tasks", 10)
     assert proc.returncode == 2 and "another architecture" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_meta_test_adapts_imaml_models_with_the_proximal_objective(tmp_path):
+    """--metamodel imaml adapts on loss + (lambda/2)||phi - theta||^2: the pull towards theta leaves
+    the adapted MSE between no adaptation and plain adaptation (lambda 0) with the same steps."""
+    import importlib.util
+
+    from data_fixtures import SCRIPTS
+    from pymeta.model_io import save_model
+    from pymeta.networks import make_sinusoid_model
+    spec = importlib.util.spec_from_file_location("meta_test_script", f"{SCRIPTS}/meta_test.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    keras.utils.set_random_seed(0)
+    model = save_model(make_sinusoid_model(), tmp_path / "model.h5")
+
+    def mse(*extra):
+        args = script.parse_args(["--model", str(model), "--dataset", "sinusoid", "--metamodel", "imaml",
+                                  "--num_train_samples_per_class", "10", "--num_test_samples_per_class", "50",
+                                  "--inner_lr", "0.02", "--num_tasks", "20", "--batch", "10", *extra])
+        return script.meta_test(args, log=lambda s: None)
+
+    unadapted = mse("--num_inner_iterations", "0", "--imaml_lambda_reg", "0")["mean"]
+    proximal = mse("--num_inner_iterations", "10", "--imaml_lambda_reg", "25")  # lr * lambda = 0.5
+    plain = mse("--num_inner_iterations", "10", "--imaml_lambda_reg", "0")
+    assert proximal["inner_objective"] == "proximal (lambda 25.0)" and plain["inner_objective"] == "task loss"
+    assert plain["mean"] < 0.95 * proximal["mean"] and proximal["mean"] < 0.95 * unadapted, \
+        (plain["mean"], proximal["mean"], unadapted)
+    with pytest.raises(ValueError, match="imaml_lambda_reg"):
+        mse("--imaml_lambda_reg", "-1")
