@@ -91,11 +91,18 @@ def main():
     parser.add_argument("--sinusoid-iterations", type=int, default=2000)
     parser.add_argument("--omniglot-iterations", type=int, default=20)
     parser.add_argument("--skip-step-by-step-omniglot", action="store_true")
+    parser.add_argument("--only-omniglot", action="store_true", help="skip the sinusoid rows")
+    parser.add_argument("--intra-op-threads", type=int, default=0, help="0: TensorFlow's default (all cores)")
+    parser.add_argument("--inter-op-threads", type=int, default=0, help="0: TensorFlow's default")
     args = parser.parse_args()
+    if args.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
+    if args.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} cores, "
           f"{platform.processor() or platform.machine()}\n")
     rows = []
-    for algo in ALGOS:
+    for algo in ([] if args.only_omniglot else ALGOS):
         for mode, per_call in (("fast", 10), ("fast", 1), ("step-by-step", 1)):
             n = args.sinusoid_iterations if mode == "fast" else args.sinusoid_iterations // 10
             rate, warm = bench("sinusoid", algo, mode, n, per_call=per_call)
