@@ -67,6 +67,8 @@ flags.DEFINE_float("imaml_lambda_reg", _d.imaml_lambda_reg, "iMAML: strength lam
 flags.DEFINE_integer("imaml_cg_steps", _d.imaml_cg_steps, "iMAML: conjugate-gradient steps per task "
                      "(0 = the FOMAML gradient)")
 flags.DEFINE_float("imaml_cg_damping", _d.imaml_cg_damping, "iMAML: damping added to I + H/lambda")
+flags.DEFINE_float("imaml_lam_damping", _d.imaml_lam_damping, "iMAML: the meta-gradient's system uses "
+                   "H/(lambda + lam_damping), as the reference implementation (its default: 10; 0: exact)")
 flags.DEFINE_string("run_dir", _d.run_dir, "checkpoints and TensorBoard logs (default: <model file "
                     "without extension>_run/)")
 flags.DEFINE_boolean("resume", _d.resume, "continue from the last checkpoint in --run_dir if there is one")

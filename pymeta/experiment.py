@@ -5,7 +5,6 @@ used, validation, and the outer loop with progress, logging and saving."""
 import dataclasses
 import json
 import os
-import time
 
 import keras
 import numpy as np
@@ -98,7 +97,7 @@ def default_meta_optimizer(metamodel, meta_lr, anneal_steps=0):
 
 
 def build_metalearner(metamodel, model, meta_optimizer, jit_compile=False, imaml_lambda_reg=2.0,
-                      imaml_cg_steps=5, imaml_cg_damping=1.0):
+                      imaml_cg_steps=5, imaml_cg_damping=1.0, imaml_lam_damping=0.0):
     """The meta-learner called `metamodel` on `model` (compiled with loss and inner optimizer)."""
     from pymeta import metalearners
     if metamodel == "fomaml":
@@ -108,6 +107,7 @@ def build_metalearner(metamodel, model, meta_optimizer, jit_compile=False, imaml
     if metamodel == "imaml":
         return metalearners.iMAMLMetaLearner(model, meta_optimizer, lambda_reg=imaml_lambda_reg,
                                              n_iters_optimizer=imaml_cg_steps, cg_damping=imaml_cg_damping,
+                                             lam_damping=imaml_lam_damping,
                                              jit_compile=jit_compile)
     if metamodel == "maml":
         return metalearners.MAMLMetaLearner(model, meta_optimizer, first_order=False, jit_compile=jit_compile)
@@ -240,6 +240,7 @@ class RunConfig:
     imaml_lambda_reg: float = 2.0
     imaml_cg_steps: int = 5
     imaml_cg_damping: float = 1.0
+    imaml_lam_damping: float = 0.0
     run_dir: str = ""
     resume: bool = True
     overwrite: bool = False
@@ -264,8 +265,10 @@ def check_config(c):
         raise ValueError(f"unknown --dataset={c.dataset!r}: use one of {', '.join(DATASETS)}")
     if c.metamodel not in METAMODELS:
         raise ValueError(f"unknown --metamodel={c.metamodel!r}: use one of {', '.join(METAMODELS)}")
-    if not c.imaml_lambda_reg > 0 or c.imaml_cg_steps < 0 or c.imaml_cg_damping < 0:
-        raise ValueError("--imaml_lambda_reg must be > 0, --imaml_cg_steps and --imaml_cg_damping >= 0")
+    if (not c.imaml_lambda_reg > 0 or c.imaml_cg_steps < 0 or c.imaml_cg_damping < 0
+            or c.imaml_lam_damping < 0):
+        raise ValueError("--imaml_lambda_reg must be > 0, --imaml_cg_steps, --imaml_cg_damping and "
+                         "--imaml_lam_damping >= 0")
     positive = ["num_outer_metatraining_iterations", "meta_batch_size", "num_validation_batches",
                 "num_train_samples_per_class", "save_every_k_iterations", "test_every_k_iterations"]
     if c.dataset != "sinusoid":
@@ -311,7 +314,7 @@ RUN_IDENTITY = ("dataset", "metamodel", "num_output_classes", "num_train_samples
                 "num_inner_training_iterations", "inner_batch_size", "seed", "omniglot_protocol",
                 "precision", "anneal_meta_lr", "inner_optimizer", "fast", "iterations_per_call",
                 "test_every_k_iterations", "num_validation_batches", "imaml_lambda_reg", "imaml_cg_steps",
-                "imaml_cg_damping")
+                "imaml_cg_damping", "imaml_lam_damping")
 
 
 def setup_run(c, distributed=False):
@@ -337,7 +340,8 @@ def setup_run(c, distributed=False):
     anneal = c.num_outer_metatraining_iterations if c.anneal_meta_lr else 0
     metalearner = build_metalearner(c.metamodel, model, default_meta_optimizer(c.metamodel, c.meta_lr, anneal),
                                     jit_compile=(c.dataset == "sinusoid"), imaml_lambda_reg=c.imaml_lambda_reg,
-                                    imaml_cg_steps=c.imaml_cg_steps, imaml_cg_damping=c.imaml_cg_damping)
+                                    imaml_cg_steps=c.imaml_cg_steps, imaml_cg_damping=c.imaml_cg_damping,
+                                    imaml_lam_damping=c.imaml_lam_damping)
     metalearner.initialize()
     if distributed:
         from pymeta.metalearners.distributed import DistributedMetaLearner

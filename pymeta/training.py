@@ -9,8 +9,8 @@ import time
 import numpy as np
 
 from pymeta import checkpoint as ckpt
-from pymeta.experiment import (RUN_IDENTITY, artifact_path, plot_learning_curve, plot_sinusoid, setup_run,
-                               validate, write_json_atomic)
+from pymeta.experiment import (RUN_IDENTITY, RunConfig, artifact_path, plot_learning_curve, plot_sinusoid,
+                               setup_run, validate, write_json_atomic)
 
 
 class Interrupted(Exception):
@@ -80,7 +80,8 @@ def _find_resume_point(c, run_dir):
             raise ValueError(f"{run_dir} holds checkpoints of an earlier run: resume it (drop --noresume), "
                              "pass --overwrite to start afresh, or choose another --run_dir")
         return None
-    saved = ckpt.read_checkpoint_config(path)
+    # a setting added after the checkpoint was written had its default value in that run
+    saved = {**_identity(RunConfig()), **ckpt.read_checkpoint_config(path)}
     mine = _identity(c)
     diff = {k: (saved.get(k), mine[k]) for k in mine if saved.get(k) != mine[k]}
     if diff:
@@ -240,5 +241,4 @@ def _current_lr(optimizer):
 
 
 def config_fields():
-    from pymeta.experiment import RunConfig
     return [f.name for f in dataclasses.fields(RunConfig)]

@@ -71,6 +71,40 @@ def test_implicit_gradient_equals_finite_differences_at_converged_inner_loop(net
     assert np.linalg.norm(flat(g0) - fd) > 1e-3 * np.linalg.norm(fd)
 
 
+def test_damped_system_equals_explicit_solve():
+    """With cg_damping c and lam_damping L, the meta-gradient solves ((1 + c) I + H / (lambda + L)) g = b
+    (the reference implementation's damping), checked against numpy on the explicit Hessian; CG
+    starts from zero, so it reaches that solution within the dimension's number of steps."""
+    with floatx("float64"):
+        model = mlp([2, 3, 1], activation="tanh")
+    dim = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    lam, c, big_l = 2.0, 1.0, 10.0
+    ml = iMAMLMetaLearner(model, keras.optimizers.SGD(1.0), lambda_reg=lam, n_iters_optimizer=dim + 5,
+                          cg_damping=c, lam_damping=big_l, cg_tol=0.0, loss="mse",
+                          inner_optimizer=keras.optimizers.SGD(0.1))
+    ml.initialize()
+    x, qx = np.random.randn(8, 2), np.random.randn(10, 2)
+    y, qy = np.sin(x.sum(1, keepdims=True)), np.sin(qx.sum(1, keepdims=True))
+    state, phi = state_of(model), params_of(model)
+    fm = ml.fmodel
+    g, residual = ml.implicit_gradient(phi, state, x, y, qx, qy)
+    _, b = fm.loss_and_grad(phi, state, qx, qy)
+
+    def train_grad(flat_phi):
+        return flat(fm.loss_and_grad(unflat(flat_phi, phi), state, x, y)[1])
+
+    eps = 1e-6  # the explicit Hessian by central differences of the training-loss gradient
+    hessian = np.stack([(train_grad(flat(phi) + eps * e) - train_grad(flat(phi) - eps * e)) / (2 * eps)
+                        for e in np.eye(dim)])
+    hessian = (hessian + hessian.T) / 2
+    exact = np.linalg.solve((1 + c) * np.eye(dim) + hessian / (lam + big_l), flat(b))
+    assert float(residual) < 1e-8
+    np.testing.assert_allclose(flat(g), exact, rtol=1e-6, atol=1e-9)
+    # lam_damping changes the answer (the undamped system has another solution)
+    undamped = np.linalg.solve((1 + c) * np.eye(dim) + hessian / lam, flat(b))
+    assert np.linalg.norm(undamped - exact) > 1e-3 * np.linalg.norm(exact)
+
+
 def small_bn_net():
     """Batch norm without the compile time of a conv net (the conv nets are checked by the
     finite-difference tests)."""
@@ -179,7 +213,7 @@ def test_rejects_bad_arguments():
     model = mlp([2, 3, 1])
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     for kwargs in ({"lambda_reg": 0.0}, {"n_iters_optimizer": -1}, {"n_iters_optimizer": 1.5},
-                   {"cg_damping": -1.0}, {"hvp_method": "nope"}):
+                   {"cg_damping": -1.0}, {"hvp_method": "nope"}, {"lam_damping": -1.0}):
         with pytest.raises(ValueError):
             iMAMLMetaLearner(model, keras.optimizers.SGD(1.0), **kwargs)
 

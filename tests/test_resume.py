@@ -2,12 +2,14 @@
 uninterrupted run; SIGTERM writes a checkpoint; nothing of another run is silently replaced."""
 
 import glob
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import h5py
 import numpy as np
 import pytest
 
@@ -102,6 +104,11 @@ def test_resume_refuses_other_settings_and_nothing_is_overwritten(tmp_path):
                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=300)
     assert out.returncode == 2 and "already exists and is not from this run" in out.stderr
     assert foreign.read_bytes() == b"someone else's model"
+    # a checkpoint written before a setting existed (here imaml_lam_damping) counts as its default
+    with h5py.File(checkpoints(model)[-1], "r+") as f:
+        config = json.loads(f.attrs["config"])
+        del config["imaml_lam_damping"]
+        f.attrs["config"] = json.dumps(config)
     # the same run extended to more iterations resumes
     out = run(command(model, 40))
     assert "resumed from" in out.stdout and "at iteration 20" in out.stdout
