@@ -55,7 +55,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     killed_at = int(checkpoints(killed)[-1][-11:-3])
     assert 60 <= killed_at < n
     out = run(command(killed, n))
-    assert f"resumed from" in out.stdout and f"at iteration {killed_at}" in out.stdout
+    assert "resumed from" in out.stdout and f"at iteration {killed_at}" in out.stdout
     a, b = load_model(reference).get_weights(), load_model(killed).get_weights()
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
