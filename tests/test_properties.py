@@ -2,7 +2,6 @@
 never an IndexError, another exception or a hang."""
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from pymeta.core.task import SupervisedTask, TaskAsSequenceOfTasks
-from pymeta.inner_loop import compiled_steps_for, functional_model_for
+from pymeta.inner_loop import functional_model_for
 
 
 class GradBasedMetaLearner:
