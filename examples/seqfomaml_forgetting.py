@@ -151,18 +151,15 @@ def main():
 
     initial = make_model(args.ways, size).get_weights()
     inits = {"random": initial}
-    t0 = time.time()
-    model = compile_model(make_model(args.ways, size), args.inner_lr)
-    model.set_weights(initial)
-    meta_train_fomaml(model, train_tasks, args)
-    inits["FOMAML"] = model.get_weights()
-    print(f"FOMAML meta-training: {time.time() - t0:.0f} s", flush=True)
-    t0 = time.time()
-    model = compile_model(make_model(args.ways, size), args.inner_lr)
-    model.set_weights(initial)
-    meta_train_seqfomaml(model, train_sequences, args)
-    inits["SeqFOMAML"] = model.get_weights()
-    print(f"SeqFOMAML meta-training: {time.time() - t0:.0f} s", flush=True)
+    trainers = {"FOMAML": lambda model: meta_train_fomaml(model, train_tasks, args),
+                "SeqFOMAML": lambda model: meta_train_seqfomaml(model, train_sequences, args)}
+    for name, meta_train_from in trainers.items():
+        t0 = time.time()
+        model = compile_model(make_model(args.ways, size), args.inner_lr)
+        model.set_weights(initial)
+        meta_train_from(model)
+        inits[name] = model.get_weights()
+        print(f"{name} meta-training: {time.time() - t0:.0f} s", flush=True)
 
     model = compile_model(make_model(args.ways, size), args.inner_lr)
     results = {}

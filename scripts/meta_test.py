@@ -71,7 +71,7 @@ def meta_test(args, log=print):
     # evaluation only: the meta-learner just supplies the inner objective (iMAML's is proximal)
     imaml = args.metamodel == "imaml" and args.imaml_lambda_reg > 0
     metalearner = build_metalearner("imaml" if imaml else "fomaml", model, keras.optimizers.SGD(0.0),
-                                    imaml_lambda_reg=args.imaml_lambda_reg or 1.0)
+                                    imaml_lambda_reg=args.imaml_lambda_reg)
     metalearner.initialize()
     dist = problem.metatest if args.split == "test" else problem.metaval
     losses, accs = [], []

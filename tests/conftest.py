@@ -39,3 +39,14 @@ def learnable_images(num_classes=20, per_class=10, size=16, noise=0.3, seed=0):
     X = patterns[np.repeat(np.arange(num_classes), per_class)]
     X = np.clip(X + noise * rng.randn(*X.shape), 0, 1)
     return (X * 255).astype(np.uint8), np.repeat(np.arange(num_classes), per_class)
+
+
+def step_by_step_iteration(ml, tasks, steps, batch_size):
+    """One meta-iteration through the original API, as a user writes it: for each task task_begin ->
+    fit_n_iterations -> task_end, then update with the results."""
+    results = []
+    for task in tasks:
+        ml.task_begin(task)
+        task.fit_n_iterations(ml.model, steps, batch_size)
+        results.append(ml.task_end(task))
+    ml.update(results)

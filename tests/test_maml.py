@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import step_by_step_iteration
 from pymeta.core.task import TaskAsSequenceOfTasks
 from pymeta.metalearners.fomaml import FOMAMLMetaLearner
 from pymeta.metalearners.maml import MAMLMetaLearner
@@ -131,12 +132,7 @@ def run_step_by_step(ml, batches, steps, batch_size, seed):
     np.random.seed(seed)
     ml.initialize()
     for tasks in batches:
-        results = []
-        for task in tasks:
-            ml.task_begin(task)
-            task.fit_n_iterations(ml.model, steps, batch_size)
-            results.append(ml.task_end(task))
-        ml.update(results)
+        step_by_step_iteration(ml, tasks, steps, batch_size)
     return ml.current_initial_parameters
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import step_by_step_iteration
 from pymeta import optim
 from pymeta.core.task import ClassificationTask
 from pymeta.core.task_distribution import TaskDistribution
@@ -109,12 +110,7 @@ def test_fast_path_equals_step_by_step(image_dataset, cls, inner):
             if fast:
                 ml.metatrain_step(tasks, 3, 4)  # random minibatches of 4 out of 6
             else:
-                results = []
-                for t in tasks:
-                    ml.task_begin(t)
-                    t.fit_n_iterations(model, 3, 4)
-                    results.append(ml.task_end(t))
-                ml.update(results)
+                step_by_step_iteration(ml, tasks, 3, 4)
         finals.append(ml.current_initial_parameters)
     assert_lists_close(finals[0], finals[1], rtol=1e-4, atol=1e-5)
 

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import step_by_step_iteration
 from pymeta.core.task import TaskAsSequenceOfTasks
 from pymeta.core.task_distribution import TaskAsSequenceOfTasksDistribution
 from pymeta.metalearners.fomaml import FOMAMLMetaLearner
@@ -136,12 +137,7 @@ def test_meta_training_on_sequences_runs_and_reduces_the_loss():
 
     before = sequence_loss()
     for _ in range(40):
-        results = []
-        for s in seq_dist.sample_batch():
-            ml.task_begin(s)
-            s.fit_n_iterations(model, 3, -1)
-            results.append(ml.task_end(s))
-        ml.update(results)
+        step_by_step_iteration(ml, seq_dist.sample_batch(), 3, -1)
     after = sequence_loss()
     assert np.all([np.all(np.isfinite(v)) for v in ml.current_initial_parameters])
     assert after < before - 0.05, (before, after)
@@ -166,12 +162,7 @@ def test_fast_path_equals_step_by_step(variant):
                 out = ml.metatrain_step(seqs, 2, 4)
                 assert np.isfinite(out["last_minibatch_loss"])
                 continue
-            results = []
-            for s in seqs:
-                ml.task_begin(s)
-                s.fit_n_iterations(flat_model, 2, 4)
-                results.append(ml.task_end(s))
-            ml.update(results)
+            step_by_step_iteration(ml, seqs, 2, 4)
         weights.append(flat(ml.current_initial_parameters))
     np.testing.assert_allclose(weights[0], weights[1], rtol=1e-4, atol=1e-6)
 
