@@ -69,6 +69,9 @@ flags.DEFINE_integer("imaml_cg_steps", _d.imaml_cg_steps, "iMAML: conjugate-grad
 flags.DEFINE_float("imaml_cg_damping", _d.imaml_cg_damping, "iMAML: damping added to I + H/lambda")
 flags.DEFINE_float("imaml_lam_damping", _d.imaml_lam_damping, "iMAML: the meta-gradient's system uses "
                    "H/(lambda + lam_damping), as the reference implementation (its default: 10; 0: exact)")
+flags.DEFINE_boolean("persistent_inner_state", _d.persistent_inner_state, "keep the inner optimizer's "
+                     "state (Adam's moments, step count) from task to task, as the original Reptile code "
+                     "did (fomaml, reptile; saved in the .h5 model); default: fresh for every task")
 flags.DEFINE_string("run_dir", _d.run_dir, "checkpoints and TensorBoard logs (default: <model file "
                     "without extension>_run/)")
 flags.DEFINE_boolean("resume", _d.resume, "continue from the last checkpoint in --run_dir if there is one")

@@ -1,9 +1,10 @@
 """Checkpoints of a meta-training run: everything needed to continue it exactly.
 
 A checkpoint (`ckpt-<iteration>.h5`, written with h5py, atomically) holds the meta-parameters, the
-model's non-trainable state, the outer optimizer's variables, the iteration, the validation history,
-the run's configuration and the state of every random generator (numpy's global one, Python's
-`random`, TensorFlow's global generator). The last `keep` checkpoints are kept.
+model's non-trainable state, the outer optimizer's variables, the inner optimizer's state when it is
+kept across tasks, the iteration, the validation history, the run's configuration and the state of
+every random generator (numpy's global one, Python's `random`, TensorFlow's global generator). The
+last `keep` checkpoints are kept.
 """
 
 import glob
@@ -50,6 +51,17 @@ def _set_rng_state(g):
     tf.random.get_global_generator().reset(g["tf_global"][()])
 
 
+def _groups(metalearner):
+    """(name, variables) of everything a checkpoint stores besides the random generators."""
+    groups = [("theta", metalearner.meta_variables),
+              ("model_state", metalearner.model.non_trainable_variables),
+              ("optimizer", metalearner.optimizer.variables)]
+    fm = getattr(metalearner.model, "_pymeta_functional", None)
+    if getattr(fm, "inner_state", None) is not None:
+        groups.append(("inner_optimizer_state", fm.inner_state.variables))
+    return groups
+
+
 def save_checkpoint(directory, iteration, metalearner, history, config, keep=3):
     """Write `ckpt-<iteration>.h5` in `directory` atomically; keep the newest `keep`. Returns its path."""
     os.makedirs(directory, exist_ok=True)
@@ -61,9 +73,7 @@ def save_checkpoint(directory, iteration, metalearner, history, config, keep=3):
             f.attrs["iteration"] = iteration
             f.attrs["config"] = json.dumps(config, sort_keys=True)
             f.attrs["history"] = json.dumps(history)
-            for group, variables in (("theta", metalearner.meta_variables),
-                                     ("model_state", metalearner.model.non_trainable_variables),
-                                     ("optimizer", metalearner.optimizer.variables)):
+            for group, variables in _groups(metalearner):
                 g = f.create_group(group)
                 for i, v in enumerate(variables):
                     g.create_dataset(str(i), data=np.asarray(v.numpy()))
@@ -96,9 +106,9 @@ def load_checkpoint(path, metalearner):
     except OSError as e:
         raise ValueError(f"cannot read checkpoint {path!r}: {e}") from e
     with f:
-        for group, variables in (("theta", metalearner.meta_variables),
-                                 ("model_state", metalearner.model.non_trainable_variables),
-                                 ("optimizer", metalearner.optimizer.variables)):
+        for group, variables in _groups(metalearner):
+            if group not in f:
+                raise ValueError(f"checkpoint {path!r} does not fit this run: it has no {group}")
             g = f[group]
             if len(g) != len(variables):
                 raise ValueError(f"checkpoint {path!r} does not fit this run: {len(g)} {group} arrays, "

@@ -97,13 +97,18 @@ def default_meta_optimizer(metamodel, meta_lr, anneal_steps=0):
 
 
 def build_metalearner(metamodel, model, meta_optimizer, jit_compile=False, imaml_lambda_reg=2.0,
-                      imaml_cg_steps=5, imaml_cg_damping=1.0, imaml_lam_damping=0.0):
+                      imaml_cg_steps=5, imaml_cg_damping=1.0, imaml_lam_damping=0.0,
+                      persistent_inner_state=False):
     """The meta-learner called `metamodel` on `model` (compiled with loss and inner optimizer)."""
     from pymeta import metalearners
+    if persistent_inner_state and metamodel not in ("fomaml", "reptile"):
+        raise ValueError(f"--persistent_inner_state is for fomaml and reptile, not {metamodel}")
     if metamodel == "fomaml":
-        return metalearners.FOMAMLMetaLearner(model, meta_optimizer, jit_compile=jit_compile)
+        return metalearners.FOMAMLMetaLearner(model, meta_optimizer, jit_compile=jit_compile,
+                                              persistent_inner_state=persistent_inner_state)
     if metamodel == "reptile":
-        return metalearners.ReptileMetaLearner(model, meta_optimizer, jit_compile=jit_compile)
+        return metalearners.ReptileMetaLearner(model, meta_optimizer, jit_compile=jit_compile,
+                                               persistent_inner_state=persistent_inner_state)
     if metamodel == "imaml":
         return metalearners.iMAMLMetaLearner(model, meta_optimizer, lambda_reg=imaml_lambda_reg,
                                              n_iters_optimizer=imaml_cg_steps, cg_damping=imaml_cg_damping,
@@ -122,6 +127,8 @@ def validate(metalearner, distribution, num_batches, num_inner_iterations, inner
     """
     losses, accs = [], []
     evaluate = getattr(metalearner, "evaluate_tasks_distributed", metalearner.evaluate_tasks)
+    kept = None if fast else getattr(getattr(metalearner.model, "_pymeta_functional", None), "inner_state", None)
+    saved_state = None if kept is None else [v.numpy() for v in kept.variables]
     for _ in range(num_batches):
         tasks = distribution.sample_batch()
         if fast:
@@ -137,6 +144,9 @@ def validate(metalearner, distribution, num_batches, num_inner_iterations, inner
             accs.append(out.get("sparse_categorical_accuracy", 0.0))
     if not fast:
         metalearner.task_begin(None)  # leave the model at theta
+        if kept is not None:  # validation does not change the kept inner optimizer state
+            for v, value in zip(kept.variables, saved_state):
+                v.assign(value)
     return float(np.mean(losses)), float(np.mean(accs))
 
 
@@ -241,6 +251,7 @@ class RunConfig:
     imaml_cg_steps: int = 5
     imaml_cg_damping: float = 1.0
     imaml_lam_damping: float = 0.0
+    persistent_inner_state: bool = False
     run_dir: str = ""
     resume: bool = True
     overwrite: bool = False
@@ -287,6 +298,10 @@ def check_config(c):
     if c.inner_batch_size == 0 or c.inner_batch_size > support:
         raise ValueError(f"--inner_batch_size={c.inner_batch_size} is not possible with a support set of "
                          f"{support} examples: use 1..{support}, or -1 for all of them")
+    if c.persistent_inner_state and (c.metamodel not in ("fomaml", "reptile")
+                                     or not c.model_save_filename.endswith(".h5")):
+        raise ValueError("--persistent_inner_state needs --metamodel=fomaml or reptile and an .h5 "
+                         "--model_save_filename (the kept state is saved with the model)")
     if c.precision not in ("float32", "mixed_bfloat16"):
         raise ValueError(f"--precision must be float32 or mixed_bfloat16, got {c.precision!r}")
     if os.path.splitext(c.model_save_filename)[1] not in (".h5", ".keras"):
@@ -314,7 +329,7 @@ RUN_IDENTITY = ("dataset", "metamodel", "num_output_classes", "num_train_samples
                 "num_inner_training_iterations", "inner_batch_size", "seed", "omniglot_protocol",
                 "precision", "anneal_meta_lr", "inner_optimizer", "fast", "iterations_per_call",
                 "test_every_k_iterations", "num_validation_batches", "imaml_lambda_reg", "imaml_cg_steps",
-                "imaml_cg_damping", "imaml_lam_damping")
+                "imaml_cg_damping", "imaml_lam_damping", "persistent_inner_state")
 
 
 def setup_run(c, distributed=False):
@@ -341,7 +356,8 @@ def setup_run(c, distributed=False):
     metalearner = build_metalearner(c.metamodel, model, default_meta_optimizer(c.metamodel, c.meta_lr, anneal),
                                     jit_compile=(c.dataset == "sinusoid"), imaml_lambda_reg=c.imaml_lambda_reg,
                                     imaml_cg_steps=c.imaml_cg_steps, imaml_cg_damping=c.imaml_cg_damping,
-                                    imaml_lam_damping=c.imaml_lam_damping)
+                                    imaml_lam_damping=c.imaml_lam_damping,
+                                    persistent_inner_state=c.persistent_inner_state)
     metalearner.initialize()
     if distributed:
         from pymeta.metalearners.distributed import DistributedMetaLearner

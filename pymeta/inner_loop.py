@@ -49,6 +49,8 @@ class FunctionalModel:
         self.unroll = False  # unroll inner steps in Python (set by meta-learners compiled with XLA)
         # optional extra inner objective, params -> scalar (iMAML's proximal term), used by `adapt`
         self.inner_regularizer = None
+        # optional `optim.InnerStateVariables`: the inner optimizer state kept across tasks
+        self.inner_state = None
 
     # --- reading and writing the model -------------------------------------------------------------
     def read_params(self):
@@ -96,20 +98,34 @@ class FunctionalModel:
         """Run T inner steps from `params` on the support set.
 
         x [NK, ...], y [NK, ...], batch_indices int [T, B] (rows of x used at each step).
-        Returns (adapted params, loss of the last minibatch before its step). The optimizer state is
-        created fresh here, so it is reset for every task. The objective is the loss plus
-        `self.inner_regularizer(params)` when one is set.
+        Returns (adapted params, loss of the last minibatch before its step). The inner optimizer's
+        state starts from `self.inner_state` when the meta-learner keeps one across tasks, else fresh.
+        The objective is the loss plus `self.inner_regularizer(params)` when one is set.
         """
+        opt = inner_optimizer or self.inner_optimizer
+        phi, loss, _ = self.adapt_with_state(params, state, x, y, batch_indices,
+                                             self.initial_opt_state(params, opt), opt)
+        return phi, loss
+
+    def initial_opt_state(self, params, inner_optimizer=None):
+        """The inner optimizer state a task starts from: the kept one (`inner_state`) or a fresh one."""
+        opt = inner_optimizer or self.inner_optimizer
+        if self.inner_state is not None and opt is self.inner_optimizer:
+            return self.inner_state.read()
+        return opt.init(params)
+
+    def adapt_with_state(self, params, state, x, y, batch_indices, opt_state, inner_optimizer=None):
+        """`adapt` from the inner optimizer state `opt_state`; returns (params, loss, final opt state)."""
         opt = inner_optimizer or self.inner_optimizer
         reg = self.inner_regularizer
         static_steps = batch_indices.shape[0]
         if self.unroll and static_steps is not None:  # straight-line code: best under XLA
-            opt_state, loss = opt.init(params), tf.zeros([], self._loss_dtype(params))
+            loss = tf.zeros([], self._loss_dtype(params))
             for t in range(static_steps):
                 idx = batch_indices[t]
                 loss, grads = self.loss_and_grad(params, state, tf.gather(x, idx), tf.gather(y, idx), reg)
                 params, opt_state = opt.update(grads, opt_state, params)
-            return list(params), loss
+            return list(params), loss, opt_state
         num_steps = tf.shape(batch_indices)[0]
 
         def body(t, params, opt_state, _):
@@ -118,10 +134,10 @@ class FunctionalModel:
             params, opt_state = opt.update(grads, opt_state, params)
             return t + 1, params, opt_state, loss
 
-        _, params, _, loss = tf.while_loop(
+        _, params, opt_state, loss = tf.while_loop(
             lambda t, *_: t < num_steps, body,
-            (tf.constant(0), list(params), opt.init(params), tf.zeros([], self._loss_dtype(params))))
-        return params, loss
+            (tf.constant(0), list(params), opt_state, tf.zeros([], self._loss_dtype(params))))
+        return params, loss, opt_state
 
     @staticmethod
     def _loss_dtype(params):
@@ -183,8 +199,12 @@ class CompiledSteps:
 
     def _adapt_in_place(self, x, y, batch_indices):
         fm = self.fmodel
-        params, loss = fm.adapt(fm.read_params(), fm.read_state(), x, y, batch_indices)
+        params = fm.read_params()
+        params, loss, opt_state = fm.adapt_with_state(params, fm.read_state(), x, y, batch_indices,
+                                                      fm.initial_opt_state(params))
         fm.assign(params)
+        if fm.inner_state is not None:
+            fm.inner_state.write(opt_state)
         return loss
 
     def _metrics_of_model(self, query_x, query_y, support_x=None):

@@ -1,14 +1,18 @@
 """Saving and loading models: Keras' HDF5 (`.h5`, written through h5py) or native `.keras` files.
 
 Writes are atomic (temporary file in the same folder, then rename), so a crash never leaves a
-half-written model behind.
+half-written model behind. When a meta-learner keeps its inner optimizer's state across tasks
+(`persistent_inner_state`), an `.h5` file also holds that state (group `pymeta_inner_optimizer_state`),
+so that a meta-test adapts as training did; `load_inner_state` reads it back.
 """
 
 import logging
 import os
 import tempfile
 
+import h5py
 import keras
+import numpy as np
 
 import pymeta.layers  # noqa: F401  (registers pymeta's layers for deserialisation)
 
@@ -31,12 +35,41 @@ def save_model(model, path):
             model.save(tmp, overwrite=True)
         finally:
             absl_logger.setLevel(level)
+        kept = _kept_inner_state(model)
+        if kept is not None:
+            if suffix != ".h5":
+                raise ValueError(f"{path!r}: the inner optimizer state kept across tasks is saved in .h5 "
+                                 "model files only")
+            with h5py.File(tmp, "a") as f:
+                g = f.create_group(_INNER_STATE)
+                for i, v in enumerate(kept.variables):
+                    g.create_dataset(str(i), data=np.asarray(v.numpy()))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
     return path
+
+
+_INNER_STATE = "pymeta_inner_optimizer_state"
+
+
+def _kept_inner_state(model):
+    fm = getattr(model, "_pymeta_functional", None)
+    return getattr(fm, "inner_state", None)
+
+
+def load_inner_state(path):
+    """The kept inner optimizer state saved in the .h5 model file `path` (list of arrays), or None."""
+    path = os.fspath(path)
+    if os.path.splitext(path)[1] != ".h5":
+        return None
+    with h5py.File(path, "r") as f:
+        if _INNER_STATE not in f:
+            return None
+        g = f[_INNER_STATE]
+        return [g[str(i)][()] for i in range(len(g))]
 
 
 def load_model(path):

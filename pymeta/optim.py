@@ -3,8 +3,9 @@
 An `InnerOptimizer` is a pair of functions:
     init(params) -> state
     update(grads, state, params) -> (new_params, new_state)
-where params/grads are lists of tensors and state is a (possibly empty) tuple of tensors. The state is
-created fresh for every task, so nothing leaks between tasks.
+where params/grads are lists of tensors and state is a (possibly empty) tuple of tensors. By default the
+state is created fresh for every task, so nothing leaks between tasks; `InnerStateVariables` keeps it
+between tasks instead (the original Reptile implementation's Adam).
 """
 
 from typing import Callable, NamedTuple
@@ -56,6 +57,28 @@ def adam(learning_rate, beta_1=0.0, beta_2=0.999, epsilon=1e-7):
 
     return InnerOptimizer(init, update, "adam",
                           {"learning_rate": lr, "beta_1": b1, "beta_2": b2, "epsilon": eps})
+
+
+class InnerStateVariables:
+    """An inner optimizer's state kept in variables from one task to the next.
+
+    The original Reptile code reset only the model's weights for each task and kept one Adam state
+    (moments and step count) for the whole run. `read()` gives the state as the optimizer's nested
+    structure of tensors, `write(state)` stores one back; `variables` is the flat list (checkpoints).
+    """
+
+    def __init__(self, optimizer, params):
+        initial = optimizer.init([tf.convert_to_tensor(p) for p in params])
+        self._structure = initial
+        self.variables = [tf.Variable(t, trainable=False, name=f"inner_optimizer_state_{i}")
+                          for i, t in enumerate(tf.nest.flatten(initial))]
+
+    def read(self):
+        return tf.nest.pack_sequence_as(self._structure, [tf.convert_to_tensor(v) for v in self.variables])
+
+    def write(self, state):
+        for v, t in zip(self.variables, tf.nest.flatten(state)):
+            v.assign(t)
 
 
 def from_keras(optimizer):

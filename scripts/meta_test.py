@@ -7,6 +7,9 @@ with the 95% confidence interval papers report.
 
 The inner loop at test time is the one of meta-training (same inner optimizer and learning rate);
 papers usually adapt with more steps at test time than during training (`--num_inner_iterations`).
+A model trained with `--persistent_inner_state` carries its inner optimizer state in the .h5 file:
+every test task starts from that state, as the original Reptile evaluation did (`--fresh_inner_state`
+starts from zero instead).
 """
 
 import argparse
@@ -38,6 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--imaml_lambda_reg", type=float, default=2.0,
                    help="--metamodel imaml: adapt on loss + (lambda/2)||phi - theta||^2 as in training "
                         "(0: plain adaptation)")
+    p.add_argument("--fresh_inner_state", action="store_true",
+                   help="ignore an inner optimizer state saved with the model (start each task fresh)")
     p.add_argument("--num_inner_iterations", type=int, default=10)
     p.add_argument("--inner_batch_size", type=int, default=-1, help="-1: the whole support set")
     p.add_argument("--num_tasks", type=int, default=1000, help="meta-test tasks (>= 600 for a paper table)")
@@ -58,7 +63,7 @@ def meta_test(args, log=print):
     from tqdm import tqdm
 
     from pymeta.experiment import build_metalearner, mean_confidence_interval, seeded_problem_and_model
-    from pymeta.model_io import load_weights_into
+    from pymeta.model_io import load_inner_state, load_weights_into
     if args.num_tasks < 2:
         raise ValueError(f"--num_tasks must be >= 2 for a confidence interval, got {args.num_tasks}")
     problem, model = seeded_problem_and_model(
@@ -70,9 +75,19 @@ def meta_test(args, log=print):
         raise ValueError(f"--imaml_lambda_reg must be >= 0, got {args.imaml_lambda_reg}")
     # evaluation only: the meta-learner just supplies the inner objective (iMAML's is proximal)
     imaml = args.metamodel == "imaml" and args.imaml_lambda_reg > 0
+    kept = None if args.fresh_inner_state else load_inner_state(args.model)
     metalearner = build_metalearner("imaml" if imaml else "fomaml", model, keras.optimizers.SGD(0.0),
-                                    imaml_lambda_reg=args.imaml_lambda_reg)
+                                    imaml_lambda_reg=args.imaml_lambda_reg,
+                                    persistent_inner_state=kept is not None)
     metalearner.initialize()
+    if kept is not None:
+        variables = model._pymeta_functional.inner_state.variables
+        if [tuple(v.shape) for v in variables] != [a.shape for a in kept]:
+            raise ValueError(f"the inner optimizer state in {args.model!r} does not fit --inner_optimizer="
+                             f"{args.inner_optimizer} (train with the same inner optimizer, or "
+                             "--fresh_inner_state)")
+        for v, a in zip(variables, kept):
+            v.assign(a)
     dist = problem.metatest if args.split == "test" else problem.metaval
     losses, accs = [], []
     start = time.time()
@@ -91,7 +106,8 @@ def meta_test(args, log=print):
               "transductive": not args.notransductive, "seconds": round(time.time() - start, 1),
               "model": args.model, "dataset": args.dataset, "split": args.split,
               "way": args.num_output_classes, "shot": args.num_train_samples_per_class,
-              "inner_objective": f"proximal (lambda {args.imaml_lambda_reg})" if imaml else "task loss"}
+              "inner_objective": f"proximal (lambda {args.imaml_lambda_reg})" if imaml else "task loss",
+              "inner_optimizer_state": "saved with the model" if kept is not None else "fresh per task"}
     unit = "%" if problem.is_classification else ""
     log(f"{args.dataset} {args.split}: {mean:.2f}{unit} ± {ci:.2f}{unit} (95% CI) over {len(values)} tasks, "
         f"{args.num_inner_iterations} inner steps, {'transductive' if result['transductive'] else 'non-transductive'}")

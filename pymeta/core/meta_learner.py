@@ -24,6 +24,7 @@ where phi are the adapted parameters of one task.
 import numpy as np
 import tensorflow as tf
 
+from pymeta import optim
 from pymeta.core.task import SupervisedTask, TaskAsSequenceOfTasks
 from pymeta.inner_loop import functional_model_for
 
@@ -38,9 +39,15 @@ class GradBasedMetaLearner:
             optimizer the model was compiled with (as in the original pyMeta).
         loss: loss name or callable; default: the model's compiled loss.
         jit_compile: compile the meta-step with XLA (pays for small MLPs on CPU, not for conv nets).
+        persistent_inner_state: keep the inner optimizer's state (Adam's moments and step count) from
+            one task to the next, as the original Reptile implementation did, instead of starting each
+            task fresh. Tasks then run one after the other in both APIs; evaluation (`evaluate_tasks`)
+            starts every task from the kept state without changing it. Only for algorithms that adapt
+            with the shared inner loop (FOMAML, Reptile).
     """
 
-    def __init__(self, model, optimizer, inner_optimizer=None, loss=None, jit_compile=False, name=None):
+    def __init__(self, model, optimizer, inner_optimizer=None, loss=None, jit_compile=False, name=None,
+                 persistent_inner_state=False):
         self.model = model
         self.optimizer = optimizer
         self.name = name or type(self).__name__
@@ -50,6 +57,10 @@ class GradBasedMetaLearner:
         self.jit_compile = jit_compile
         self.meta_variables = None
         self._compiled = {}
+        self.persistent_inner_state = bool(persistent_inner_state)
+        if self.persistent_inner_state and type(self).task_step is not GradBasedMetaLearner.task_step:
+            raise ValueError(f"{self.name} adapts with its own inner loop: persistent_inner_state is only "
+                             "for meta-learners using the shared one (FOMAML, Reptile)")
 
     # --- the two pure functions of an algorithm ---------------------------------------------------
     def task_result(self, theta, phi, state, query_x, query_y):
@@ -75,6 +86,9 @@ class GradBasedMetaLearner:
             self.meta_variables = [tf.Variable(v, trainable=True, name=f"meta_{i}")
                                    for i, v in enumerate(self.model.trainable_variables)]
             self.optimizer.build(self.meta_variables)
+            if self.persistent_inner_state:
+                self.fmodel.inner_state = optim.InnerStateVariables(self.fmodel.inner_optimizer,
+                                                                    self.meta_variables)
         else:
             for mv, v in zip(self.meta_variables, self.model.trainable_variables):
                 mv.assign(v)
@@ -207,17 +221,28 @@ class GradBasedMetaLearner:
         return loss_sum / m
 
     def _sum_task_results(self, sx, sy, qx, qy, idx):
-        """(sum over the M tasks of their results, sum of their last inner losses); theta unchanged."""
+        """(sum over the M tasks of their results, sum of their last inner losses); theta unchanged.
+        A kept inner optimizer state goes from task to task and is stored at the end."""
+        fm = self.fmodel
         theta = [tf.convert_to_tensor(v) for v in self.meta_variables]
-        state = self.fmodel.read_state()
+        state = fm.read_state()
+        kept = fm.inner_state
         m = tf.shape(sx)[0]
 
-        def body(i, acc, loss_sum):
-            r, loss = self.task_step(theta, state, sx[i], sy[i], idx[i], qx[i], qy[i])
-            return i + 1, [a + x for a, x in zip(acc, r)], loss_sum + loss
+        def body(i, acc, loss_sum, opt_state):
+            if kept is None:
+                r, loss = self.task_step(theta, state, sx[i], sy[i], idx[i], qx[i], qy[i])
+            else:
+                phi, loss, opt_state = fm.adapt_with_state(theta, state, sx[i], sy[i], idx[i], opt_state)
+                r = self.task_result(theta, phi, state, qx[i], qy[i])
+            return i + 1, [a + x for a, x in zip(acc, r)], loss_sum + loss, opt_state
 
-        _, acc, loss_sum = tf.while_loop(
-            lambda i, *_: i < m, body, (tf.constant(0), [tf.zeros_like(t) for t in theta], tf.constant(0.0)))
+        _, acc, loss_sum, opt_state = tf.while_loop(
+            lambda i, *_: i < m, body,
+            (tf.constant(0), [tf.zeros_like(t) for t in theta], tf.constant(0.0),
+             () if kept is None else kept.read()))
+        if kept is not None:
+            kept.write(opt_state)
         return acc, loss_sum
 
     # --- building blocks for an outer loop split across processes (pymeta.metalearners.distributed) --
