@@ -37,8 +37,9 @@ def omniglot_like_distribution():
     return TaskDistribution([ClassificationTask(X, y, 5, 15, 5, split_train_test=-1)], [1.0], batch_size=5)
 
 
-def run(mode, ml, dist, iterations, T, B, per_call):
-    """Seconds for `iterations` meta-iterations (after one warm-up call, whose time is returned too)."""
+def run(mode, ml, dist, iterations, T, B, per_call, repeats=1):
+    """Meta-iterations per second over `repeats` windows of `iterations` meta-iterations each (after
+    one warm-up call); returns (list of rates, warm-up seconds)."""
     def step(n):
         if mode == "fast":
             ml.metatrain_steps([dist.sample_batch() for _ in range(n)], T, B)
@@ -54,15 +55,18 @@ def run(mode, ml, dist, iterations, T, B, per_call):
     t0 = time.perf_counter()
     step(per_call)
     warmup = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    done = 0
-    while done < iterations:
-        step(per_call)
-        done += per_call
-    return done / (time.perf_counter() - t0), warmup
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        done = 0
+        while done < iterations:
+            step(per_call)
+            done += per_call
+        rates.append(done / (time.perf_counter() - t0))
+    return rates, warmup
 
 
-def bench(problem, algo, mode, iterations, precision="float32", per_call=1):
+def bench(problem, algo, mode, iterations, precision="float32", per_call=1, repeats=1):
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(0)
     np.random.seed(0)
@@ -81,15 +85,17 @@ def bench(problem, algo, mode, iterations, precision="float32", per_call=1):
         ml = cls(model, meta_opt())
         T, B = 5, -1
     ml.initialize()
-    rate, warmup = run(mode, ml, dist, iterations, T, B, per_call)
+    rates, warmup = run(mode, ml, dist, iterations, T, B, per_call, repeats)
     keras.mixed_precision.set_global_policy("float32")
-    return rate, warmup
+    return rates, warmup
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sinusoid-iterations", type=int, default=2000)
     parser.add_argument("--omniglot-iterations", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3, help="timing windows per row: the table gives "
+                        "their median and range (this VM's speed drifts)")
     parser.add_argument("--skip-step-by-step-omniglot", action="store_true")
     parser.add_argument("--only-omniglot", action="store_true", help="skip the sinusoid rows")
     parser.add_argument("--intra-op-threads", type=int, default=0, help="0: TensorFlow's default (all cores)")
@@ -105,22 +111,25 @@ def main():
     for algo in ([] if args.only_omniglot else ALGOS):
         for mode, per_call in (("fast", 10), ("fast", 1), ("step-by-step", 1)):
             n = args.sinusoid_iterations if mode == "fast" else args.sinusoid_iterations // 10
-            rate, warm = bench("sinusoid", algo, mode, n, per_call=per_call)
+            rates, warm = bench("sinusoid", algo, mode, n, per_call=per_call, repeats=args.repeats)
             label = f"{mode} ({per_call} meta-batch{'es' if per_call > 1 else ''}/call)" if mode == "fast" else mode
-            rows.append(("sinusoid", algo, label, "float32", rate, warm))
+            rows.append(("sinusoid", algo, label, "float32", rates, warm))
             print(rows[-1], flush=True)
     for algo in ALGOS:
         for precision in ("float32", "mixed_bfloat16"):
             for mode in ("fast", "step-by-step"):
                 if mode == "step-by-step" and (args.skip_step_by_step_omniglot or precision != "float32"):
                     continue
-                rate, warm = bench("omniglot", algo, mode, args.omniglot_iterations, precision)
-                rows.append(("Omniglot-shaped", algo, mode, precision, rate, warm))
+                rates, warm = bench("omniglot", algo, mode, args.omniglot_iterations, precision,
+                                    repeats=args.repeats)
+                rows.append(("Omniglot-shaped", algo, mode, precision, rates, warm))
                 print(rows[-1], flush=True)
-    print("\n| problem | algorithm | path | precision | meta-iterations/s | first call (trace) s |")
-    print("|---|---|---|---|---:|---:|")
-    for problem, algo, mode, precision, rate, warm in rows:
-        print(f"| {problem} | {algo} | {mode} | {precision} | {rate:.2f} | {warm:.1f} |")
+    print(f"\n| problem | algorithm | path | precision | meta-iterations/s (median of {args.repeats}) "
+          "| range | first call (trace) s |")
+    print("|---|---|---|---|---:|---:|---:|")
+    for problem, algo, mode, precision, rates, warm in rows:
+        print(f"| {problem} | {algo} | {mode} | {precision} | {np.median(rates):.2f} "
+              f"| {min(rates):.2f}-{max(rates):.2f} | {warm:.1f} |")
 
 
 if __name__ == "__main__":
