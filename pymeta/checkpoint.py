@@ -18,6 +18,8 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
+from pymeta.inner_loop import kept_inner_state
+
 _NAME = re.compile(r"ckpt-(\d+)\.h5$")
 
 
@@ -56,9 +58,9 @@ def _groups(metalearner):
     groups = [("theta", metalearner.meta_variables),
               ("model_state", metalearner.model.non_trainable_variables),
               ("optimizer", metalearner.optimizer.variables)]
-    fm = getattr(metalearner.model, "_pymeta_functional", None)
-    if getattr(fm, "inner_state", None) is not None:
-        groups.append(("inner_optimizer_state", fm.inner_state.variables))
+    kept = kept_inner_state(metalearner.model)
+    if kept is not None:
+        groups.append(("inner_optimizer_state", kept.variables))
     return groups
 
 

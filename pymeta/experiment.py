@@ -9,6 +9,8 @@ import os
 import keras
 import numpy as np
 
+from pymeta.inner_loop import kept_inner_state
+
 DATASETS = ("sinusoid", "omniglot", "miniimagenet")
 METAMODELS = ("fomaml", "reptile", "imaml", "maml")
 DEFAULT_DATA_PATHS = {"omniglot": "datasets/omniglot/omniglot.pkl",
@@ -127,8 +129,8 @@ def validate(metalearner, distribution, num_batches, num_inner_iterations, inner
     """
     losses, accs = [], []
     evaluate = getattr(metalearner, "evaluate_tasks_distributed", metalearner.evaluate_tasks)
-    kept = None if fast else getattr(getattr(metalearner.model, "_pymeta_functional", None), "inner_state", None)
-    saved_state = None if kept is None else [v.numpy() for v in kept.variables]
+    kept = None if fast else kept_inner_state(metalearner.model)
+    saved_state = None if kept is None else kept.read()
     for _ in range(num_batches):
         tasks = distribution.sample_batch()
         if fast:
@@ -145,8 +147,7 @@ def validate(metalearner, distribution, num_batches, num_inner_iterations, inner
     if not fast:
         metalearner.task_begin(None)  # leave the model at theta
         if kept is not None:  # validation does not change the kept inner optimizer state
-            for v, value in zip(kept.variables, saved_state):
-                v.assign(value)
+            kept.write(saved_state)
     return float(np.mean(losses)), float(np.mean(accs))
 
 

@@ -212,6 +212,11 @@ class CompiledSteps:
         return fm.metrics(fm.read_params(), fm.read_state(), query_x, query_y, support_x)
 
 
+def kept_inner_state(model):
+    """The `optim.InnerStateVariables` a meta-learner keeps across tasks for `model`, or None."""
+    return getattr(getattr(model, "_pymeta_functional", None), "inner_state", None)
+
+
 def compiled_steps_for(model):
     """The `CompiledSteps` of `model`'s attached `FunctionalModel` (built on first use)."""
     fm = functional_model_for(model)

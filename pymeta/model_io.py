@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 import pymeta.layers  # noqa: F401  (registers pymeta's layers for deserialisation)
+from pymeta.inner_loop import kept_inner_state
 
 
 def save_model(model, path):
@@ -35,7 +36,7 @@ def save_model(model, path):
             model.save(tmp, overwrite=True)
         finally:
             absl_logger.setLevel(level)
-        kept = _kept_inner_state(model)
+        kept = kept_inner_state(model)
         if kept is not None:
             if suffix != ".h5":
                 raise ValueError(f"{path!r}: the inner optimizer state kept across tasks is saved in .h5 "
@@ -53,11 +54,6 @@ def save_model(model, path):
 
 
 _INNER_STATE = "pymeta_inner_optimizer_state"
-
-
-def _kept_inner_state(model):
-    fm = getattr(model, "_pymeta_functional", None)
-    return getattr(fm, "inner_state", None)
 
 
 def load_inner_state(path):

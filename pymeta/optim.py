@@ -77,8 +77,13 @@ class InnerStateVariables:
         return tf.nest.pack_sequence_as(self._structure, [tf.convert_to_tensor(v) for v in self.variables])
 
     def write(self, state):
+        """Store `state`: the optimizer's nested structure, or its flat list in `variables` order."""
         for v, t in zip(self.variables, tf.nest.flatten(state)):
             v.assign(t)
+
+    def fits(self, arrays):
+        """Whether `arrays` (e.g. read from a file) have the shapes of this optimizer's state."""
+        return [tuple(v.shape) for v in self.variables] == [tuple(a.shape) for a in arrays]
 
 
 def from_keras(optimizer):

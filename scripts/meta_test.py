@@ -63,6 +63,7 @@ def meta_test(args, log=print):
     from tqdm import tqdm
 
     from pymeta.experiment import build_metalearner, mean_confidence_interval, seeded_problem_and_model
+    from pymeta.inner_loop import kept_inner_state
     from pymeta.model_io import load_inner_state, load_weights_into
     if args.num_tasks < 2:
         raise ValueError(f"--num_tasks must be >= 2 for a confidence interval, got {args.num_tasks}")
@@ -81,13 +82,12 @@ def meta_test(args, log=print):
                                     persistent_inner_state=kept is not None)
     metalearner.initialize()
     if kept is not None:
-        variables = model._pymeta_functional.inner_state.variables
-        if [tuple(v.shape) for v in variables] != [a.shape for a in kept]:
+        store = kept_inner_state(model)
+        if not store.fits(kept):
             raise ValueError(f"the inner optimizer state in {args.model!r} does not fit --inner_optimizer="
                              f"{args.inner_optimizer} (train with the same inner optimizer, or "
                              "--fresh_inner_state)")
-        for v, a in zip(variables, kept):
-            v.assign(a)
+        store.write(kept)  # flat arrays, in the order of store.variables
     dist = problem.metatest if args.split == "test" else problem.metaval
     losses, accs = [], []
     start = time.time()

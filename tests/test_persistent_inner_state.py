@@ -13,9 +13,8 @@ from conftest import step_by_step_iteration
 from pymeta import optim
 from pymeta.core.task import ClassificationTask
 from pymeta.core.task_distribution import TaskDistribution
-from pymeta.metalearners import FOMAMLMetaLearner, MAMLMetaLearner, ReptileMetaLearner
+from pymeta.metalearners import MAMLMetaLearner, ReptileMetaLearner
 from pymeta.networks import make_omniglot_cnn_model, make_sinusoid_model
-from pymeta.tasks.sinusoid_tasks import create_sinusoid_task_distribution
 from test_metalearners import assert_lists_close
 
 ADAM = dict(learning_rate=0.01, beta_1=0.0)
@@ -92,6 +91,10 @@ def test_evaluation_starts_from_the_kept_state_without_changing_it(image_dataset
     before = kept(ml)
     tasks = dist.sample_batch()
     losses, _ = ml.evaluate_tasks(tasks, 3, -1)
+    assert_lists_close(kept(ml), before, rtol=0, atol=0)
+    # validation through the step-by-step API (fit_n_iterations writes the state) restores it after
+    from pymeta.experiment import validate
+    validate(ml, dist, 1, 3, -1, fast=False)
     assert_lists_close(kept(ml), before, rtol=0, atol=0)
     # the same evaluation from a fresh Adam state (first steps of +-lr) gives other losses
     saved = kept(ml)
