@@ -60,6 +60,9 @@ flags.DEFINE_boolean("anneal_meta_lr", _d.anneal_meta_lr, "decay meta_lr linearl
                      "(Reptile's recipe)")
 flags.DEFINE_integer("num_threads", _d.num_threads, "TensorFlow threads (0: all cores; under MPI: "
                      "cores / ranks per node)")
+flags.DEFINE_integer("inter_op_threads", _d.inter_op_threads, "TensorFlow ops run at once (0: as "
+                     "--num_threads); --num_threads=1 --inter_op_threads=2 runs two tasks of a meta-batch "
+                     "at a time, one thread each (the fastest layout for the conv nets on 2 cores)")
 flags.DEFINE_enum("inner_optimizer", _d.inner_optimizer, ["auto", "sgd", "adam"],
                   "auto: the original's choice (Adam with beta_1=0 for Reptile and sinusoid, SGD otherwise)")
 flags.DEFINE_float("imaml_lambda_reg", _d.imaml_lambda_reg, "iMAML: strength lambda of the proximal "

@@ -5,13 +5,21 @@
 (a) sinusoid: K=10 points, 5 inner Adam(beta_1=0) steps, meta-batch 5 (the original README settings);
 (b) Omniglot-shaped synthetic data: 28x28x1, 5-way 5-shot, 15 query per class, the Omniglot CNN,
     5 inner SGD steps, meta-batch 5; in float32 and in mixed bfloat16.
-Every figure includes drawing the tasks (as a training run does); tracing is timed apart (first call).
-Prints a markdown table.
+The baseline is the issue's reference point, a straightforward compiled Keras 3 loop (one compiled
+call per inner step, per task), timed in the same run; Omniglot-shaped rows give their ratio to it.
+Each thread layout runs in its own process (TensorFlow fixes its thread pools at start-up):
+"default" (TensorFlow's) and "task-parallel" (one thread per op, as many tasks of a meta-batch at
+once as there are cores). Every figure includes drawing the tasks (as a training run does); tracing
+is timed apart (first call). Prints a markdown table.
 """
 
 import argparse
+import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,6 +34,7 @@ from pymeta.metalearners import FOMAMLMetaLearner, ReptileMetaLearner  # noqa: E
 from pymeta.networks import make_omniglot_cnn_model, make_sinusoid_model  # noqa: E402
 from pymeta.tasks.sinusoid_tasks import create_sinusoid_task_distribution  # noqa: E402
 
+BASELINE = "straightforward Keras loop"
 ALGOS = {"FOMAML": (FOMAMLMetaLearner, lambda: keras.optimizers.Adam(0.001)),
          "Reptile": (ReptileMetaLearner, lambda: keras.optimizers.SGD(1.0))}
 
@@ -37,12 +46,63 @@ def omniglot_like_distribution():
     return TaskDistribution([ClassificationTask(X, y, 5, 15, 5, split_train_test=-1)], [1.0], batch_size=5)
 
 
+class KerasLoopBaseline:
+    """The issue's reference point, "a straightforward compiled Keras 3 loop": per task, reset the
+    model's weights to theta, run T compiled inner steps (one `tf.function` call each) with a Keras
+    optimizer on the model's variables, then (FOMAML) a compiled query-gradient call; the outer step
+    is a Keras optimizer applied to the mean. Same network, tasks and optimizers as pymeta's rows."""
+
+    def __init__(self, algo, model, meta_optimizer, inner_lr):
+        self.algo, self.model, self.meta_optimizer = algo, model, meta_optimizer
+        self.inner_optimizer = keras.optimizers.SGD(inner_lr)
+        self.loss_fn = keras.losses.SparseCategoricalCrossentropy()
+        self.variables = model.trainable_variables
+        self.inner_step = tf.function(self._inner_step)
+        self.query_grad = tf.function(self._query_grad)
+
+    def _grads(self, x, y):
+        with tf.GradientTape() as tape:
+            loss = self.loss_fn(y, tf.cast(self.model(x, training=True), tf.float32))
+        return tape.gradient(loss, self.variables)
+
+    def _inner_step(self, x, y):
+        self.inner_optimizer.apply(self._grads(x, y), self.variables)
+
+    def _query_grad(self, x, y):
+        return self._grads(x, y)
+
+    def meta_step(self, tasks, T, B):
+        theta = [tf.identity(v) for v in self.variables]
+        results = []
+        for task in tasks:
+            for v, t in zip(self.variables, theta):
+                v.assign(t)
+            for _ in range(T):
+                x, y = task.sample_batch(B)
+                self.inner_step(tf.constant(x), tf.constant(y))
+            if self.algo == "FOMAML":
+                qx, qy = task.get_test_set()
+                results.append(self.query_grad(tf.constant(qx), tf.constant(qy)))
+            else:
+                results.append([tf.identity(v) for v in self.variables])
+        mean = [tf.add_n(list(r)) / len(results) for r in zip(*results)]
+        for v, t in zip(self.variables, theta):
+            v.assign(t)
+        if self.algo == "Reptile":
+            mean = [t - m for t, m in zip(theta, mean)]
+        self.meta_optimizer.apply(mean, self.variables)
+
+
 def run(mode, ml, dist, iterations, T, B, per_call, repeats=1):
     """Meta-iterations per second over `repeats` windows of `iterations` meta-iterations each (after
     one warm-up call); returns (list of rates, warm-up seconds)."""
     def step(n):
         if mode == "fast":
             ml.metatrain_steps([dist.sample_batch() for _ in range(n)], T, B)
+            return
+        if mode == BASELINE:
+            for _ in range(n):
+                ml.meta_step(dist.sample_batch(), T, B)
             return
         for _ in range(n):
             results = []
@@ -82,12 +142,62 @@ def bench(problem, algo, mode, iterations, precision="float32", per_call=1, repe
         model = make_omniglot_cnn_model(5)
         model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
         dist = omniglot_like_distribution()
-        ml = cls(model, meta_opt())
         T, B = 5, -1
+        if mode == BASELINE:
+            rates, warmup = run(mode, KerasLoopBaseline(algo, model, meta_opt(), 0.01), dist, iterations,
+                                T, 25, per_call, repeats)
+            keras.mixed_precision.set_global_policy("float32")
+            return rates, warmup
+        ml = cls(model, meta_opt())
     ml.initialize()
     rates, warmup = run(mode, ml, dist, iterations, T, B, per_call, repeats)
     keras.mixed_precision.set_global_policy("float32")
     return rates, warmup
+
+
+# thread layouts: (intra-op threads, inter-op threads), 0 = TensorFlow's default (all cores)
+LAYOUTS = {"default": (0, 0), "task-parallel": (1, os.cpu_count() or 1)}
+
+
+def rows_for_layout(args):
+    """Benchmark rows measured in this process, under its thread layout."""
+    rows = []
+    default = args.layout == "default"
+
+    def add(problem, algo, label, precision, iterations, mode=None, per_call=1):
+        rates, warm = bench(problem, algo, mode or label, iterations, precision, per_call, args.repeats)
+        rows.append(dict(problem=problem, algo=algo, path=label, precision=precision, layout=args.layout,
+                         rates=rates, warmup=warm))
+        print(rows[-1], flush=True)
+
+    for algo in ([] if args.only_omniglot or not default else ALGOS):
+        for mode, per_call in (("fast", 10), ("fast", 1), ("step-by-step", 1)):
+            n = args.sinusoid_iterations if mode == "fast" else args.sinusoid_iterations // 10
+            label = f"{mode} ({per_call} meta-batch{'es' if per_call > 1 else ''}/call)" if mode == "fast" else mode
+            add("sinusoid", algo, label, "float32", n, mode, per_call)
+    for algo in ALGOS:
+        if default:
+            add("Omniglot-shaped", algo, BASELINE, "float32", args.omniglot_iterations)
+            if not args.skip_step_by_step_omniglot:
+                add("Omniglot-shaped", algo, "step-by-step", "float32", args.omniglot_iterations)
+        for precision in ("float32", "mixed_bfloat16"):
+            add("Omniglot-shaped", algo, "fast", precision, args.omniglot_iterations)
+    return rows
+
+
+def print_table(rows, repeats):
+    """Markdown table; Omniglot-shaped rows also as a ratio to the baseline loop of the same run."""
+    base = {r["algo"]: np.median(r["rates"]) for r in rows if r["path"] == BASELINE}
+    print(f"\n| problem | algorithm | path | precision | threads (intra/inter) | meta-iterations/s "
+          f"(median of {repeats}) | range | x baseline | first call (trace) s |")
+    print("|---|---|---|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        intra, inter = LAYOUTS[r["layout"]]
+        threads = "default" if not intra else f"{intra}/{inter}"
+        rate = np.median(r["rates"])
+        ratio = f"{rate / base[r['algo']]:.2f}" if r["problem"] != "sinusoid" and r["algo"] in base else ""
+        print(f"| {r['problem']} | {r['algo']} | {r['path']} | {r['precision']} | {threads} | {rate:.2f} "
+              f"| {min(r['rates']):.2f}-{max(r['rates']):.2f} | {ratio} | {r['warmup']:.1f} |")
 
 
 def main():
@@ -98,38 +208,34 @@ def main():
                         "their median and range (this VM's speed drifts)")
     parser.add_argument("--skip-step-by-step-omniglot", action="store_true")
     parser.add_argument("--only-omniglot", action="store_true", help="skip the sinusoid rows")
-    parser.add_argument("--intra-op-threads", type=int, default=0, help="0: TensorFlow's default (all cores)")
-    parser.add_argument("--inter-op-threads", type=int, default=0, help="0: TensorFlow's default")
+    parser.add_argument("--layout", default="all", choices=["all", *LAYOUTS],
+                        help="thread layout; all (default): each in its own process, one table")
+    parser.add_argument("--json-out", help=argparse.SUPPRESS)  # a child process's rows
     args = parser.parse_args()
-    if args.intra_op_threads:
-        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
-    if args.inter_op_threads:
-        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
+    if args.layout == "all":
+        rows = []
+        for layout in LAYOUTS:
+            with tempfile.TemporaryDirectory() as tmp:
+                out = os.path.join(tmp, "rows.json")
+                child = [a for a in sys.argv[1:] if not a.startswith("--layout")]
+                subprocess.run([sys.executable, __file__, *child, "--layout", layout, "--json-out", out],
+                               check=True)
+                with open(out) as f:
+                    rows += json.load(f)
+        print_table(rows, args.repeats)
+        return
+    intra, inter = LAYOUTS[args.layout]
+    if intra:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, {os.cpu_count()} cores, "
-          f"{platform.processor() or platform.machine()}\n")
-    rows = []
-    for algo in ([] if args.only_omniglot else ALGOS):
-        for mode, per_call in (("fast", 10), ("fast", 1), ("step-by-step", 1)):
-            n = args.sinusoid_iterations if mode == "fast" else args.sinusoid_iterations // 10
-            rates, warm = bench("sinusoid", algo, mode, n, per_call=per_call, repeats=args.repeats)
-            label = f"{mode} ({per_call} meta-batch{'es' if per_call > 1 else ''}/call)" if mode == "fast" else mode
-            rows.append(("sinusoid", algo, label, "float32", rates, warm))
-            print(rows[-1], flush=True)
-    for algo in ALGOS:
-        for precision in ("float32", "mixed_bfloat16"):
-            for mode in ("fast", "step-by-step"):
-                if mode == "step-by-step" and (args.skip_step_by_step_omniglot or precision != "float32"):
-                    continue
-                rates, warm = bench("omniglot", algo, mode, args.omniglot_iterations, precision,
-                                    repeats=args.repeats)
-                rows.append(("Omniglot-shaped", algo, mode, precision, rates, warm))
-                print(rows[-1], flush=True)
-    print(f"\n| problem | algorithm | path | precision | meta-iterations/s (median of {args.repeats}) "
-          "| range | first call (trace) s |")
-    print("|---|---|---|---|---:|---:|---:|")
-    for problem, algo, mode, precision, rates, warm in rows:
-        print(f"| {problem} | {algo} | {mode} | {precision} | {np.median(rates):.2f} "
-              f"| {min(rates):.2f}-{max(rates):.2f} | {warm:.1f} |")
+          f"{platform.processor() or platform.machine()}, thread layout {args.layout}\n", flush=True)
+    rows = rows_for_layout(args)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(rows, f)
+    else:
+        print_table(rows, args.repeats)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ used, validation, and the outer loop with progress, logging and saving."""
 import dataclasses
 import json
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -247,6 +248,7 @@ class RunConfig:
     progress: bool = True
     anneal_meta_lr: bool = False
     num_threads: int = 0
+    inter_op_threads: int = 0
     inner_optimizer: str = "auto"
     imaml_lambda_reg: float = 2.0
     imaml_cg_steps: int = 5
@@ -303,6 +305,8 @@ def check_config(c):
                                      or not c.model_save_filename.endswith(".h5")):
         raise ValueError("--persistent_inner_state needs --metamodel=fomaml or reptile and an .h5 "
                          "--model_save_filename (the kept state is saved with the model)")
+    if c.num_threads < 0 or c.inter_op_threads < 0:
+        raise ValueError("--num_threads and --inter_op_threads must be >= 0 (0: TensorFlow's default)")
     if c.precision not in ("float32", "mixed_bfloat16"):
         raise ValueError(f"--precision must be float32 or mixed_bfloat16, got {c.precision!r}")
     if os.path.splitext(c.model_save_filename)[1] not in (".h5", ".keras"):
@@ -333,6 +337,53 @@ RUN_IDENTITY = ("dataset", "metamodel", "num_output_classes", "num_train_samples
                 "imaml_cg_damping", "imaml_lam_damping", "persistent_inner_state")
 
 
+def thread_layout(c, distributed=False, cores=None):
+    """(intra-op, inter-op) TensorFlow threads for run `c`; 0 means TensorFlow's default (all cores).
+
+    --num_threads / --inter_op_threads, when given, win. Under MPI every rank gets cores / ranks per
+    node. Otherwise the conv nets' compiled meta-batches run "task-parallel": one thread per op and as
+    many tasks of the meta-batch at once as there are cores (the tasks are independent iterations of
+    one tf.while_loop); measured with benchmarks/bench_metatrain.py.
+    """
+    cores = cores or os.cpu_count() or 1
+    if c.num_threads > 0 or c.inter_op_threads > 0:
+        return c.num_threads, c.inter_op_threads or c.num_threads
+    if distributed:
+        local = int(os.environ.get("MPI_LOCALNRANKS") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or 1)
+        threads = max(1, cores // local)
+        return threads, threads
+    if c.dataset != "sinusoid" and c.fast and cores > 1 and c.meta_batch_size > 1:
+        return 1, min(cores, c.meta_batch_size)
+    return 0, 0
+
+
+def cpu_has_native_bfloat16(cpuinfo="/proc/cpuinfo"):
+    """True if the CPU computes bfloat16 natively (AVX-512 BF16 or AMX-BF16 in `cpuinfo`'s flags),
+    False if it does not, None where that cannot be read (not Linux)."""
+    try:
+        with open(cpuinfo) as f:
+            flags = {w for line in f if line.startswith("flags") for w in line.split(":", 1)[1].split()}
+    except OSError:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def apply_thread_layout(intra, inter, explicit=True):
+    """Set TensorFlow's thread pools (0: its default). They are fixed once TensorFlow has started
+    (an earlier run in this process): then the layout is left as it is, with a warning if it was
+    asked for explicitly."""
+    import tensorflow as tf
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError:
+        if explicit:
+            warnings.warn(f"TensorFlow has already started in this process: its thread pools stay as they "
+                          f"are ({tf.config.threading.get_intra_op_parallelism_threads()} intra-op, "
+                          f"{tf.config.threading.get_inter_op_parallelism_threads()} inter-op threads); "
+                          f"--num_threads / --inter_op_threads are ignored", stacklevel=2)
+
+
 def setup_run(c, distributed=False):
     """Seed everything, then build (problem, model, metalearner) for config `c`.
 
@@ -340,14 +391,11 @@ def setup_run(c, distributed=False):
     uses the same seed and draws the same meta-batches, each processing its share of the tasks.
     """
     check_config(c)
-    threads = c.num_threads
-    if distributed and threads <= 0:
-        local = int(os.environ.get("MPI_LOCALNRANKS") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or 1)
-        threads = max(1, (os.cpu_count() or 1) // local)
-    if threads > 0:
-        import tensorflow as tf
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    if c.precision == "mixed_bfloat16" and cpu_has_native_bfloat16() is False:
+        warnings.warn("--precision=mixed_bfloat16 on a CPU without native bfloat16 (no avx512_bf16 or "
+                      "amx_bf16 in /proc/cpuinfo): TensorFlow emulates it, which is slower than float32",
+                      stacklevel=2)
+    apply_thread_layout(*thread_layout(c, distributed), explicit=c.num_threads > 0 or c.inter_op_threads > 0)
     problem, model = seeded_problem_and_model(c.seed, c.precision, c.dataset, c.metamodel, c.inner_lr,
                                               c.num_output_classes, c.num_train_samples_per_class,
                                               c.num_test_samples_per_class, c.meta_batch_size,

@@ -62,11 +62,15 @@ def meta_test(args, log=print):
     import numpy as np
     from tqdm import tqdm
 
-    from pymeta.experiment import build_metalearner, mean_confidence_interval, seeded_problem_and_model
+    from pymeta.experiment import (RunConfig, apply_thread_layout, build_metalearner, mean_confidence_interval,
+                                   seeded_problem_and_model, thread_layout)
     from pymeta.inner_loop import kept_inner_state
     from pymeta.model_io import load_inner_state, load_weights_into
     if args.num_tasks < 2:
         raise ValueError(f"--num_tasks must be >= 2 for a confidence interval, got {args.num_tasks}")
+    # the tasks of a compiled batch run side by side, as in training (default layout of example_metatrain)
+    apply_thread_layout(*thread_layout(RunConfig(dataset=args.dataset, meta_batch_size=args.batch)),
+                        explicit=False)
     problem, model = seeded_problem_and_model(
         args.seed, args.precision, args.dataset, args.metamodel, args.inner_lr, args.num_output_classes,
         args.num_train_samples_per_class, args.num_test_samples_per_class, args.batch,

@@ -8,6 +8,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Start TensorFlow now, with its default thread pools, so that a training run inside a test cannot
+# switch this process to its one-thread-per-op layout (pymeta.experiment.thread_layout) and slow
+# every later test down.
+tf.constant(0)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
