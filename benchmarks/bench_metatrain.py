@@ -143,13 +143,11 @@ def bench(problem, algo, mode, iterations, precision="float32", per_call=1, repe
         model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
         dist = omniglot_like_distribution()
         T, B = 5, -1
-        if mode == BASELINE:
-            rates, warmup = run(mode, KerasLoopBaseline(algo, model, meta_opt(), 0.01), dist, iterations,
-                                T, 25, per_call, repeats)
-            keras.mixed_precision.set_global_policy("float32")
-            return rates, warmup
         ml = cls(model, meta_opt())
-    ml.initialize()
+    if mode == BASELINE:  # the same model, tasks and optimizers, driven by the plain Keras loop
+        ml, B = KerasLoopBaseline(algo, model, meta_opt(), float(model.optimizer.learning_rate)), 25
+    else:
+        ml.initialize()
     rates, warmup = run(mode, ml, dist, iterations, T, B, per_call, repeats)
     keras.mixed_precision.set_global_policy("float32")
     return rates, warmup
@@ -217,7 +215,10 @@ def main():
         for layout in LAYOUTS:
             with tempfile.TemporaryDirectory() as tmp:
                 out = os.path.join(tmp, "rows.json")
-                child = [a for a in sys.argv[1:] if not a.startswith("--layout")]
+                child = [f"--sinusoid-iterations={args.sinusoid_iterations}",
+                         f"--omniglot-iterations={args.omniglot_iterations}", f"--repeats={args.repeats}",
+                         *(["--skip-step-by-step-omniglot"] if args.skip_step_by_step_omniglot else []),
+                         *(["--only-omniglot"] if args.only_omniglot else [])]
                 subprocess.run([sys.executable, __file__, *child, "--layout", layout, "--json-out", out],
                                check=True)
                 with open(out) as f:
