@@ -18,7 +18,6 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
-from pymeta.inner_loop import kept_inner_state
 
 _NAME = re.compile(r"ckpt-(\d+)\.h5$")
 
@@ -58,7 +57,7 @@ def _groups(metalearner):
     groups = [("theta", metalearner.meta_variables),
               ("model_state", metalearner.model.non_trainable_variables),
               ("optimizer", metalearner.optimizer.variables)]
-    kept = kept_inner_state(metalearner.model)
+    kept = metalearner.inner_state
     if kept is not None:
         groups.append(("inner_optimizer_state", kept.variables))
     return groups

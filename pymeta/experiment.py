@@ -10,7 +10,6 @@ import warnings
 import keras
 import numpy as np
 
-from pymeta.inner_loop import kept_inner_state
 
 DATASETS = ("sinusoid", "omniglot", "miniimagenet")
 METAMODELS = ("fomaml", "reptile", "imaml", "maml")
@@ -130,7 +129,7 @@ def validate(metalearner, distribution, num_batches, num_inner_iterations, inner
     """
     losses, accs = [], []
     evaluate = getattr(metalearner, "evaluate_tasks_distributed", metalearner.evaluate_tasks)
-    kept = None if fast else kept_inner_state(metalearner.model)
+    kept = None if fast else metalearner.inner_state
     saved_state = None if kept is None else kept.read()
     for _ in range(num_batches):
         tasks = distribution.sample_batch()

@@ -144,6 +144,7 @@ def training_loss_hessian(fmodel, params, state, x, y, method=DEFAULT_HVP_METHOD
 class CGResult(NamedTuple):
     x: list                  # the solution, a list of tensors shaped like b
     residual_norms: tf.Tensor  # [num_steps + 1]: ||r_k|| of the CG recurrence, r_0 = b - A x0
+    steps: tf.Tensor = None  # int32 scalar: iterations actually run (= products with A computed)
 
 
 def conjugate_gradient(matvec, b, num_steps, damping=0.0, x0=None, tol=0.0, return_best=False,
@@ -160,9 +161,11 @@ def conjugate_gradient(matvec, b, num_steps, damping=0.0, x0=None, tol=0.0, retu
     unroll: unroll the iterations in Python (default: when num_steps is a Python int); otherwise a
         `tf.while_loop`.
 
-    Returns CGResult(x, residual_norms [num_steps + 1]) where residual_norms[k] is the norm of the
-    recurrence residual after k steps (equal to ||b - (A + damping I) x_k|| up to rounding; steps after
-    a stop repeat the last value). In exact arithmetic the solution is exact after as many steps as A
+    Returns CGResult(x, residual_norms [num_steps + 1], steps) where residual_norms[k] is the norm of
+    the recurrence residual after k steps (equal to ||b - (A + damping I) x_k|| up to rounding; steps
+    after a stop repeat the last value) and `steps` the number of iterations actually run: once the
+    residual is below tol * ||b|| (or curvature is non-positive) the remaining iterations are skipped
+    by a `tf.cond`, so they cost no product with A. In exact arithmetic the solution is exact after as many steps as A
     has distinct eigenvalues (at most the dimension).
     """
     b = _as_list(b)
@@ -183,10 +186,10 @@ def conjugate_gradient(matvec, b, num_steps, damping=0.0, x0=None, tol=0.0, retu
     zero = tf.zeros([], dtype)
     threshold = tf.square(tf.cast(tol, dtype)) * vdot(b, b, dtype)  # stop once rr <= tol^2 ||b||^2
 
-    def step(x, r, p, rr, done):
+    def iterate(x, r, p, rr):
         ap = op(p)
         pap = vdot(p, ap, dtype)
-        ok = tf.logical_and(tf.logical_not(done), tf.logical_and(pap > 0, rr > threshold))
+        ok = pap > 0  # non-positive curvature: stop where we are
         alpha = tf.where(ok, rr / tf.where(ok, pap, tf.ones_like(pap)), zero)
         x = vaxpy(alpha, p, x)
         r = vaxpy(-alpha, ap, r)
@@ -195,33 +198,41 @@ def conjugate_gradient(matvec, b, num_steps, damping=0.0, x0=None, tol=0.0, retu
         p = vaxpy(beta, p, r)
         return x, r, p, rr_new, tf.logical_not(ok)
 
+    def step(x, r, p, rr, done, steps):
+        """One iteration, or nothing once converged / stopped: a converged system costs no more
+        products with A (the branch not taken is not run)."""
+        stop = tf.logical_or(done, rr <= threshold)
+        return tf.cond(stop, lambda: (x, r, p, rr, tf.constant(True), steps),
+                       lambda: iterate(x, r, p, rr) + (steps + 1,))
+
     def keep_best(best_x, best_rr, x, rr):
         better = rr < best_rr
         return [tf.where(better, a, c) for a, c in zip(x, best_x)], tf.minimum(rr, best_rr)
 
-    done = tf.constant(False)
+    done, steps = tf.constant(False), tf.constant(0)
     best_x, best_rr = list(x), rr
     if unroll is None:
         unroll = isinstance(num_steps, int)
     if unroll:
         norms = [tf.sqrt(rr)]
         for _ in range(int(num_steps)):
-            x, r, p, rr, done = step(x, r, p, rr, done)
+            x, r, p, rr, done, steps = step(x, r, p, rr, done, steps)
             norms.append(tf.sqrt(rr))
             if return_best:
                 best_x, best_rr = keep_best(best_x, best_rr, x, rr)
-        return CGResult(best_x if return_best else x, tf.stack(norms))
+        return CGResult(best_x if return_best else x, tf.stack(norms), steps)
 
     num_steps = tf.convert_to_tensor(num_steps, tf.int32)
     norms = tf.TensorArray(dtype, size=num_steps + 1, element_shape=[])
     norms = norms.write(0, tf.sqrt(rr))
 
-    def body(k, x, r, p, rr, done, norms, best_x, best_rr):
-        x, r, p, rr, done = step(x, r, p, rr, done)
+    def body(k, x, r, p, rr, done, steps, norms, best_x, best_rr):
+        x, r, p, rr, done, steps = step(x, r, p, rr, done, steps)
         if return_best:
             best_x, best_rr = keep_best(best_x, best_rr, x, rr)
-        return k + 1, x, r, p, rr, done, norms.write(k + 1, tf.sqrt(rr)), best_x, best_rr
+        return k + 1, x, r, p, rr, done, steps, norms.write(k + 1, tf.sqrt(rr)), best_x, best_rr
 
-    _, x, _, _, _, _, norms, best_x, _ = tf.while_loop(
-        lambda k, *_: k < num_steps, body, (tf.constant(0), x, r, p, rr, done, norms, best_x, best_rr))
-    return CGResult(best_x if return_best else x, norms.stack())
+    _, x, _, _, _, _, steps, norms, best_x, _ = tf.while_loop(
+        lambda k, *_: k < num_steps, body,
+        (tf.constant(0), x, r, p, rr, done, steps, norms, best_x, best_rr))
+    return CGResult(best_x if return_best else x, norms.stack(), steps)

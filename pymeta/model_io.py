@@ -15,11 +15,11 @@ import keras
 import numpy as np
 
 import pymeta.layers  # noqa: F401  (registers pymeta's layers for deserialisation)
-from pymeta.inner_loop import kept_inner_state
 
 
-def save_model(model, path):
-    """Write `model` (architecture + weights) to `path` (.h5 or .keras) atomically; returns path."""
+def save_model(model, path, inner_state=None):
+    """Write `model` (architecture + weights) to `path` (.h5 or .keras) atomically; returns path.
+    inner_state: a meta-learner's kept inner optimizer state (`metalearner.inner_state`), saved too."""
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1]
     if suffix not in (".h5", ".keras"):
@@ -36,7 +36,7 @@ def save_model(model, path):
             model.save(tmp, overwrite=True)
         finally:
             absl_logger.setLevel(level)
-        kept = kept_inner_state(model)
+        kept = inner_state
         if kept is not None:
             if suffix != ".h5":
                 raise ValueError(f"{path!r}: the inner optimizer state kept across tasks is saved in .h5 "

@@ -199,7 +199,7 @@ def _metatrain(c, log, distributed, stop):
             validation()
         if it % c.save_every_k_iterations == 0 or it == n_iter:
             if is_root:
-                save_model(model, c.model_save_filename)
+                save_model(model, c.model_save_filename, metalearner.inner_state)
             checkpoint()
         signum = stop.signum
         if distributed:  # every rank stops at the same iteration, or the others would wait forever
@@ -209,7 +209,7 @@ def _metatrain(c, log, distributed, stop):
             bar.close()
             path = checkpoint()
             if is_root:
-                save_model(model, c.model_save_filename)
+                save_model(model, c.model_save_filename, metalearner.inner_state)
             raise Interrupted(signum, path)
     bar.close()
     if is_root:

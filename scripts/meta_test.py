@@ -64,7 +64,6 @@ def meta_test(args, log=print):
 
     from pymeta.experiment import (RunConfig, apply_thread_layout, build_metalearner, mean_confidence_interval,
                                    seeded_problem_and_model, thread_layout)
-    from pymeta.inner_loop import kept_inner_state
     from pymeta.model_io import load_inner_state, load_weights_into
     if args.num_tasks < 2:
         raise ValueError(f"--num_tasks must be >= 2 for a confidence interval, got {args.num_tasks}")
@@ -86,7 +85,7 @@ def meta_test(args, log=print):
                                     persistent_inner_state=kept is not None)
     metalearner.initialize()
     if kept is not None:
-        store = kept_inner_state(model)
+        store = metalearner.inner_state
         if not store.fits(kept):
             raise ValueError(f"the inner optimizer state in {args.model!r} does not fit --inner_optimizer="
                              f"{args.inner_optimizer} (train with the same inner optimizer, or "

@@ -9,7 +9,6 @@ import tensorflow as tf
 
 from pymeta.core.task import SupervisedTask
 from pymeta.core.task_distribution import TaskDistribution
-from pymeta.inner_loop import FunctionalModel
 
 
 @contextlib.contextmanager
@@ -23,14 +22,6 @@ def floatx(dtype):
     finally:
         keras.config.set_floatx(old_floatx)
         keras.config.set_dtype_policy(old_policy)
-
-
-class ExactFunctionalModel(FunctionalModel):
-    """A FunctionalModel that keeps the model's output dtype (pymeta casts outputs to float32 for
-    mixed precision; float64 finite differences need the float64 loss)."""
-
-    def forward(self, params, state, x, training=True):
-        return self.model.stateless_call(params, state, x, training=training)
 
 
 def flat(tensors):

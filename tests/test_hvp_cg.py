@@ -8,7 +8,7 @@ import tensorflow as tf
 from pymeta import hvp
 from pymeta.inner_loop import FunctionalModel
 from pymeta.networks import make_omniglot_cnn_model
-from second_order_helpers import (ExactFunctionalModel, flat, floatx, mlp, params_of, state_of,
+from second_order_helpers import (flat, floatx, mlp, params_of, state_of,
                                   unflat)
 
 
@@ -53,7 +53,7 @@ def random_like(params, dtype=None):
 def test_hvp_equals_finite_differences_mlp():
     with floatx("float64"):
         model = mlp([3, 6, 6, 2], activation="tanh")
-    fm = ExactFunctionalModel(model, "mse", keras.optimizers.SGD(0.1))
+    fm = FunctionalModel(model, "mse")
     x, y = np.random.randn(10, 3), np.random.randn(10, 2)
     params, state = params_of(model), state_of(model)
     loss = hvp.training_loss(fm, state, x, y)
@@ -67,7 +67,7 @@ def test_hvp_equals_finite_differences_mlp():
 def test_hvp_through_batch_norm_conv_net_float64():
     with floatx("float64"):
         model = make_omniglot_cnn_model(3, input_shape=(16, 16, 1), filters=8)
-    fm = ExactFunctionalModel(model, "sparse_categorical_crossentropy", keras.optimizers.SGD(0.1))
+    fm = FunctionalModel(model, "sparse_categorical_crossentropy")
     x, y = np.random.rand(12, 16, 16, 1), np.repeat(np.arange(3), 4)
     params, state = params_of(model), state_of(model)
     assert any("gamma" in v.path for v in model.trainable_variables)
@@ -84,7 +84,7 @@ def test_hvp_through_batch_norm_conv_net_float64():
     # the float32 model (fused batch-norm kernel) gives the same product
     model32 = make_omniglot_cnn_model(3, input_shape=(16, 16, 1), filters=8)
     model32.set_weights([w.astype(np.float32) for w in model.get_weights()])
-    fm32 = FunctionalModel(model32, "sparse_categorical_crossentropy", keras.optimizers.SGD(0.1))
+    fm32 = FunctionalModel(model32, "sparse_categorical_crossentropy")
     loss32 = hvp.training_loss(fm32, state_of(model32), x.astype(np.float32), y)
     got32 = tf.function(lambda p, v: hvp.HessianOperator(loss32, p)(v))(
         params_of(model32), [tf.cast(t, tf.float32) for t in v])
@@ -96,7 +96,7 @@ def test_sparse_softmax_cross_entropy_second_derivatives():
     SparseSoftmaxCrossEntropyWithLogits; its second derivative must be exact."""
     with floatx("float64"):
         model = mlp([4, 5, 3], activation="tanh", out_activation="softmax")
-    fm = ExactFunctionalModel(model, "sparse_categorical_crossentropy", keras.optimizers.SGD(0.1))
+    fm = FunctionalModel(model, "sparse_categorical_crossentropy")
     x, y = np.random.randn(9, 4), np.random.randint(0, 3, 9)
     params, state = params_of(model), state_of(model)
     loss = hvp.training_loss(fm, state, x, y)
@@ -140,7 +140,7 @@ def implicit_matvec(loss, params, lam):
 def test_cg_solves_implicit_system_within_dimension_steps():
     with floatx("float64"):
         model = mlp([2, 3, 2], activation="tanh")  # 17 parameters
-    fm = ExactFunctionalModel(model, "mse", keras.optimizers.SGD(0.1))
+    fm = FunctionalModel(model, "mse")
     x, y = np.random.randn(8, 2), np.random.randn(8, 2)
     params, state = params_of(model), state_of(model)
     loss = hvp.training_loss(fm, state, x, y)
@@ -175,7 +175,7 @@ def test_cg_steps_equal_number_of_distinct_eigenvalues():
     with floatx("float64"):
         inputs = keras.Input(shape=(6,))
         model = keras.Model(inputs, keras.layers.Dense(1)(inputs))  # 7 parameters
-    fm = ExactFunctionalModel(model, "mse", keras.optimizers.SGD(0.1))
+    fm = FunctionalModel(model, "mse")
     x, y = np.random.randn(3, 6), np.random.randn(3, 1)
     params, state = params_of(model), state_of(model)
     loss = hvp.training_loss(fm, state, x, y)
@@ -219,3 +219,28 @@ def test_cg_float32_and_degenerate_inputs():
 def test_hessian_operator_rejects_unknown_method():
     with pytest.raises(ValueError, match="unknown"):
         hvp.HessianOperator(lambda p: tf.reduce_sum(p[0] ** 2), [tf.ones([2])], "finite_differences")
+
+
+@pytest.mark.parametrize("unroll", [True, False])
+def test_cg_stops_computing_products_once_converged(unroll):
+    """A matrix with 2 distinct eigenvalues: CG is exact after 2 steps; with a tolerance the other 8
+    of the 10 allowed steps run no product with A (counted inside the compiled function)."""
+    rng = np.random.RandomState(0)
+    q, _ = np.linalg.qr(rng.randn(10, 10))
+    a = q @ np.diag([1.0] * 5 + [3.0] * 5) @ q.T
+    b = rng.randn(10)
+    calls = tf.Variable(0)
+
+    def matvec(v):
+        calls.assign_add(1)
+        return [tf.linalg.matvec(tf.constant(a), v[0])]
+
+    result = tf.function(lambda b: hvp.conjugate_gradient(matvec, [b], 10, tol=1e-10, unroll=unroll))(
+        tf.constant(b))
+    np.testing.assert_allclose(result.x[0].numpy(), np.linalg.solve(a, b), rtol=1e-8)
+    assert int(result.steps) == 2
+    assert int(calls.numpy()) == 2
+    # without a tolerance every step runs (the residual is rounding noise, never exactly zero)
+    calls.assign(0)
+    full = tf.function(lambda b: hvp.conjugate_gradient(matvec, [b], 10, tol=0.0, unroll=unroll))(tf.constant(b))
+    assert int(full.steps) > 2 and int(calls.numpy()) == int(full.steps)

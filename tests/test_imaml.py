@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from pymeta import optim
 from pymeta.core.meta_learner import stack_tasks
+from pymeta.core.task_data import task_slice
 from pymeta.metalearners.fomaml import FOMAMLMetaLearner
 from pymeta.metalearners.imaml import iMAMLMetaLearner
 from pymeta.networks import make_omniglot_cnn_model, make_sinusoid_model
@@ -45,14 +47,14 @@ def test_implicit_gradient_equals_finite_differences_at_converged_inner_loop(net
         for v, t in zip(ml.meta_variables, theta):  # the proximal term's anchor is theta
             v.assign(t)
 
-        def body(k, p):
-            _, g = fm.loss_and_grad(p, state, x, y, fm.inner_regularizer)
-            return k + 1, [pi - 0.1 * gi for pi, gi in zip(p, g)]
+        def body(k, p):  # the gradient of loss + (lambda/2)||p - theta||^2, written out
+            _, g = fm.loss_and_grad(p, state, x, y)
+            return k + 1, [pi - 0.1 * (gi + 3.0 * (pi - ti)) for pi, gi, ti in zip(p, g, theta)]
 
         return tf.while_loop(lambda k, p: k < 100, body, (tf.constant(0), list(theta)))[1]
 
     objective = tf.function(lambda theta: fm.loss(solve_inner(theta), state, qx, qy))
-    implicit = tf.function(lambda theta: ml.implicit_gradient(solve_inner(theta), state, x, y, qx, qy))
+    implicit = tf.function(lambda theta: ml.implicit_gradient(solve_inner(theta), state, (x, y), (qx, qy)))
 
     theta = params_of(model)
     grad, residual = implicit(theta)
@@ -67,7 +69,7 @@ def test_implicit_gradient_equals_finite_differences_at_converged_inner_loop(net
                            inner_optimizer=keras.optimizers.SGD(0.1), loss="mse")
     ml0.meta_variables = ml.meta_variables
     phi = tf.function(solve_inner)(theta)
-    g0, _ = ml0.implicit_gradient(phi, state, x, y, qx, qy)
+    g0, _ = ml0.implicit_gradient(phi, state, (x, y), (qx, qy))
     assert np.linalg.norm(flat(g0) - fd) > 1e-3 * np.linalg.norm(fd)
 
 
@@ -87,7 +89,7 @@ def test_damped_system_equals_explicit_solve():
     y, qy = np.sin(x.sum(1, keepdims=True)), np.sin(qx.sum(1, keepdims=True))
     state, phi = state_of(model), params_of(model)
     fm = ml.fmodel
-    g, residual = ml.implicit_gradient(phi, state, x, y, qx, qy)
+    g, residual = ml.implicit_gradient(phi, state, (x, y), (qx, qy))
     _, b = fm.loss_and_grad(phi, state, qx, qy)
 
     def train_grad(flat_phi):
@@ -131,15 +133,15 @@ def test_zero_cg_steps_is_fomaml():
     fomaml = FOMAMLMetaLearner(m2, keras.optimizers.Adam(0.01))
     fomaml.initialize()
     # FOMAML with iMAML's inner objective (the same proximal term, anchored at its own theta)
-    fomaml.fmodel.inner_regularizer = lambda params: 1.0 * tf.add_n(
-        [tf.reduce_sum(tf.square(p - t)) for p, t in zip(params, fomaml.meta_variables)])
+    fomaml.inner_optimizer_for = lambda theta: optim.chain(optim.add_proximal_gradient(theta, 2.0),
+                                                           fomaml.inner_optimizer)
     # the task results are equal
-    sx, sy, qx, qy, idx = stack_tasks(batches[0], 3, 4)
+    data = task_slice(stack_tasks(batches[0], 3, 4), 0)
     theta, state = params_of(m1), state_of(m1)
     imaml.initialize()
-    phi, _ = imaml.fmodel.adapt(theta, state, sx[0], sy[0], idx[0])
-    g, _ = imaml.implicit_gradient(phi, state, sx[0], sy[0], qx[0], qy[0])
-    np.testing.assert_allclose(flat(g), flat(fomaml.task_result(theta, phi, state, qx[0], qy[0])), rtol=1e-6)
+    phi, _, _ = imaml.adapt(theta, state, data.inner)
+    g, _ = imaml.implicit_gradient(phi, state, data.support, data.query)
+    np.testing.assert_allclose(flat(g), flat(fomaml.task_result(theta, phi, state, data)[0]), rtol=1e-6)
     # and so are whole meta-training runs
     for ml in (imaml, fomaml):
         np.random.seed(3)
@@ -171,8 +173,9 @@ def test_fast_path_equals_step_by_step():
             slow.task_begin(task)
             task.fit_n_iterations(m2, 3, 4)
             results.append(slow.task_end(task))
-        np.testing.assert_allclose(slow.last_cg_residual, residuals[i], rtol=1e-3)
+        np.testing.assert_allclose(np.mean([r.aux["cg_residual"] for r in results]), residuals[i], rtol=1e-3)
         slow.update(results)
+        np.testing.assert_allclose(slow.last_cg_residual, residuals[i], rtol=1e-3)
     a, b = flat(fast.current_initial_parameters), flat(slow.current_initial_parameters)
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     assert np.abs(a - flat(initial)).max() > 1e-3
@@ -200,13 +203,17 @@ def test_inner_loop_minimises_the_proximal_objective():
     np.testing.assert_allclose(flat(params_of(model)), flat(expected), rtol=1e-5, atol=1e-6)
 
 
-def test_task_begin_is_needed_before_fitting():
-    model = mlp([2, 3, 1])
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-    iMAMLMetaLearner(model, keras.optimizers.SGD(1.0))
-    x = np.zeros((4, 2), np.float32)
-    with pytest.raises(Exception, match="initialize"):
-        ArrayTask(x, np.zeros((4, 1), np.float32), x, x).fit_n_iterations(model, 1, -1)
+def test_a_task_not_begun_by_imaml_trains_without_the_proximal_term():
+    """Creating an iMAML meta-learner does not change how the model trains on a task it did not begin
+    (it used to: the proximal term was attached to the model and leaked into every fit)."""
+    plain, other = mlp([2, 3, 1]), mlp([2, 3, 1])
+    for m in (plain, other):
+        m.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    iMAMLMetaLearner(other, keras.optimizers.SGD(1.0), lambda_reg=5.0).initialize()
+    x, y = np.random.randn(4, 2).astype(np.float32), np.random.randn(4, 1).astype(np.float32)
+    for m in (plain, other):
+        ArrayTask(x, y, x, y).fit_n_iterations(m, 3, -1)
+    np.testing.assert_allclose(flat(params_of(other)), flat(params_of(plain)), rtol=1e-6)
 
 
 def test_rejects_bad_arguments():
@@ -269,3 +276,49 @@ def test_xla_compiled_step_equals_plain():
         out.append((flat(ml.current_initial_parameters), ml.last_cg_residual))
     np.testing.assert_allclose(out[1][0], out[0][0], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out[1][1], out[0][1], rtol=1e-3)
+
+
+def test_pullback_mode_is_plain_steps_then_pullback_then_the_implicit_gradient():
+    """inner_mode='pullback' (the reference implementation): T plain SGD steps (a reference loop
+    here), one step phi <- phi - alpha lambda (phi - theta), then (I + H/lambda) g = grad L_test(phi)
+    solved exactly with numpy on the Hessian from finite differences; fast and step-by-step alike."""
+    with floatx("float64"):
+        model = mlp([2, 3, 1], activation="tanh")
+    dim = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    lam, alpha = 2.0, 0.1
+    ml = iMAMLMetaLearner(model, keras.optimizers.SGD(1.0), lambda_reg=lam, n_iters_optimizer=dim + 5,
+                          cg_tol=0.0, loss="mse", inner_optimizer=keras.optimizers.SGD(alpha),
+                          inner_mode="pullback")
+    ml.initialize()
+    x, qx = np.random.randn(8, 2), np.random.randn(10, 2)
+    y, qy = np.sin(x.sum(1, keepdims=True)), np.sin(qx.sum(1, keepdims=True))
+    task = ArrayTask(x, y, qx, qy)
+    theta, state = params_of(model), state_of(model)
+    fm = ml.fmodel
+    phi = list(theta)
+    for _ in range(4):  # plain full-batch SGD, no proximal term
+        _, g = fm.loss_and_grad(phi, state, x, y)
+        phi = [p - alpha * gi for p, gi in zip(phi, g)]
+    phi_t = phi
+    phi = [p - alpha * lam * (p - t) for p, t in zip(phi, theta)]
+
+    def train_grad(flat_phi):
+        return flat(fm.loss_and_grad(unflat(flat_phi, phi), state, x, y)[1])
+
+    eps = 1e-6
+    hessian = np.stack([(train_grad(flat(phi) + eps * e) - train_grad(flat(phi) - eps * e)) / (2 * eps)
+                        for e in np.eye(dim)])
+    hessian = (hessian + hessian.T) / 2
+    b = flat(fm.loss_and_grad(phi, state, qx, qy)[1])
+    expected = np.linalg.solve(np.eye(dim) + hessian / lam, b)
+    # fast path: the result of one task (sum over a meta-batch of one)
+    sums, aux = ml.sum_task_results([task], 4, -1)
+    np.testing.assert_allclose(flat(sums), expected, rtol=1e-6, atol=1e-9)
+    assert aux["cg_residual"] < 1e-8
+    # step-by-step: plain steps in fit_n_iterations, the pull-back in task_end
+    ml.task_begin(task)
+    task.fit_n_iterations(model, 4, -1)
+    np.testing.assert_allclose(flat(ml.task_end(task)), expected, rtol=1e-6, atol=1e-9)
+    # evaluation adapts with plain steps (no proximal term, no pull-back): the query loss at phi_T
+    losses, _ = ml.evaluate_tasks([task], 4, -1)
+    np.testing.assert_allclose(losses[0], float(fm.loss(phi_t, state, qx, qy)), rtol=1e-5)

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from conftest import step_by_step_iteration
 from pymeta.core.task import TaskAsSequenceOfTasks
+from pymeta.core.task_data import TaskData
 from pymeta.metalearners.fomaml import FOMAMLMetaLearner
 from pymeta.metalearners.maml import MAMLMetaLearner
 from pymeta.networks import make_omniglot_cnn_model
@@ -34,17 +35,15 @@ def central_differences(f, theta, directions, eps):
 
 
 def maml_objective_and_gradient(ml, task, steps, batch):
-    sx, sy = task.get_train_set()
-    qx, qy = task.get_test_set()
-    idx = tf.constant(task.inner_batch_indices(steps, batch))
+    data = task.task_data(steps, batch)
     state = state_of(ml.model)
 
     @tf.function
-    def objective(theta):
-        phi, _ = ml._adapt(theta, state, sx, sy, idx)
-        return ml.fmodel.loss(phi, state, qx, qy)
+    def objective(theta):  # the inner loop run forward; differentiated only by finite differences
+        phi, _, _ = ml.adapt(theta, state, data.inner)
+        return ml.fmodel.loss(phi, state, *data.query)
 
-    gradient = tf.function(lambda theta: ml.maml_gradient(theta, state, [(sx, sy, idx)], qx, qy)[0])
+    gradient = tf.function(lambda theta: ml.maml_gradient(theta, state, [data])[0])
     return objective, gradient
 
 
@@ -65,8 +64,9 @@ def test_maml_gradient_equals_finite_differences_mlp(inner):
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
     # the second-order terms matter: FOMAML's gradient is different
     fomaml = FOMAMLMetaLearner(model, keras.optimizers.SGD(1.0), inner_optimizer=inner_opt, loss="mse")
-    phi, _ = ml._adapt(theta, [], *task.get_train_set(), tf.constant(task.inner_batch_indices(3, -1)))
-    assert np.linalg.norm(grad - flat(fomaml.task_result(theta, phi, [], *task.get_test_set()))) > 1e-3
+    data = task.task_data(3, -1)
+    phi, _, _ = ml.adapt(theta, [], data.inner)
+    assert np.linalg.norm(grad - flat(fomaml.task_result(theta, phi, [], data)[0])) > 1e-3
 
 
 def test_maml_gradient_through_batch_norm_equals_finite_differences():
@@ -96,7 +96,8 @@ def test_dynamic_number_of_steps_equals_unrolled():
     theta, state = params_of(model), state_of(model)
 
     def grad(idx):
-        return ml.maml_gradient(theta, state, [(x, np.sin(x), idx)], x, np.cos(x))[0]
+        inner = (tf.gather(x, idx), tf.gather(np.sin(x), idx))
+        return ml.maml_gradient(theta, state, [TaskData((x, np.sin(x)), inner, (x, np.cos(x)))])[0]
 
     unrolled = tf.function(grad)(idx)
     dynamic = tf.function(grad, input_signature=[tf.TensorSpec([None, None], tf.int32)])(idx)
@@ -184,8 +185,8 @@ def test_sequence_of_tasks_replays_every_task():
     got = ml.task_end(seq)
     theta, state = params_of(model), state_of(model)  # any state: no batch norm
     theta = [tf.convert_to_tensor(v) for v in ml.meta_variables]
-    segments = [(t.x, t.y, t.last_inner_batch_indices) for t in tasks]
-    expected, _ = tf.function(ml.maml_gradient)(theta, state, segments, tasks[1].test_x, tasks[1].test_y)
+    recorded = [t.last_fit for t in tasks]  # the batches fit_n_iterations trained on
+    expected, _ = tf.function(ml.maml_gradient)(theta, state, recorded)
     np.testing.assert_allclose(flat(got), flat(expected), rtol=1e-5, atol=1e-7)
     # the model still holds the weights after the sequence; task_end did not change them
     ml.update([got])

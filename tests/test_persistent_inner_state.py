@@ -36,7 +36,7 @@ def task_distribution(image_dataset, batch_size=3, seed=7):
 
 
 def kept(ml):
-    return [v.numpy() for v in ml.fmodel.inner_state.variables]
+    return [v.numpy() for v in ml.inner_state.variables]
 
 
 def test_state_goes_from_task_to_task_and_reptile_uses_the_adapted_weights(image_dataset):
@@ -63,7 +63,7 @@ def test_state_goes_from_task_to_task_and_reptile_uses_the_adapted_weights(image
     # without the option every task starts fresh: another update, and no state kept
     fresh = tiny_reptile(persistent=False)
     fresh.metatrain_step(tasks, 2, -1)
-    assert fresh.fmodel.inner_state is None
+    assert fresh.inner_state is None
     assert not np.allclose(fresh.current_initial_parameters[0], ml.current_initial_parameters[0])
 
 
@@ -98,10 +98,10 @@ def test_evaluation_starts_from_the_kept_state_without_changing_it(image_dataset
     assert_lists_close(kept(ml), before, rtol=0, atol=0)
     # the same evaluation from a fresh Adam state (first steps of +-lr) gives other losses
     saved = kept(ml)
-    for v in ml.fmodel.inner_state.variables:
+    for v in ml.inner_state.variables:
         v.assign(tf.zeros_like(v))
     fresh_losses, _ = ml.evaluate_tasks(tasks, 3, -1)
-    for v, value in zip(ml.fmodel.inner_state.variables, saved):
+    for v, value in zip(ml.inner_state.variables, saved):
         v.assign(value)
     assert np.abs(np.asarray(losses) - np.asarray(fresh_losses)).max() > 1e-4
 

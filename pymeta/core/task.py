@@ -15,7 +15,8 @@ import copy
 
 import numpy as np
 
-from pymeta.inner_loop import compiled_steps_for
+from pymeta.core.learner import default_learner
+from pymeta.core.task_data import TaskData
 
 
 class Task:
@@ -23,15 +24,28 @@ class Task:
 
     # attributes shared, never copied, by `copy.deepcopy` (large read-only dataset arrays)
     _shared_attributes = ()
+    # the meta-learner that began this task (`metalearner.task_begin(task)`): whose inner loop
+    # `fit_n_iterations` runs; None: the model's own (`pymeta.core.learner.default_learner`)
+    learner = None
+    # what the last `fit_n_iterations` trained on (a `TaskData`), for the meta-learner's `task_end`
+    last_fit = None
 
     def reset(self):
         pass
+
+    def learner_for(self, model):
+        """The `Learner` whose inner loop trains `model` on this task (see `learner`)."""
+        learner = self.learner
+        if learner is not None and learner.model is model:
+            return learner
+        return default_learner(model)
 
     def __deepcopy__(self, memo):
         result = self.__class__.__new__(self.__class__)
         memo[id(self)] = result
         for k, v in self.__dict__.items():
-            setattr(result, k, v if k in self._shared_attributes else copy.deepcopy(v, memo))
+            shared = k in self._shared_attributes or k == "learner"
+            setattr(result, k, v if shared else copy.deepcopy(v, memo))
         return result
 
 
@@ -83,17 +97,25 @@ class SupervisedTask(Task):
         idx = self.inner_batch_indices(1, batch_size)[0]
         return x[idx], y[idx]
 
+    def task_data(self, num_iterations, batch_size) -> TaskData:
+        """The `TaskData` of this task for `num_iterations` inner steps on minibatches of `batch_size`
+        (-1: the whole training set): support (x [NK, ...], y [NK]), inner (x [T, B, ...], y [T, B]),
+        query (x [NQ, ...], y [NQ]), numpy arrays."""
+        x, y = self.get_train_set()
+        idx = self.inner_batch_indices(num_iterations, batch_size)
+        return TaskData(support=(x, y), inner=(x[idx], y[idx]), query=self.get_test_set())
+
     def fit_n_iterations(self, model, num_iterations, batch_size):
         """Train `model` in place for `num_iterations` inner steps on minibatches of the training set.
 
-        Runs the compiled inner loop (the same one the meta-learners' fast path runs) with the inner
-        optimizer the model was compiled with; the optimizer state starts fresh for this task.
-        Returns {'last_minibatch_loss': float}.
+        Runs the compiled inner loop (the same one the meta-learners' fast path runs) of the
+        meta-learner that began this task (`task_begin`), else with the optimizer and loss the model
+        was compiled with; the inner optimizer state starts fresh unless the meta-learner keeps one.
+        Records what it trained on in `last_fit` (a `TaskData`). Returns {'last_minibatch_loss': float}.
         """
-        x, y = self.get_train_set()
-        indices = self.inner_batch_indices(num_iterations, batch_size)
-        self.last_inner_batch_indices = indices  # lets a meta-learner replay this adaptation (MAML)
-        loss = compiled_steps_for(model).adapt_in_place(x, y, indices)
+        data = self.task_data(num_iterations, batch_size)
+        loss = self.learner_for(model).fit_in_place(model, data.inner)
+        self.last_fit = data
         return {"last_minibatch_loss": float(loss)}
 
     def evaluate(self, model, evaluate_on_train=False, transductive=True):
@@ -104,11 +126,11 @@ class SupervisedTask(Task):
         test prediction depends on that test example only.
         """
         x, y = self.get_train_set() if evaluate_on_train else self.get_test_set()
-        steps = compiled_steps_for(model)
+        learner = self.learner_for(model)
         support = None if transductive else self.get_train_set()[0]
-        loss, accuracy = steps.metrics_of_model(x, y, support)
+        loss, accuracy = learner.metrics_of_model(model, x, y, support)
         out = {"loss": float(loss)}
-        if steps.fmodel.is_classification:
+        if learner.is_classification:
             out["sparse_categorical_accuracy"] = float(accuracy)
         return out
 
@@ -325,12 +347,15 @@ class TaskAsSequenceOfTasks(Task):
         """
         out = {}
         for i, task in enumerate(self.current_task_sequence):
+            task.learner = self.learner
             for key, value in task.fit_n_iterations(model, num_iterations, batch_size).items():
                 out[f"{key}_{i}"] = value
         return out
 
     def evaluate(self, model, evaluate_last_task_only=False, transductive=True):
         """Metrics of each task ('<name>_<i>'), or of the last one only (plain names)."""
+        for task in self.current_task_sequence:
+            task.learner = self.learner
         if evaluate_last_task_only:
             return self.current_task_sequence[-1].evaluate(model, transductive=transductive)
         out = {}

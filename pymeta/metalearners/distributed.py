@@ -474,11 +474,13 @@ class DistributedMetaLearner:
     def _zeros_like_theta(self):
         return [np.zeros(v.shape, np.float32) for v in self.metalearner.meta_variables]
 
-    def allreduce_results(self, sums, loss_sum, count):
-        """(total of `sums` over the ranks, total loss, total count) with ONE in-place Allreduce of a
-        flat float32 buffer [sums..., loss_sum, count] (collective)."""
+    def allreduce_results(self, sums, aux, count):
+        """(total of `sums` over the ranks, {name: total of each auxiliary sum}, total count) with ONE
+        in-place Allreduce of a flat float32 buffer [sums..., aux values (sorted names)..., count]
+        (collective; every rank must pass the same aux names)."""
+        names = sorted(aux)
         sizes = [int(np.prod(s.shape)) for s in sums]
-        n = sum(sizes) + 2
+        n = sum(sizes) + len(names) + 1
         if self._buffer is None or self._buffer.size != n:
             self._buffer = np.empty(n, np.float32)
         buf = self._buffer
@@ -486,8 +488,8 @@ class DistributedMetaLearner:
         for s, k in zip(sums, sizes):
             buf[offset:offset + k] = np.asarray(s, np.float32).reshape(-1)
             offset += k
-        buf[offset] = loss_sum
-        buf[offset + 1] = count
+        buf[offset:offset + len(names)] = [aux[k] for k in names]
+        buf[-1] = count
         t0 = time.perf_counter()
         self._coll.allreduce_sum_(buf)
         self.stats["allreduce_seconds"] += time.perf_counter() - t0
@@ -496,10 +498,12 @@ class DistributedMetaLearner:
         for s, k in zip(sums, sizes):
             totals.append(buf[offset:offset + k].reshape(np.shape(s)).copy())
             offset += k
-        return totals, float(buf[offset]), int(round(float(buf[offset + 1])))
+        aux_totals = {k: float(buf[offset + i]) for i, k in enumerate(names)}
+        return totals, aux_totals, int(round(float(buf[-1])))
 
-    def _outer_step(self, sums, loss_sum, count):
-        totals, loss_total, total_count = self.allreduce_results(sums, loss_sum, count)
+    def _outer_step(self, sums, aux, count):
+        """The outer step from this rank's sums; returns the mean auxiliary values over all tasks."""
+        totals, aux_totals, total_count = self.allreduce_results(sums, aux, count)
         if total_count == 0:
             raise ValueError("no task in this meta-batch on any rank")
         self.metalearner.apply_mean_result([t / np.float32(total_count) for t in totals])
@@ -508,7 +512,7 @@ class DistributedMetaLearner:
         self.stats["local_tasks"] += count
         if self.resync_every and self.num_updates % self.resync_every == 0:
             self.broadcast_state()
-        return loss_total / total_count
+        return {k: v / total_count for k, v in aux_totals.items()}
 
     # --- the fast path ----------------------------------------------------------------------------------
     def metatrain_step(self, tasks, num_inner_iterations, inner_batch_size=-1):
@@ -519,11 +523,11 @@ class DistributedMetaLearner:
         local = self._local_share(tasks, num_inner_iterations, inner_batch_size)
         t0 = time.perf_counter()
         if local:
-            sums, loss_sum = self.metalearner.sum_task_results(local, num_inner_iterations, inner_batch_size)
+            sums, aux = self.metalearner.sum_task_results(local, num_inner_iterations, inner_batch_size)
         else:
-            sums, loss_sum = self._zeros_like_theta(), 0.0
+            sums, aux = self._zeros_like_theta(), {k: 0.0 for k in self.metalearner.aux_names}
         self.stats["compute_seconds"] += time.perf_counter() - t0
-        return {"last_minibatch_loss": self._outer_step(sums, loss_sum, len(local))}
+        return self._outer_step(sums, aux, len(local))
 
     def metatrain_steps(self, meta_batches, num_inner_iterations, inner_batch_size=-1):
         """`metatrain_step` on each meta-batch in turn (one Allreduce each)."""
@@ -542,7 +546,10 @@ class DistributedMetaLearner:
                     acc += x
         else:
             sums = self._zeros_like_theta()
-        self._outer_step(sums, 0.0, len(results))
+        # the auxiliary values every result carries (the same names on every rank)
+        names = [k for k in self.metalearner.aux_names if k != "last_minibatch_loss"]
+        aux = {k: float(sum(getattr(r, "aux", {}).get(k, 0.0) for r in list_of_results)) for k in names}
+        return self._outer_step(sums, aux, len(results))
 
     # --- evaluation -----------------------------------------------------------------------------------
     def evaluate_tasks_distributed(self, tasks, num_inner_iterations, inner_batch_size=-1,

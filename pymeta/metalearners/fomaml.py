@@ -1,20 +1,25 @@
 """First-order MAML (Finn, Abbeel & Levine 2017): the meta-gradient of a task is the gradient of its
-query (test) loss at the adapted parameters phi, taken as if it were the gradient at theta."""
+query (test) objective at the adapted parameters phi, taken as if it were the gradient at theta."""
+
+import tensorflow as tf
 
 from pymeta.core.meta_learner import GradBasedMetaLearner
 
 
-def fomaml_task_result(fmodel, phi, state, query_x, query_y):
-    """d L_query / d phi: a list of tensors shaped like the parameters."""
-    _, grads = fmodel.loss_and_grad(phi, state, query_x, query_y)
-    return grads
+def query_gradient(learner, phi, state, query):
+    """d objective(phi, state, query) / d phi: a list of tensors shaped like the parameters."""
+    phi = list(phi)
+    with tf.GradientTape() as tape:
+        tape.watch(phi)
+        loss = learner.objective(phi, state, query)
+    return tape.gradient(loss, phi, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
 class FOMAMLMetaLearner(GradBasedMetaLearner):
     """FOMAML: outer step = optimizer(mean over tasks of d L_query / d phi)."""
 
-    def task_result(self, theta, phi, state, query_x, query_y):
-        return fomaml_task_result(self.fmodel, phi, state, query_x, query_y)
+    def task_result(self, theta, phi, state, data):
+        return query_gradient(self, phi, state, data.query), {}
 
     def meta_gradient(self, theta, mean_result):
         return mean_result

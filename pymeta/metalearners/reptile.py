@@ -7,8 +7,8 @@ class ReptileMetaLearner(GradBasedMetaLearner):
     """Reptile: pseudo-gradient = theta - mean over tasks of phi; with SGD(lr) the step is
     theta <- theta + lr * (mean phi - theta). The query set is not used."""
 
-    def task_result(self, theta, phi, state, query_x, query_y):
-        return list(phi)
+    def task_result(self, theta, phi, state, data):
+        return list(phi), {}
 
     def meta_gradient(self, theta, mean_result):
         return [t - p for t, p in zip(theta, mean_result)]

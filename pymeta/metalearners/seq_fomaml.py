@@ -20,9 +20,10 @@ are taken as gradients at theta, as in FOMAML.
 import numpy as np
 import tensorflow as tf
 
-from pymeta.core.meta_learner import stack_tasks
+from pymeta.core.meta_learner import TaskResult
 from pymeta.core.task import SupervisedTask, TaskAsSequenceOfTasks
-from pymeta.metalearners.fomaml import FOMAMLMetaLearner
+from pymeta.core.task_data import TaskData, stack_task_data, task_slice
+from pymeta.metalearners.fomaml import FOMAMLMetaLearner, query_gradient
 
 SEQ_FOMAML_VARIANTS = ("plain", "loss_after_each_task", "sampled_loss_after_each_task",
                        "all_losses_after_each_task")
@@ -42,6 +43,14 @@ def auxiliary_terms(variant, n, rng=np.random):
     raise ValueError(f"unknown SeqFOMAML variant {variant!r}; use one of {SEQ_FOMAML_VARIANTS}")
 
 
+def _subtasks(task):
+    subtasks = list(task.current_task_sequence) if isinstance(task, TaskAsSequenceOfTasks) else [task]
+    for t in subtasks:
+        if not isinstance(t, SupervisedTask):
+            raise TypeError(f"SeqFOMAML needs supervised tasks, got {type(t).__name__}")
+    return subtasks
+
+
 class SeqFOMAMLMetaLearner(FOMAMLMetaLearner):
     """SeqFOMAML: FOMAML on sequences of tasks, with the auxiliary losses of the original pyMeta.
 
@@ -49,7 +58,7 @@ class SeqFOMAMLMetaLearner(FOMAMLMetaLearner):
         model, optimizer: the Keras model whose initialisation is meta-learnt, the outer optimizer.
         variant: one of 'plain', 'loss_after_each_task' (the best in the paper),
             'sampled_loss_after_each_task', 'all_losses_after_each_task' (see the module doc).
-        **kwargs: inner_optimizer, loss, jit_compile, name: see `GradBasedMetaLearner`.
+        **kwargs: inner_optimizer, loss, objective, jit_compile, name: see `GradBasedMetaLearner`.
 
     Step-by-step use (the original API)::
 
@@ -61,84 +70,78 @@ class SeqFOMAMLMetaLearner(FOMAMLMetaLearner):
 
     `task_end(task, seq_fomaml_loss=...)` overrides the variant for one call (the original's keyword).
     The weights after each task of the sequence, phi^i, are obtained by replaying the adaptation from
-    theta on the minibatches `fit_n_iterations` used (`last_inner_batch_indices` of each task), or
-    taken from `results={'weights_<i>': [arrays]}` if given (the original's
-    `return_weights_after_each_task` output). A single (non-sequence) task counts as a sequence of
-    length 1.
+    theta on the batches `fit_n_iterations` recorded (`last_fit` of each task), or taken from
+    `results={'weights_<i>': [arrays]}` if given (the original's `return_weights_after_each_task`
+    output). A single (non-sequence) task counts as a sequence of length 1.
 
-    Fast path: `metatrain_step(sequences, T, B)` / `metatrain_steps` run a meta-batch of sequences
-    (all of the same length, with equally shaped tasks) in one compiled call, drawing the inner
-    minibatches and the sampled tasks in the same order as the step-by-step API, so both give the same
-    update for one seed. `evaluate_tasks` and `sum_task_results` take single tasks only.
+    Fast path: the `TaskData` of a sequence of L tasks with A auxiliary terms has support [L, ...],
+    inner [L, T, ...] and query [L + A, ...] (the L tasks' query sets, then the query set of each
+    auxiliary term). `metatrain_step(sequences, T, B)` / `metatrain_steps` run a meta-batch of
+    sequences (all of the same length, with equally shaped tasks) in one compiled call, drawing the
+    inner minibatches and the sampled tasks in the same order as the step-by-step API, so both give
+    the same update for one seed. `evaluate_tasks` takes single tasks.
     """
+
+    supports_persistent_inner_state = False
 
     def __init__(self, model, optimizer, variant="plain", **kwargs):
         if variant not in SEQ_FOMAML_VARIANTS:
             raise ValueError(f"unknown SeqFOMAML variant {variant!r}; use one of {SEQ_FOMAML_VARIANTS}")
         super().__init__(model, optimizer, **kwargs)
         self.variant = variant
-        self._sequence_mode = False  # read while tracing: is the fast path's data stacked sequences?
 
+    # --- the step-by-step API ---------------------------------------------------------------------
     def task_end(self, task=None, results=None, seq_fomaml_loss=None, **kwargs):
         """The SeqFOMAML gradient of the sequence `task`, the model holding its final weights."""
         if task is None:
             raise ValueError(f"{self.name}.task_end needs the task")
         variant = seq_fomaml_loss or self.variant
-        subtasks = list(task.current_task_sequence) if isinstance(task, TaskAsSequenceOfTasks) else [task]
-        for t in subtasks:
-            if not isinstance(t, SupervisedTask):
-                raise TypeError(f"SeqFOMAML needs supervised tasks, got {type(t).__name__}")
+        subtasks = _subtasks(task)
         n = len(subtasks)
         queries = [t.get_test_set() for t in subtasks]
         aux = auxiliary_terms(variant, n)
-        # the aux terms as (i, query_x, query_y, weight): i is static, the data of a sampled j is not
-        aux_terms = [(i, queries[j][0], queries[j][1], w) for i, j, w in aux]
-        phis, segments = None, None
+        # the aux terms as (i, query, weight): i is static, the data of a sampled j is not
+        aux_terms = [(i, queries[j], w) for i, j, w in aux]
+        phis, inner = None, None
         needed = 1 + max((i for i, _, _ in aux), default=-1)  # phi^0 .. phi^(needed-1)
         if needed and results is not None and all(f"weights_{i}" in results for i in range(needed)):
             phis = [[tf.convert_to_tensor(w) for w in results[f"weights_{i}"]] for i in range(needed)]
         elif needed:
-            segments = []
-            for t in subtasks[:needed]:
-                idx = getattr(t, "last_inner_batch_indices", None)
-                if idx is None:
-                    raise ValueError("SeqFOMAML replays the adaptation to each task of the sequence: train "
-                                     "it with sequence.fit_n_iterations(model, ...) before task_end, or "
-                                     "pass results={'weights_<i>': ...}")
-                x, y = t.get_train_set()
-                segments.append((x, y, tf.constant(idx, tf.int32)))
-        return self._function("seq_fomaml_task_end", self._seq_task_end_fn)(queries, aux_terms, phis,
-                                                                             segments)
+            records = [t.last_fit for t in subtasks[:needed]]
+            if any(r is None for r in records):
+                raise ValueError("SeqFOMAML replays the adaptation to each task of the sequence: train "
+                                 "it with sequence.fit_n_iterations(model, ...) before task_end, or "
+                                 "pass results={'weights_<i>': ...}")
+            inner = [r.inner for r in records]
+        result = self._function("seq_fomaml_task_end", self._seq_task_end_fn)(queries, aux_terms, phis, inner)
+        return TaskResult(result)
 
-    def _seq_task_end_fn(self, queries, aux_terms, phis, segments):
-        fm = self.fmodel
-        state = fm.read_state()
+    def _seq_task_end_fn(self, queries, aux_terms, phis, inner):
+        state, theta = self._state(), self._theta()
         if aux_terms and phis is None:  # replay the adaptation from theta, task after task
-            phi = [tf.convert_to_tensor(v) for v in self.meta_variables]
-            phis = []
-            for x, y, idx in segments:
-                phi, _ = fm.adapt(phi, state, x, y, idx)
+            phi, phis = theta, []
+            for batches in inner:
+                phi, _, _ = self.adapt(phi, state, batches, theta=theta)
                 phis.append(phi)
-        return self.sequence_result(fm.read_params(), phis, state, queries, aux_terms)
+        final = [tf.convert_to_tensor(v) for v in self.model.trainable_variables]
+        return self.sequence_result(final, phis, state, queries, aux_terms)
 
     def sequence_result(self, final, phis, state, queries, aux_terms):
         """The task result of one sequence (list of tensors shaped like the parameters).
 
         final: the parameters after the whole sequence; phis[i]: after task i (those the auxiliary terms
-        use); queries: [(query_x, query_y)] of every task; aux_terms: [(i, query_x, query_y, weight)].
+        use); queries: the query batch of every task; aux_terms: [(i, query batch, weight)].
         """
-        fm = self.fmodel
         total = None
-        for qx, qy in queries:
-            _, g = fm.loss_and_grad(final, state, qx, qy)
+        for query in queries:
+            g = query_gradient(self, final, state, query)
             total = g if total is None else [a + b for a, b in zip(total, g)]
         result = [t / float(len(queries)) for t in total]
         if not aux_terms:
             return result
         aux = None
-        for i, qx, qy, w in aux_terms:
-            _, g = fm.loss_and_grad(phis[i], state, qx, qy)
-            g = [w * t for t in g]
+        for i, query, w in aux_terms:
+            g = [w * t for t in query_gradient(self, phis[i], state, query)]
             aux = g if aux is None else [a + b for a, b in zip(aux, g)]
         return [r + a / float(len(aux_terms)) for r, a in zip(result, aux)]
 
@@ -147,57 +150,31 @@ class SeqFOMAMLMetaLearner(FOMAMLMetaLearner):
         """[(i, weight)] of the variant's auxiliary terms for length n (the same for every draw)."""
         return [(i, w) for i, _, w in auxiliary_terms(self.variant, n, np.random.RandomState(0))]
 
-    def task_step(self, theta, state, support_x, support_y, batch_indices, query_x, query_y):
-        """One sequence: support [L, NK, ...], batch_indices [L, T, B], query [L + A, NQ, ...] (the L
-        tasks' query sets, then the query set of each of the A auxiliary terms). Single-task data (from
-        the base class's stacking) is taken as a sequence of length 1."""
-        if not self._sequence_mode:
-            aux = self._static_aux(1)
-            support_x, support_y, batch_indices = support_x[None], support_y[None], batch_indices[None]
-            query_x = tf.stack([query_x] * (1 + len(aux)))
-            query_y = tf.stack([query_y] * (1 + len(aux)))
-        n = support_x.shape[0]
-        aux = self._static_aux(n)
+    def task_step(self, theta, state, data, opt_state=None):
+        """One sequence (see the class doc for the shapes of its `TaskData`)."""
+        n = tf.nest.flatten(data.inner)[0].shape[0]
         phi, phis, loss = list(theta), [], tf.constant(0.0)
         for i in range(n):
-            phi, loss = self.fmodel.adapt(phi, state, support_x[i], support_y[i], batch_indices[i])
+            phi, loss, _ = self.adapt(phi, state, task_slice(data.inner, i), theta=theta)
             phis.append(phi)
-        queries = [(query_x[j], query_y[j]) for j in range(n)]
-        aux_terms = [(i, query_x[n + a], query_y[n + a], w) for a, (i, w) in enumerate(aux)]
-        return self.sequence_result(phis[-1], phis, state, queries, aux_terms), loss
+        queries = [task_slice(data.query, j) for j in range(n)]
+        aux_terms = [(i, task_slice(data.query, n + a), w) for a, (i, w) in enumerate(self._static_aux(n))]
+        result = self.sequence_result(phis[-1], phis, state, queries, aux_terms)
+        return result, {"last_minibatch_loss": tf.cast(loss, tf.float32)}, opt_state
 
-    def _stack_sequence(self, task, num_inner_iterations, inner_batch_size):
-        """(support_x [n, ...], support_y, query_x [n + aux, ...], query_y, batch_indices [n, T, B]) of a
-        sequence; the auxiliary query sets are drawn after the fits, in `task_end`'s order."""
-        subtasks = list(task.current_task_sequence) if isinstance(task, TaskAsSequenceOfTasks) else [task]
-        sx, sy, qx, qy, idx = stack_tasks(subtasks, num_inner_iterations, inner_batch_size)
-        extra = [j for _, j, _ in auxiliary_terms(self.variant, len(subtasks))]
-        return sx, sy, np.concatenate([qx, qx[extra]]), np.concatenate([qy, qy[extra]]), idx
+    def _sequence_data(self, task, num_inner_iterations, inner_batch_size):
+        """The `TaskData` of one sequence; the auxiliary query sets are drawn after the fits, in
+        `task_end`'s order."""
+        data = stack_task_data([t.task_data(num_inner_iterations, inner_batch_size) for t in _subtasks(task)])
+        extra = [j for _, j, _ in auxiliary_terms(self.variant, len(tf.nest.flatten(data.inner)[0]))]
+        query = tf.nest.map_structure(lambda q: np.concatenate([q, q[extra]]), data.query)
+        return TaskData(data.support, data.inner, query)
 
-    def metatrain_steps(self, meta_batches, num_inner_iterations, inner_batch_size=-1):
-        """Meta-iterations on meta-batches of sequences (or single tasks), one compiled call.
-
-        All the sequences of the call must have the same length. Returns one
-        {'last_minibatch_loss': mean over sequences of the last inner loss of their last task} per
-        meta-batch.
-        """
-        self._require_initialized()
-        stacked = []
-        for tasks in meta_batches:
-            per_task = [self._stack_sequence(t, num_inner_iterations, inner_batch_size) for t in tasks]
-            if not per_task:
-                raise ValueError("a meta-batch needs at least one task")
-            try:
-                stacked.append(tuple(np.stack(parts) for parts in zip(*per_task)))
-            except ValueError as e:
-                raise ValueError("the sequences of a meta-batch must have the same length and equally "
-                                 f"shaped tasks to run as one compiled step ({e})") from None
-        if not stacked:
-            return []
-        batch = tuple(np.stack(parts) for parts in zip(*stacked))
-        self._sequence_mode = True
+    def stack_tasks(self, tasks, num_inner_iterations, inner_batch_size=-1):
+        """The `TaskData` of a meta-batch of sequences (single tasks count as sequences of length 1)."""
+        per_task = [self._sequence_data(t, num_inner_iterations, inner_batch_size) for t in tasks]
         try:
-            losses = self._function("seq_metatrain_steps", self._metatrain_steps_fn, batch)(*batch)
-        finally:
-            self._sequence_mode = False
-        return [{"last_minibatch_loss": float(l)} for l in losses.numpy()]
+            return stack_task_data(per_task)
+        except ValueError as e:
+            raise ValueError("the sequences of a meta-batch must have the same length and equally "
+                             f"shaped tasks to run as one compiled step ({e})") from None
