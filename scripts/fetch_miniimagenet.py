@@ -448,6 +448,10 @@ def fetch(args):
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _interrupted(*_):
+    raise KeyboardInterrupt
+
+
 def one_line(e):
     return " ".join(str(e).split())
 
@@ -465,7 +469,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the temporary folder is removed
+    signal.signal(signal.SIGTERM, _interrupted)  # so that the temporary folder is removed
     try:
         return fetch(args)
     except FetchError as e:
