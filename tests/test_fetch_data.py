@@ -250,7 +250,8 @@ def test_miniimagenet_unpacks_into_an_existing_folder(tmp_path):
 def test_miniimagenet_wrong_images_per_class_and_half_done_folder(tmp_path):
     src = pack_folder(mini_csv_source(tmp_path), tmp_path / "mini.tar.gz")
     data = tmp_path / "data"
-    proc = fetch("miniimagenet", data_dir=data, MINIIMAGENET_SRC=src, **dict(MINI_COUNTS, MINIIMAGENET_IMAGES_PER_CLASS="3"))
+    proc = fetch("miniimagenet", data_dir=data, MINIIMAGENET_SRC=src,
+                 **dict(MINI_COUNTS, MINIIMAGENET_IMAGES_PER_CLASS="3"))
     assert proc.returncode != 0
     assert "has 2 images, expected 3" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert os.listdir(data) == []
