@@ -10,15 +10,21 @@
 #   copy into place instead of downloading.
 #   Counts are checked (override for tests): OMNIGLOT_BACKGROUND_CHARS=964 OMNIGLOT_BACKGROUND_IMAGES=19280
 #   OMNIGLOT_EVALUATION_CHARS=659 OMNIGLOT_EVALUATION_IMAGES=13180.
-# Mini-ImageNet: cannot be downloaded automatically. Set MINIIMAGENET_SRC to a folder in either layout
-#   (a) train/ val/ test/ each holding <wnid>/*.jpg, or (b) images/ + train.csv val.csv test.csv
-#   (columns filename,label); it is linked (MINIIMAGENET_COPY=1: copied) into $DATA_DIR/miniimagenet.
-#   Class counts checked: MINIIMAGENET_TRAIN_CLASSES=64 MINIIMAGENET_VAL_CLASSES=16 MINIIMAGENET_TEST_CLASSES=20.
+# Mini-ImageNet: cannot be downloaded automatically. Set MINIIMAGENET_SRC to what you downloaded:
+#   (a) a folder with archives + train.csv val.csv test.csv (e.g. images_{train,val,test}.tar.xz of images/*.jpg),
+#   (b) one archive (.tar .tar.gz .tgz .tar.bz2 .tar.xz .zip) holding (a), (c) or (d),
+#   (c) a folder with images/ + train.csv val.csv test.csv (columns filename,label), or
+#   (d) a folder with train/ val/ test/ each holding <wnid>/*.jpg.
+#   Archives are unpacked safely into $DATA_DIR/miniimagenet by scripts/fetch_miniimagenet.py (run with
+#   ${PYTHON:-python3}): no member may land outside it, links, devices and truncated or corrupt archives are
+#   refused. Folders (c)/(d) are linked (MINIIMAGENET_COPY=1: copied). Counts checked: MINIIMAGENET_TRAIN_CLASSES=64
+#   MINIIMAGENET_VAL_CLASSES=16 MINIIMAGENET_TEST_CLASSES=20 MINIIMAGENET_IMAGES_PER_CLASS=600 (0: any number).
 #   Without MINIIMAGENET_SRC, instructions are printed and the script still exits 0, unless
 #   --require-miniimagenet is given.
 #
 # Idempotent: complete data is left alone. Downloads go to a temporary file and archives are unpacked to a
-# temporary folder that is renamed into place only after its counts were checked.
+# temporary folder that is renamed into place only after its counts were checked (Mini-ImageNet: with a
+# completion marker, $DATA_DIR/miniimagenet/.pymeta_complete, written last).
 # Next steps: python scripts/make_omniglot_dataset.py; python scripts/make_miniimagenet_dataset.py
 set -euo pipefail
 
@@ -31,6 +37,9 @@ OMNIGLOT_EVALUATION_IMAGES="${OMNIGLOT_EVALUATION_IMAGES:-13180}"
 MINIIMAGENET_TRAIN_CLASSES="${MINIIMAGENET_TRAIN_CLASSES:-64}"
 MINIIMAGENET_VAL_CLASSES="${MINIIMAGENET_VAL_CLASSES:-16}"
 MINIIMAGENET_TEST_CLASSES="${MINIIMAGENET_TEST_CLASSES:-20}"
+MINIIMAGENET_IMAGES_PER_CLASS="${MINIIMAGENET_IMAGES_PER_CLASS:-600}"
+PYTHON="${PYTHON:-python3}"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 WHAT=all
 REQUIRE_MINI=0
@@ -140,107 +149,39 @@ fetch_omniglot() {
 mini_instructions() {
     cat <<EOF
 [fetch_data] Mini-ImageNet is not downloaded automatically (ImageNet licence terms).
-  Get it by hand, in either layout:
-    (a) a folder with train/ val/ test/, each holding <wnid>/*.jpg (64 / 16 / 20 classes, 600 images each);
-    (b) a folder with images/*.jpg plus train.csv val.csv test.csv (Ravi & Larochelle split, columns
-        filename,label; the CSV files come with the meta-learning-lstm code of Ravi & Larochelle, the
-        images are ILSVRC-2012 images, usually distributed as images.zip).
+  Get it by hand (Ravi & Larochelle split: 64 / 16 / 20 classes x 600 images) as any of
+    (a) a folder with the image archives and train.csv val.csv test.csv (e.g. images_{train,val,test}.tar.xz
+        holding images/*.jpg; every .tar .tar.gz .tgz .tar.bz2 .tar.xz .zip in it is unpacked);
+    (b) one archive (.tar .tar.gz .tgz .tar.bz2 .tar.xz .zip) holding (a), (c) or (d);
+    (c) a folder with images/*.jpg plus train.csv val.csv test.csv (columns filename,label; the CSV files
+        come with the meta-learning-lstm code of Ravi & Larochelle);
+    (d) a folder with train/ val/ test/, each holding <wnid>/*.jpg.
   Then run:
-    MINIIMAGENET_SRC=/path/to/that/folder bash fetch_data.sh miniimagenet
-  which links it (MINIIMAGENET_COPY=1: copies it) into $DATA_DIR/miniimagenet/, and then
+    MINIIMAGENET_SRC=/path/to/that/folder/or/archive bash fetch_data.sh miniimagenet
+  which unpacks archives (safely) or links folders (MINIIMAGENET_COPY=1: copies them) into
+  $DATA_DIR/miniimagenet/, and then
     python scripts/make_miniimagenet_dataset.py
-  to write $DATA_DIR/miniimagenet/miniimagenet.pkl.
+  to write the dataset file into $DATA_DIR/miniimagenet/.
 EOF
 }
 
-n_subdirs() { find -L "$1" -mindepth 1 -maxdepth 1 -type d ! -name '.*' | wc -l || true; }
-
-check_split_folders() {  # check_split_folders ROOT -> dies unless train/val/test hold the expected classes
-    local root="$1" split want got empty
-    for split in train val test; do
-        case $split in train) want=$MINIIMAGENET_TRAIN_CLASSES ;; val) want=$MINIIMAGENET_VAL_CLASSES ;;
-                       test) want=$MINIIMAGENET_TEST_CLASSES ;; esac
-        [ -d "$root/$split" ] || die "$root/$split is missing"
-        got=$(n_subdirs "$root/$split")
-        [ "$((got))" -eq "$want" ] || die "$root/$split has $((got)) class folders, expected $want"
-        empty=$(find -L "$root/$split" -mindepth 1 -maxdepth 1 -type d -empty -print -quit)
-        [ -z "$empty" ] || die "empty class folder: $empty"
-    done
-}
-
-check_csv_layout() {  # check_csv_layout ROOT
-    local root="$1" split want got rows=0 n imgs first
-    [ -d "$root/images" ] || die "$root/images is missing"
-    for split in train val test; do
-        case $split in train) want=$MINIIMAGENET_TRAIN_CLASSES ;; val) want=$MINIIMAGENET_VAL_CLASSES ;;
-                       test) want=$MINIIMAGENET_TEST_CLASSES ;; esac
-        [ -f "$root/$split.csv" ] || die "$root/$split.csv is missing"
-        IFS= read -r first < "$root/$split.csv" || true
-        [ "${first%$'\r'}" = "filename,label" ] || die "$root/$split.csv: first line must be 'filename,label'"
-        got=$(tail -n +2 "$root/$split.csv" | tr -d '\r' | grep -v '^$' | cut -d, -f2 | sort -u | wc -l)
-        [ "$((got))" -eq "$want" ] || die "$root/$split.csv has $((got)) classes, expected $want"
-        n=$(tail -n +2 "$root/$split.csv" | tr -d '\r' | grep -vc '^$' || true)
-        rows=$((rows + n))
-    done
-    imgs=$(find -L "$root/images" -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' \) | wc -l)
-    [ "$((imgs))" -ge "$rows" ] || die "$root/images has $((imgs)) images but the CSV files list $rows"
-}
-
-place() {  # place SRC DEST: symlink (or copy with MINIIMAGENET_COPY=1) atomically
-    local src="$1" dest="$2" tmp
-    tmp=$(mktemp -d "$(dirname "$dest")/.tmp.$(basename "$dest").XXXXXX")
-    TMP_PATHS+=("$tmp")
-    if [ "${MINIIMAGENET_COPY:-0}" = 1 ]; then
-        cp -R -- "$src" "$tmp/item"
-    else
-        ln -s "$(cd "$(dirname "$src")" && pwd -P)/$(basename "$src")" "$tmp/item"
-    fi
-    mv -- "$tmp/item" "$dest"
-}
-
 fetch_miniimagenet() {
-    local dest="$DATA_DIR/miniimagenet" src layout item
-    if [ -d "$dest/train" ] && [ -d "$dest/val" ] && [ -d "$dest/test" ]; then
-        check_split_folders "$dest"
-        log "miniimagenet already in place in $dest (train/ val/ test/ layout), skipping"
-        return 0
+    local src="${MINIIMAGENET_SRC:-}" rc=0
+    command -v "$PYTHON" >/dev/null 2>&1 || die "Mini-ImageNet needs Python 3 ('$PYTHON' not found; set PYTHON)"
+    if [ -n "$src" ] && [ ! -e "$src" ]; then
+        log "MINIIMAGENET_SRC=$src does not exist"
+        src=""
     fi
-    if [ -d "$dest/images" ] && [ -f "$dest/train.csv" ] && [ -f "$dest/val.csv" ] && [ -f "$dest/test.csv" ]; then
-        check_csv_layout "$dest"
-        log "miniimagenet already in place in $dest (images/ + csv layout), skipping"
-        return 0
-    fi
-    src="${MINIIMAGENET_SRC:-}"
-    if [ -z "$src" ] || [ ! -d "$src" ]; then
-        [ -z "$src" ] || log "MINIIMAGENET_SRC=$src is not a folder"
-        mini_instructions
-        [ "$REQUIRE_MINI" = 0 ] || die "Mini-ImageNet is required (--require-miniimagenet) but not available"
-        return 0
-    fi
-    mkdir -p "$dest"
-    if [ -d "$src/train" ] && [ -d "$src/val" ] && [ -d "$src/test" ]; then
-        layout=folders
-        check_split_folders "$src"
-        for item in train val test; do
-            if [ -e "$dest/$item" ] || [ -L "$dest/$item" ]; then
-                die "$dest/$item exists but the data there is incomplete; remove it and run again"
-            fi
-        done
-        for item in train val test; do place "$src/$item" "$dest/$item"; done
-    elif [ -d "$src/images" ] || [ -f "$src/train.csv" ]; then
-        layout=csv
-        check_csv_layout "$src"
-        for item in images train.csv val.csv test.csv; do
-            if [ -e "$dest/$item" ] || [ -L "$dest/$item" ]; then
-                die "$dest/$item exists but the data there is incomplete; remove it and run again"
-            fi
-        done
-        for item in images train.csv val.csv test.csv; do place "$src/$item" "$dest/$item"; done
-    else
-        mini_instructions
-        die "MINIIMAGENET_SRC=$src has neither train/ val/ test/ nor images/ + train.csv val.csv test.csv"
-    fi
-    log "miniimagenet ($layout layout) placed in $dest; next: python scripts/make_miniimagenet_dataset.py -i $dest"
+    "$PYTHON" "$HERE/scripts/fetch_miniimagenet.py" --dest "$DATA_DIR/miniimagenet" ${src:+--src "$src"} \
+        --classes "$MINIIMAGENET_TRAIN_CLASSES" "$MINIIMAGENET_VAL_CLASSES" "$MINIIMAGENET_TEST_CLASSES" \
+        --images-per-class "$MINIIMAGENET_IMAGES_PER_CLASS" \
+        $([ "${MINIIMAGENET_COPY:-0}" = 1 ] && echo --copy) || rc=$?
+    case "$rc" in
+        0) ;;
+        3) mini_instructions
+           [ "$REQUIRE_MINI" = 0 ] || die "Mini-ImageNet is required (--require-miniimagenet) but not available" ;;
+        *) exit "$rc" ;;  # the helper has printed the one-line error
+    esac
 }
 
 mkdir -p "$DATA_DIR"

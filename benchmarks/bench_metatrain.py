@@ -1,12 +1,17 @@
 """Meta-iterations per second of FOMAML and Reptile: fast path vs the step-by-step API.
 
     python benchmarks/bench_metatrain.py [--omniglot-iterations 20] [--sinusoid-iterations 2000]
+        [--miniimagenet-iterations 5] [--only-omniglot | --only-miniimagenet | --skip-miniimagenet]
 
 (a) sinusoid: K=10 points, 5 inner Adam(beta_1=0) steps, meta-batch 5 (the original README settings);
 (b) Omniglot-shaped synthetic data: 28x28x1, 5-way 5-shot, 15 query per class, the Omniglot CNN,
-    5 inner SGD steps, meta-batch 5; in float32 and in mixed bfloat16.
+    5 inner SGD steps, meta-batch 5; in float32 and in mixed bfloat16;
+(c) Mini-ImageNet-shaped synthetic data: 84x84x3, 5-way 1-shot and 5-way 5-shot, 15 query per class,
+    the 32-filter Conv-4 (make_miniimagenet_cnn_model), 5 inner SGD steps, meta-batch 4; in float32
+    and in mixed bfloat16.
 The baseline is the issue's reference point, a straightforward compiled Keras 3 loop (one compiled
-call per inner step, per task), timed in the same run; Omniglot-shaped rows give their ratio to it.
+call per inner step, per task), timed in the same run; the conv-net rows give their ratio to the
+baseline of the same problem and algorithm.
 Each thread layout runs in its own process (TensorFlow fixes its thread pools at start-up):
 "default" (TensorFlow's) and "task-parallel" (one thread per op, as many tasks of a meta-batch at
 once as there are cores). Every figure includes drawing the tasks (as a training run does); tracing
@@ -31,7 +36,7 @@ import tensorflow as tf  # noqa: E402
 from pymeta.core.task import ClassificationTask  # noqa: E402
 from pymeta.core.task_distribution import TaskDistribution  # noqa: E402
 from pymeta.metalearners import FOMAMLMetaLearner, ReptileMetaLearner  # noqa: E402
-from pymeta.networks import make_omniglot_cnn_model, make_sinusoid_model  # noqa: E402
+from pymeta.networks import make_miniimagenet_cnn_model, make_omniglot_cnn_model, make_sinusoid_model  # noqa: E402
 from pymeta.tasks.sinusoid_tasks import create_sinusoid_task_distribution  # noqa: E402
 
 BASELINE = "straightforward Keras loop"
@@ -44,6 +49,18 @@ def omniglot_like_distribution():
     X = rng.randint(0, 256, (200 * 20, 28, 28, 1), dtype=np.uint8)
     y = np.repeat(np.arange(200), 20)
     return TaskDistribution([ClassificationTask(X, y, 5, 15, 5, split_train_test=-1)], [1.0], batch_size=5)
+
+
+MINI_SHOTS = {"Mini-ImageNet-shaped 5-way 1-shot": 1, "Mini-ImageNet-shaped 5-way 5-shot": 5}
+
+
+def miniimagenet_like_distribution(shots):
+    """Random uint8 84x84x3 images, 64 classes x 32 (the real train split has 64 x 600; 32 are enough
+    for K + 15 queries), meta-batch 4."""
+    rng = np.random.RandomState(0)
+    X = rng.randint(0, 256, (64 * 32, 84, 84, 3), dtype=np.uint8)
+    y = np.repeat(np.arange(64), 32)
+    return TaskDistribution([ClassificationTask(X, y, shots, 15, 5, split_train_test=-1)], [1.0], batch_size=4)
 
 
 class KerasLoopBaseline:
@@ -131,6 +148,7 @@ def bench(problem, algo, mode, iterations, precision="float32", per_call=1, repe
     keras.utils.set_random_seed(0)
     np.random.seed(0)
     cls, meta_opt = ALGOS[algo]
+    shots = MINI_SHOTS.get(problem, 5)
     if problem == "sinusoid":
         model = make_sinusoid_model()
         inner = keras.optimizers.Adam(0.01, beta_1=0.0)
@@ -139,13 +157,13 @@ def bench(problem, algo, mode, iterations, precision="float32", per_call=1, repe
         ml = cls(model, meta_opt(), jit_compile=True)
         T, B = 5, 10
     else:
-        model = make_omniglot_cnn_model(5)
+        model = make_omniglot_cnn_model(5) if problem == "Omniglot-shaped" else make_miniimagenet_cnn_model(5)
         model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
-        dist = omniglot_like_distribution()
+        dist = omniglot_like_distribution() if problem == "Omniglot-shaped" else miniimagenet_like_distribution(shots)
         T, B = 5, -1
         ml = cls(model, meta_opt())
-    if mode == BASELINE:  # the same model, tasks and optimizers, driven by the plain Keras loop
-        ml, B = KerasLoopBaseline(algo, model, meta_opt(), float(model.optimizer.learning_rate)), 25
+    if mode == BASELINE:  # the same model, tasks and optimizers, driven by the plain Keras loop (B: N * K)
+        ml, B = KerasLoopBaseline(algo, model, meta_opt(), float(model.optimizer.learning_rate)), 5 * shots
     else:
         ml.initialize()
     rates, warmup = run(mode, ml, dist, iterations, T, B, per_call, repeats)
@@ -168,24 +186,32 @@ def rows_for_layout(args):
                          rates=rates, warmup=warm))
         print(rows[-1], flush=True)
 
-    for algo in ([] if args.only_omniglot or not default else ALGOS):
+    only_mini = args.only_miniimagenet
+    for algo in ([] if args.only_omniglot or only_mini or not default else ALGOS):
         for mode, per_call in (("fast", 10), ("fast", 1), ("step-by-step", 1)):
             n = args.sinusoid_iterations if mode == "fast" else args.sinusoid_iterations // 10
             label = f"{mode} ({per_call} meta-batch{'es' if per_call > 1 else ''}/call)" if mode == "fast" else mode
             add("sinusoid", algo, label, "float32", n, mode, per_call)
-    for algo in ALGOS:
+    for algo in ([] if only_mini else ALGOS):
         if default:
             add("Omniglot-shaped", algo, BASELINE, "float32", args.omniglot_iterations)
             if not args.skip_step_by_step_omniglot:
                 add("Omniglot-shaped", algo, "step-by-step", "float32", args.omniglot_iterations)
         for precision in ("float32", "mixed_bfloat16"):
             add("Omniglot-shaped", algo, "fast", precision, args.omniglot_iterations)
+    for problem in ([] if args.only_omniglot or args.skip_miniimagenet else MINI_SHOTS):
+        for algo in ALGOS:
+            if default:
+                add(problem, algo, BASELINE, "float32", args.miniimagenet_iterations)
+            for precision in ("float32", "mixed_bfloat16"):
+                add(problem, algo, "fast", precision, args.miniimagenet_iterations)
     return rows
 
 
 def print_table(rows, repeats):
-    """Markdown table; Omniglot-shaped rows also as a ratio to the baseline loop of the same run."""
-    base = {r["algo"]: np.median(r["rates"]) for r in rows if r["path"] == BASELINE}
+    """Markdown table; conv-net rows also as a ratio to the baseline loop (same problem and algorithm)
+    of the same run."""
+    base = {(r["problem"], r["algo"]): np.median(r["rates"]) for r in rows if r["path"] == BASELINE}
     print(f"\n| problem | algorithm | path | precision | threads (intra/inter) | meta-iterations/s "
           f"(median of {repeats}) | range | x baseline | first call (trace) s |")
     print("|---|---|---|---|---|---:|---:|---:|---:|")
@@ -193,7 +219,8 @@ def print_table(rows, repeats):
         intra, inter = LAYOUTS[r["layout"]]
         threads = "default" if not intra else f"{intra}/{inter}"
         rate = np.median(r["rates"])
-        ratio = f"{rate / base[r['algo']]:.2f}" if r["problem"] != "sinusoid" and r["algo"] in base else ""
+        key = (r["problem"], r["algo"])
+        ratio = f"{rate / base[key]:.2f}" if r["problem"] != "sinusoid" and key in base else ""
         print(f"| {r['problem']} | {r['algo']} | {r['path']} | {r['precision']} | {threads} | {rate:.2f} "
               f"| {min(r['rates']):.2f}-{max(r['rates']):.2f} | {ratio} | {r['warmup']:.1f} |")
 
@@ -202,10 +229,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sinusoid-iterations", type=int, default=2000)
     parser.add_argument("--omniglot-iterations", type=int, default=20)
+    parser.add_argument("--miniimagenet-iterations", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3, help="timing windows per row: the table gives "
                         "their median and range (this VM's speed drifts)")
     parser.add_argument("--skip-step-by-step-omniglot", action="store_true")
-    parser.add_argument("--only-omniglot", action="store_true", help="skip the sinusoid rows")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--only-omniglot", action="store_true", help="only the Omniglot-shaped rows")
+    only.add_argument("--only-miniimagenet", action="store_true", help="only the Mini-ImageNet-shaped rows")
+    only.add_argument("--skip-miniimagenet", action="store_true", help="no Mini-ImageNet-shaped rows")
     parser.add_argument("--layout", default="all", choices=["all", *LAYOUTS],
                         help="thread layout; all (default): each in its own process, one table")
     parser.add_argument("--json-out", help=argparse.SUPPRESS)  # a child process's rows
@@ -217,8 +248,11 @@ def main():
                 out = os.path.join(tmp, "rows.json")
                 child = [f"--sinusoid-iterations={args.sinusoid_iterations}",
                          f"--omniglot-iterations={args.omniglot_iterations}", f"--repeats={args.repeats}",
+                         f"--miniimagenet-iterations={args.miniimagenet_iterations}",
                          *(["--skip-step-by-step-omniglot"] if args.skip_step_by_step_omniglot else []),
-                         *(["--only-omniglot"] if args.only_omniglot else [])]
+                         *(["--only-omniglot"] if args.only_omniglot else []),
+                         *(["--only-miniimagenet"] if args.only_miniimagenet else []),
+                         *(["--skip-miniimagenet"] if args.skip_miniimagenet else [])]
                 subprocess.run([sys.executable, __file__, *child, "--layout", layout, "--json-out", out],
                                check=True)
                 with open(out) as f:

@@ -17,6 +17,14 @@ DEFAULT_DATA_PATHS = {"omniglot": "datasets/omniglot/omniglot.pkl",
                       "miniimagenet": "datasets/miniimagenet/miniimagenet.pkl"}
 
 
+def default_data_path(dataset):
+    """DEFAULT_DATA_PATHS[dataset], or the .h5 beside it when only that exists (the make scripts write
+    HDF5 for large data, e.g. the full Mini-ImageNet)."""
+    pkl = DEFAULT_DATA_PATHS[dataset]
+    h5 = os.path.splitext(pkl)[0] + ".h5"
+    return h5 if not os.path.exists(pkl) and os.path.exists(h5) else pkl
+
+
 @dataclasses.dataclass
 class Problem:
     """Task distributions and a network factory for one dataset."""
@@ -44,7 +52,7 @@ def build_problem(dataset, num_output_classes=5, num_train_samples_per_class=5,
         return Problem(*dists, make_model=make_sinusoid_model, is_classification=False)
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
-    path = data_path or DEFAULT_DATA_PATHS[dataset]
+    path = data_path or default_data_path(dataset)
     if not os.path.exists(path):
         script = f"scripts/make_{dataset}_dataset.py"
         raise FileNotFoundError(f"no {dataset} data file at {path!r}: run `bash fetch_data.sh {dataset}` "

@@ -162,3 +162,28 @@ def synthetic_miniimagenet_dict(classes=(8, 6, 6), images_per_class=40, size=6):
         d[split] = (X, y)
         d["class_names"][split] = [f"n{s}{c:07d}" for c in range(n)]
     return d
+
+
+def pack_folder(folder, archive, arcroot="", select=None):
+    """Pack the files under `folder` (sorted, paths relative to it, under `arcroot`/ when given) into
+    `archive`: .zip, .tar, .tar.gz/.tgz, .tar.bz2 or .tar.xz (from the name). `select(relative posix
+    path)`: which files to include (default all). Returns the archive path."""
+    import tarfile
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for f in sorted(filenames):
+            rel = os.path.relpath(os.path.join(dirpath, f), folder).replace(os.sep, "/")
+            if select is None or select(rel):
+                entries.append((os.path.join(dirpath, f), f"{arcroot}/{rel}" if arcroot else rel))
+    name = str(archive)
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(name, "w") as z:
+            for path, arcname in entries:
+                z.write(path, arcname)
+        return archive
+    mode = {".gz": "w:gz", ".tgz": "w:gz", ".bz2": "w:bz2", ".xz": "w:xz"}.get(os.path.splitext(name)[1], "w")
+    with tarfile.open(name, mode, format=tarfile.PAX_FORMAT) as t:
+        for path, arcname in entries:
+            t.add(path, arcname)
+    return archive

@@ -330,3 +330,71 @@ def test_miniimagenet_h5_written_in_blocks_equals_pkl(tmp_path):
         assert a[split][0].shape == (n, 8, 8, 3)
         assert np.array_equal(a[split][0], b[split][0]) and np.array_equal(a[split][1], b[split][1])
         assert a[split][0][:, 0, 0, 0].tolist() == [i % 256 for i in range(n)]
+
+
+def test_miniimagenet_decoding_processes_do_not_change_the_output(tmp_path):
+    """The same file from 1 decoding process and from 2 with chunks of 7 images (chunk borders inside
+    classes and splits), in order: image i of the train split has grey level i."""
+    from PIL import Image
+    root = tmp_path / "mini"
+    for split, n in (("train", 30), ("val", 9), ("test", 8)):
+        for c in range(2):
+            d = root / split / f"n{split}{c}"
+            d.mkdir(parents=True)
+            for i in range(n // 2):
+                Image.new("RGB", (6, 6), (c * (n // 2) + i, 9, 9)).save(d / f"{i:04d}.png")
+    out = {}
+    for workers, chunk in ((1, 256), (2, 7)):
+        path = tmp_path / f"m{workers}.pkl"
+        proc = run_script("make_miniimagenet_dataset.py", "-i", root, "-o", path, "--size", 0, "-q",
+                          "--workers", workers, "--chunk", chunk)
+        assert proc.returncode == 0, proc.stderr
+        assert f"with {workers} decoding process" in proc.stdout
+        out[workers] = load_miniimagenet(path)
+    for split in ("train", "val", "test"):
+        assert np.array_equal(out[1][split][0], out[2][split][0]) and np.array_equal(out[1][split][1], out[2][split][1])
+    assert out[2]["train"][0][:, 0, 0, 0].tolist() == list(range(30))
+    assert out[2]["train"][1].tolist() == [0] * 15 + [1] * 15
+
+
+def test_miniimagenet_corrupt_image_in_a_worker_is_one_clean_error(tmp_path):
+    root = tmp_path / "mini"
+    make_miniimagenet_folders(root, classes=(2, 1, 1), images_per_class=4)
+    bad = root / "val" / os.listdir(root / "val")[0] / "zz_bad.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    proc = run_script("make_miniimagenet_dataset.py", "-i", root, "-o", tmp_path / "o.h5", "-q",
+                      "--workers", 2, "--chunk", 2)
+    assert_clean_error(proc, "cannot read image", "zz_bad.jpg")
+    assert not (tmp_path / "o.h5").exists() and no_temp_files(tmp_path)
+
+
+def test_miniimagenet_default_format_by_size(tmp_path):
+    """HDF5 when the uint8 images exceed 1 GiB (the full Mini-ImageNet at 84x84), else pkl."""
+    import importlib.util
+    from data_fixtures import SCRIPTS
+    spec = importlib.util.spec_from_file_location("make_mini", os.path.join(SCRIPTS, "make_miniimagenet_dataset.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def tree(n_train, n_val=9600, n_test=12000):
+        return {s: [("c", ["x"] * n)] for s, n in (("train", n_train), ("val", n_val), ("test", n_test))}
+    assert mod.default_format(tree(38400), 84) == "h5"      # 60,000 x 84 x 84 x 3 = 1.27 GB
+    assert mod.default_format(tree(28000), 84) == "pkl"     # 49,600 images: 1.05 GB < 1 GiB
+    assert mod.default_format(tree(38400), 64) == "pkl"     # 0.74 GB
+    # no --output, no --format: a small set becomes datasets/miniimagenet/miniimagenet.pkl
+    root = tmp_path / "mini"
+    make_miniimagenet_folders(root, classes=(1, 1, 1), images_per_class=2)
+    proc = run_script("make_miniimagenet_dataset.py", "-i", root, "-q", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert os.listdir(tmp_path / "datasets" / "miniimagenet") == ["miniimagenet.pkl"]
+
+
+def test_default_data_path_takes_the_h5_when_only_that_exists(tmp_path, monkeypatch):
+    from pymeta.experiment import default_data_path
+    monkeypatch.chdir(tmp_path)
+    assert default_data_path("miniimagenet") == "datasets/miniimagenet/miniimagenet.pkl"
+    os.makedirs("datasets/miniimagenet")
+    open("datasets/miniimagenet/miniimagenet.h5", "wb").close()
+    assert default_data_path("miniimagenet") == "datasets/miniimagenet/miniimagenet.h5"
+    open("datasets/miniimagenet/miniimagenet.pkl", "wb").close()
+    assert default_data_path("miniimagenet") == "datasets/miniimagenet/miniimagenet.pkl"
