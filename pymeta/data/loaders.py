@@ -95,8 +95,8 @@ class _H5Reader:
         if link is None:
             self.fail(f"missing {kind} '{where}'")
         if not isinstance(link, h5py.HardLink):
-            self.fail(f"'{where}' is a {type(link).__name__}; only plain (hard-linked) groups and datasets "
-                      "are read")
+            self.fail(f"'{where}' is a link of type {type(link).__name__}; only plain (hard-linked) groups and "
+                      "datasets are read")
         obj = group[key]
         cls = h5py.Group if kind == "group" else h5py.Dataset
         if not isinstance(obj, cls):
