@@ -401,3 +401,28 @@ def test_legit_pickles_of_every_protocol_still_load():
         out = safe_loads(pickle.dumps(obj, protocol=protocol))
         assert out.keys() == obj.keys() and np.array_equal(out["a"], obj["a"]) and out["dt"] == obj["dt"]
         assert out["st"].dtype == obj["st"].dtype and out["v"].dtype == obj["v"].dtype
+
+
+def test_deep_nesting_loads_without_recursion():
+    n = 100_000  # a list nested 100,000 deep (200 KB): no recursion in loading or checking it
+    obj = safe_loads(b"\x80\x04" + b"]" * n + b"a" * (n - 1) + b".")
+    depth = 0
+    while obj:
+        obj = obj[0]
+        depth += 1
+    assert depth == n - 1
+
+
+@pytest.mark.parametrize("field", [dict(ink=np.array(["dark", "light"])), dict(ink=3),
+                                   dict(trainCharacters=np.array([1, 2])), dict(trainCharacters=5),
+                                   dict(trainY=[[[0]] * 10]), dict(trainY=[list(range(9)) + [2 ** 70]]),
+                                   dict(trainY=[np.arange(10.0)]), dict(trainAlphabets=[1])])
+def test_wrong_types_in_the_layout_are_one_line_errors(tmp_path, field):
+    path = write(tmp_path, "layout.pkl", _omniglot(**field))
+    with pytest.raises(DatasetFileError) as e:
+        load_omniglot(path)
+    assert "layout.pkl" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_error_types():
+    assert issubclass(UnsafePickleError, DatasetFileError) and issubclass(DatasetFileError, ValueError)

@@ -284,7 +284,7 @@ def load_omniglot(path, max_bytes=None):
         raise DatasetFileError(f"{path}: not an Omniglot dataset (expected a dict with trainX, trainY, testX, "
                                "testY)")
     ink = d.get("ink", "dark")
-    if ink not in ("dark", "light"):
+    if not isinstance(ink, str) or ink not in ("dark", "light"):
         raise DatasetFileError(f"{path}: 'ink' must be 'dark' or 'light'")
     out = {"ink": ink}
     shape = None
@@ -297,7 +297,9 @@ def load_omniglot(path, max_bytes=None):
             raise DatasetFileError(f"{path}: {part}X/{part}Y must be non-empty lists of equal length (one per "
                                    "alphabet)")
         alph = _names(d.get(part + "Alphabets"), len(Xs), part + "_alphabet_{:02d}", path, part + "Alphabets")
-        chars_in = d.get(part + "Characters") or [None] * len(Xs)
+        chars_in = d.get(part + "Characters")
+        if chars_in is None or (isinstance(chars_in, (list, tuple)) and not chars_in):
+            chars_in = [None] * len(Xs)
         if not isinstance(chars_in, (list, tuple)) or len(chars_in) != len(Xs):
             raise DatasetFileError(f"{path}: {part}Characters must be a list with one entry per alphabet "
                                    f"({len(Xs)})")
@@ -332,7 +334,8 @@ def load_miniimagenet(path, max_bytes=None):
     if not isinstance(d, dict) or not all(k in d for k in SPLITS):
         raise DatasetFileError(f"{path}: not a Mini-ImageNet dataset (expected a dict with 'train', 'val', "
                                "'test')")
-    names_in = d.get("class_names") or {}
+    names_in = d.get("class_names")
+    names_in = {} if names_in is None else names_in
     if not isinstance(names_in, dict):
         raise DatasetFileError(f"{path}: 'class_names' must be a dict split -> list of names")
     out = {"class_names": {}}

@@ -30,6 +30,7 @@ names the file.
 
 import codecs
 import io
+import itertools
 import math
 import os
 import pickle
@@ -93,6 +94,7 @@ for _name in ("list", "tuple", "dict", "bytes", "bytearray", "str", "int", "floa
 
 _LEAF_TYPES = (str, bytes, bytearray, int, float, complex, bool, type(None), np.generic, np.dtype)
 _KEY_LEAVES = (str, bytes, int, float, complex, bool, type(None), np.generic)
+_SCALAR_TYPES = frozenset((str, bytes, bytearray, int, float, complex, bool, type(None)))
 
 
 # ----------------------------------------------------------------------------- checks
@@ -166,36 +168,37 @@ def _check_key(key):
 def _check_types(obj):
     """Refuse anything but allowed containers / leaves (e.g. sets, which need no global at protocol 4+),
     and reference cycles. Each container is visited once (a visited set keyed by id), so a DAG of shared
-    sub-objects is checked in time linear in its number of distinct objects."""
-    state = {}  # id(container) -> 1 while its children are being checked, 2 when done
-    stack = [(obj, False)]
-    while stack:
-        o, leaving = stack.pop()
-        if leaving:
-            state[id(o)] = 2
-            continue
-        t = type(o)
-        if t in (list, tuple, dict):
-            s = state.get(id(o))
-            if s == 2:
+    sub-objects is checked in time linear in its number of distinct objects; no recursion, so any depth."""
+    containers = (list, tuple, dict)
+    done, on_path, path = set(), set(), []
+    iterators = [iter((obj,))]
+    while iterators:
+        for o in iterators[-1]:
+            t = type(o)
+            if t in containers:
+                i = id(o)
+                if i in done:
+                    continue
+                if i in on_path:
+                    raise UnsafePickleError(f"refusing pickle with a reference cycle (a {t.__name__} that "
+                                            "contains itself)")
+                on_path.add(i)
+                path.append(o)
+                iterators.append(iter(o) if t is not dict else itertools.chain(o.keys(), o.values()))
+                break
+            if t in _SCALAR_TYPES:
                 continue
-            if s == 1:
-                raise UnsafePickleError(f"refusing pickle with a reference cycle (a {t.__name__} that contains "
-                                        "itself)")
-            state[id(o)] = 1
-            stack.append((o, True))
-            if t is dict:
-                stack.extend((k, False) for k in o.keys())
-                stack.extend((v, False) for v in o.values())
-            else:
-                stack.extend((v, False) for v in o)
-        elif isinstance(o, np.ndarray):
-            _check_dtype(o.dtype)
-        elif isinstance(o, np.generic):
-            _check_dtype(o.dtype)
-        elif not isinstance(o, _LEAF_TYPES):
-            raise UnsafePickleError(f"refusing object of type {type(o).__name__} in pickle: only numpy "
-                                    "arrays and builtin lists/tuples/dicts/scalars are allowed")
+            if isinstance(o, (np.ndarray, np.generic)):
+                _check_dtype(o.dtype)
+            elif not isinstance(o, _LEAF_TYPES):
+                raise UnsafePickleError(f"refusing object of type {t.__name__} in pickle: only numpy "
+                                        "arrays and builtin lists/tuples/dicts/scalars are allowed")
+        else:
+            iterators.pop()
+            if path:
+                i = id(path.pop())
+                on_path.discard(i)
+                done.add(i)
 
 
 # ----------------------------------------------------------------------------- bounded input
