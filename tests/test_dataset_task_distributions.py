@@ -158,3 +158,58 @@ def test_miniimagenet_splits_are_disjoint(tmp_path):
             assert set(np.round(x[..., 0].max(axis=(1, 2)) * 255).astype(int) // 100) == {s}
     with pytest.raises(ValueError):
         create_miniimagenet_task_distribution(data, num_training_classes=7)  # val has 6 classes
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_training_classes=2.7), dict(num_training_samples_per_class=1.5),
+                                    dict(num_test_samples_per_class=float("nan")), dict(meta_batch_size=True),
+                                    dict(meta_batch_size="3"), dict(num_train_characters=30.5),
+                                    dict(num_val_characters=-1), dict(seed=0.5),
+                                    dict(use_classes_only_once="yes"), dict(augment_rotations=1)])
+def test_standard_protocol_refuses_non_integer_counts(omni, kwargs):
+    """Counts are refused, not truncated (2.7 classes used to become 2)."""
+    args = dict(num_train_characters=30, num_val_characters=8)
+    args.update(kwargs)
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=name):
+        create_omniglot_task_distribution(omni, **args)
+
+
+def test_counts_given_as_integral_floats_are_accepted(omni):
+    tr, _, _ = create_omniglot_task_distribution(omni, num_training_classes=4.0, meta_batch_size=np.int64(2),
+                                                 num_train_characters=30.0, num_val_characters=8)
+    assert tr.batch_size == 2 and all(len(t.classes_ids) == 4 for t in tr.sample_batch())
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_training_classes=2.7), dict(num_train_alphabets=3.5),
+                                    dict(num_val_alphabets=0.5), dict(meta_batch_size=0)])
+def test_allcharacters_protocol_refuses_non_integer_counts(omni, kwargs):
+    args = dict(num_train_alphabets=4, num_training_classes=4)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        create_omniglot_allcharacters_task_distribution(omni, **args)
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_training_classes=2.7), dict(num_eval_test_samples_per_class=7.5),
+                                    dict(num_test_samples_per_class=0), dict(use_classes_only_once=2)])
+def test_miniimagenet_refuses_non_integer_counts(kwargs):
+    data = synthetic_miniimagenet_dict(classes=(8, 6, 6), images_per_class=40, size=6)
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        create_miniimagenet_task_distribution(data, **kwargs)
+
+
+def test_characters_are_grouped_in_n_log_n():
+    """One alphabet of 200,000 one-pixel images, each its own character: grouped in well under a second
+    (a pass over the alphabet per character made this 4 * 10**10 comparisons)."""
+    import time
+    n = 200_000
+    rng = np.random.RandomState(0)
+    X = rng.randint(0, 256, (n, 1, 1, 1)).astype(np.uint8)
+    Y = rng.permutation(n)
+    data = {"trainX": [X], "trainY": [Y], "trainAlphabets": ["a"], "trainCharacters": [[str(i) for i in range(n)]],
+            "testX": [], "testY": [], "testAlphabets": [], "testCharacters": []}
+    start = time.time()
+    chars = omniglot_characters(data)
+    assert time.time() - start < 5
+    assert len(chars) == n and all(c[2].shape == (1, 1, 1, 1) for c in chars[:10])
+    assert [int(c[1]) for c in chars[:5]] == [0, 1, 2, 3, 4]
+    assert [c[2][0, 0, 0, 0] for c in chars[:100]] == [X[Y == i][0, 0, 0, 0] for i in range(100)]

@@ -1,8 +1,42 @@
 """Distributions over tasks, from which meta-batches are drawn."""
 
 import copy
+import math
+import numbers
+import reprlib
 
 import numpy as np
+
+
+def as_int(value, name):
+    """``value`` as an int if it is an integer (or an integral float such as 5.0); ValueError otherwise
+    (2.7 is refused, not truncated to 2; so are booleans, strings and non-finite numbers)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or \
+            (not isinstance(value, numbers.Integral) and not (math.isfinite(value) and float(value).is_integer())):
+        raise ValueError(f"{name} must be an integer, got {reprlib.repr(value)}")
+    return int(value)
+
+
+def as_count(value, name, minimum=1, allow_all=False):
+    """``as_int(value)``, refusing values below ``minimum``; ``allow_all``: -1 ("all") is accepted too."""
+    count = as_int(value, name)
+    if count < minimum and not (allow_all and count == -1):
+        raise ValueError(f"{name} must be >= {minimum}{' or -1 (all)' if allow_all else ''}, got {count}")
+    return count
+
+
+def check_probabilities(task_probabilities, num_tasks):
+    """One finite, non-negative weight per task, not all 0 -> list of probabilities summing to 1."""
+    try:
+        p = np.asarray(task_probabilities, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"task probabilities must be numbers, got {reprlib.repr(task_probabilities)}") from None
+    if p.shape != (num_tasks,):
+        raise ValueError(f"{num_tasks} tasks but {p.size} probabilities")
+    if np.any(~np.isfinite(p)) or np.any(p < 0) or not np.any(p > 0):
+        raise ValueError(f"task probabilities must be finite, >= 0 and not all 0, got {reprlib.repr(list(p))}")
+    p = p / p.max()  # weights near the float64 maximum would overflow their sum
+    return list(p / p.sum())
 
 
 class TaskDistribution:
@@ -21,18 +55,11 @@ class TaskDistribution:
     def __init__(self, tasks, task_probabilities, batch_size=1, sample_with_replacement=True,
                  use_classes_only_once=False):
         tasks = list(tasks)
-        p = np.asarray(task_probabilities, dtype=np.float64)
         if not tasks:
             raise ValueError("a TaskDistribution needs at least one task")
-        if p.shape != (len(tasks),):
-            raise ValueError(f"{len(tasks)} tasks but {p.size} probabilities")
-        if np.any(~np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
-            raise ValueError(f"task probabilities must be finite, >= 0 and not all 0, got {list(p)}")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.task_probabilities = check_probabilities(task_probabilities, len(tasks))
+        self.batch_size = as_count(batch_size, "batch_size")
         self.tasks = tasks
-        self.task_probabilities = list(p / p.sum())
-        self.batch_size = int(batch_size)
         self.sample_with_replacement = sample_with_replacement
         self.use_classes_only_once = use_classes_only_once
 
@@ -40,14 +67,12 @@ class TaskDistribution:
         pass
 
     def set_task_probabilities(self, task_probabilities):
-        p = np.asarray(task_probabilities, dtype=np.float64)
-        self.task_probabilities = list(p / p.sum())
+        """Same rule as the constructor: one finite weight >= 0 per task, not all 0 (ValueError otherwise)."""
+        self.task_probabilities = check_probabilities(task_probabilities, len(self.tasks))
 
     def sample_batch(self, batch_size=None):
         """A list of `batch_size` (default: the distribution's) tasks, each reset to a new problem."""
-        batch_size = self.batch_size if batch_size is None else int(batch_size)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = self.batch_size if batch_size is None else as_count(batch_size, "batch_size")
         if not self.sample_with_replacement:
             if batch_size > len(self.tasks):
                 raise ValueError(f"cannot draw {batch_size} distinct tasks out of {len(self.tasks)} "
@@ -69,6 +94,7 @@ class TaskDistribution:
         return len(self.tasks)
 
     def get_task_by_index(self, index):
+        index = as_int(index, "task index")
         if not 0 <= index < len(self.tasks):
             raise IndexError(f"task index {index} outside 0..{len(self.tasks) - 1}")
         return self.tasks[index]

@@ -4,6 +4,7 @@ Nothing here imports TensorFlow; images are kept as uint8 arrays.
 """
 
 from .loaders import load_miniimagenet, load_omniglot
-from .safe_pickle import UnsafePickleError, safe_load, safe_loads
+from .safe_pickle import MAX_BYTES, DatasetFileError, UnsafePickleError, safe_load, safe_loads
 
-__all__ = ["UnsafePickleError", "safe_load", "safe_loads", "load_omniglot", "load_miniimagenet"]
+__all__ = ["DatasetFileError", "UnsafePickleError", "MAX_BYTES", "safe_load", "safe_loads", "load_omniglot",
+           "load_miniimagenet"]

@@ -3,7 +3,31 @@
 import numpy as np
 
 from pymeta.core.task import ClassificationTask
-from pymeta.core.task_distribution import TaskDistribution
+from pymeta.core.task_distribution import TaskDistribution, as_count
+
+
+def check_counts(K, Q, N, meta_batch_size):
+    """The usual N-way K-shot counts as ints: K, Q, N >= 1 or -1 (all), meta_batch_size >= 1; a
+    non-integer (e.g. 2.7) raises ValueError instead of being truncated."""
+    return (as_count(K, "num_training_samples_per_class", allow_all=True),
+            as_count(Q, "num_test_samples_per_class", allow_all=True),
+            as_count(N, "num_training_classes", allow_all=True),
+            as_count(meta_batch_size, "meta_batch_size"))
+
+
+def check_flag(value, name):
+    """None / True / False (also numpy booleans): anything else raises ValueError."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return value if value is None else bool(value)
+    raise ValueError(f"{name} must be True, False or None, got {value!r:.80}")
+
+
+def split_by_label(X, y):
+    """[X[y == label] for label in np.unique(y)] in O(n log n) (one stable sort instead of a pass per label)."""
+    y = np.asarray(y)
+    order = np.argsort(y, kind="stable")
+    bounds = np.flatnonzero(np.diff(y[order])) + 1
+    return [X[rows] for rows in np.split(order, bounds)] if len(y) else []
 
 
 def split_for(K, Q, class_size):

@@ -12,8 +12,9 @@ K, Q <= 300 works. The original evaluated validation/test tasks with 50 test ima
 ``num_eval_test_samples_per_class`` (default: the same Q as meta-training) sets that.
 """
 
+from pymeta.core.task_distribution import as_count
 from pymeta.data import load_miniimagenet
-from pymeta.tasks._dataset_tasks import classes_only_once, distribution
+from pymeta.tasks._dataset_tasks import check_counts, check_flag, classes_only_once, distribution
 
 __all__ = ["create_miniimagenet_task_distribution"]
 
@@ -28,9 +29,12 @@ def create_miniimagenet_task_distribution(path_to_pkl, num_training_samples_per_
     per class, 5 tasks per meta-batch. ``use_classes_only_once``: no class twice in one meta-training
     batch (None: on when N * meta_batch_size <= number of train classes).
     """
+    K, Q, N, meta_batch_size = check_counts(num_training_samples_per_class, num_test_samples_per_class,
+                                            num_training_classes, meta_batch_size)
+    Q_eval = Q if num_eval_test_samples_per_class is None else \
+        as_count(num_eval_test_samples_per_class, "num_eval_test_samples_per_class", allow_all=True)
+    use_classes_only_once = check_flag(use_classes_only_once, "use_classes_only_once")
     data = path_to_pkl if isinstance(path_to_pkl, dict) else load_miniimagenet(path_to_pkl)
-    K, Q, N = num_training_samples_per_class, num_test_samples_per_class, num_training_classes
-    Q_eval = Q if num_eval_test_samples_per_class is None else num_eval_test_samples_per_class
     out = []
     for split in ("train", "val", "test"):
         X, y = data[split]

@@ -34,8 +34,10 @@ drawings in the train part and the others in the test part.
 
 import numpy as np
 
+from pymeta.core.task_distribution import as_count, as_int
 from pymeta.data import load_omniglot
-from pymeta.tasks._dataset_tasks import classes_only_once, distribution, min_class_size, split_for
+from pymeta.tasks._dataset_tasks import (check_counts, check_flag, classes_only_once, distribution, min_class_size,
+                                         split_by_label, split_for)
 
 __all__ = ["create_omniglot_task_distribution", "create_omniglot_allcharacters_task_distribution",
            "omniglot_characters", "standard_split"]
@@ -54,8 +56,8 @@ def omniglot_characters(data):
     for part in ("train", "test"):
         for X, Y, alphabet, names in zip(data[part + "X"], data[part + "Y"], data[part + "Alphabets"],
                                          data[part + "Characters"]):
-            for label in np.unique(Y):
-                chars.append((alphabet, names[label], X[Y == label]))
+            for label, images in zip(np.unique(Y), split_by_label(X, Y)):
+                chars.append((alphabet, names[label], images))
     return chars
 
 
@@ -68,7 +70,10 @@ def _stack(images_per_class):
 
 def standard_split(data, seed=0, num_train_characters=1200, num_val_characters=100):
     """Indices into ``omniglot_characters(data)``: (train, val, test) int arrays (see module docstring)."""
-    n = len(omniglot_characters(data)) if isinstance(data, dict) else int(data)
+    n = len(omniglot_characters(data)) if isinstance(data, dict) else as_count(data, "number of characters", 0)
+    seed = as_count(seed, "seed", minimum=0)
+    num_train_characters = as_int(num_train_characters, "num_train_characters")
+    num_val_characters = as_int(num_val_characters, "num_val_characters")
     if num_train_characters < 1 or num_val_characters < 0 or num_train_characters + num_val_characters >= n:
         raise ValueError(f"cannot take {num_train_characters} train + {num_val_characters} validation "
                          f"characters and leave test characters out of {n}")
@@ -91,12 +96,18 @@ def create_omniglot_task_distribution(path_to_pkl, num_training_samples_per_clas
     for a rotation by k * 90 degrees). ``use_classes_only_once``: no class twice in one meta-training
     batch (None: on when possible); validation/test tasks are drawn independently.
     """
+    K, Q, N, meta_batch_size = check_counts(num_training_samples_per_class, num_test_samples_per_class,
+                                            num_training_classes, meta_batch_size)
+    use_classes_only_once = check_flag(use_classes_only_once, "use_classes_only_once")
+    augment_rotations = check_flag(augment_rotations, "augment_rotations")
+    seed = as_count(seed, "seed", minimum=0)
+    num_train_characters = as_count(num_train_characters, "num_train_characters")
+    num_val_characters = as_count(num_val_characters, "num_val_characters", minimum=0)
     data = _load(path_to_pkl)
     chars = [c[2] for c in omniglot_characters(data)]
     train_idx, val_idx, test_idx = standard_split(len(chars), seed, num_train_characters, num_val_characters)
     if num_val_characters == 0:
         val_idx = test_idx
-    K, Q, N = num_training_samples_per_class, num_test_samples_per_class, num_training_classes
 
     train_classes = []
     for i in train_idx:
@@ -122,6 +133,11 @@ def create_omniglot_allcharacters_task_distribution(path_to_pkl, num_training_sa
     Each distribution holds X uint8 [n, s, s, 1] of its alphabets and y = character ids numbered
     across those alphabets.
     """
+    K, Q, N, meta_batch_size = check_counts(num_training_samples_per_class, num_test_samples_per_class,
+                                            num_training_classes, meta_batch_size)
+    use_classes_only_once = check_flag(use_classes_only_once, "use_classes_only_once")
+    num_train_alphabets = as_count(num_train_alphabets, "num_train_alphabets")
+    num_val_alphabets = as_count(num_val_alphabets, "num_val_alphabets", minimum=0)
     data = _load(path_to_pkl)
     alphabets = list(zip(data["trainX"] + data["testX"], data["trainY"] + data["testY"]))
     if not 1 <= num_train_alphabets < len(alphabets) or \
@@ -131,11 +147,10 @@ def create_omniglot_allcharacters_task_distribution(path_to_pkl, num_training_sa
     groups = {"train": alphabets[:num_train_alphabets],
               "test": alphabets[num_train_alphabets + num_val_alphabets:]}
     groups["val"] = alphabets[num_train_alphabets:num_train_alphabets + num_val_alphabets] or groups["test"]
-    K, Q, N = num_training_samples_per_class, num_test_samples_per_class, num_training_classes
 
     out = []
     for which in ("train", "val", "test"):
-        classes = [X[Y == label] for X, Y in groups[which] for label in np.unique(Y)]
+        classes = [images for X, Y in groups[which] for images in split_by_label(X, Y)]
         X, y = _stack(classes)
         once = classes_only_once(use_classes_only_once, N, meta_batch_size, len(classes)) \
             if which == "train" else False

@@ -2,11 +2,12 @@
 test set on an even grid."""
 
 import copy
+import numbers
 
 import numpy as np
 
 from pymeta.core.task import SupervisedTask
-from pymeta.core.task_distribution import TaskDistribution
+from pymeta.core.task_distribution import TaskDistribution, as_count
 
 
 class SinusoidTask(SupervisedTask):
@@ -18,17 +19,17 @@ class SinusoidTask(SupervisedTask):
 
     def __init__(self, min_amplitude=0.1, max_amplitude=5.0, min_phase=0.0, max_phase=np.pi,
                  min_x=-5.0, max_x=5.0, num_training_samples=10, num_test_samples=100):
+        bounds = (min_amplitude, max_amplitude, min_phase, max_phase, min_x, max_x)
+        if not all(isinstance(b, numbers.Real) and not isinstance(b, bool) and np.isfinite(b) for b in bounds):
+            raise ValueError("the amplitude, phase and x ranges must be finite numbers")
         if not (0 <= min_amplitude <= max_amplitude and min_phase <= max_phase and min_x < max_x):
             raise ValueError("need 0 <= min_amplitude <= max_amplitude, min_phase <= max_phase and "
                              "min_x < max_x")
-        if num_training_samples < 1 or num_test_samples < 1:
-            raise ValueError(f"need >= 1 training and test samples, got {num_training_samples}, "
-                             f"{num_test_samples}")
+        self.num_training_samples = as_count(num_training_samples, "num_training_samples")
+        self.num_test_samples = as_count(num_test_samples, "num_test_samples")
         self.min_amplitude, self.max_amplitude = float(min_amplitude), float(max_amplitude)
         self.min_phase, self.max_phase = float(min_phase), float(max_phase)
         self.min_x, self.max_x = float(min_x), float(max_x)
-        self.num_training_samples = int(num_training_samples)
-        self.num_test_samples = int(num_test_samples)
         self.reset()
 
     def __deepcopy__(self, memo):
@@ -67,6 +68,9 @@ def create_sinusoid_task_distribution(min_amplitude=0.1, max_amplitude=5.0, min_
     Sinusoids are drawn afresh at every sample, so the three distributions are the same family;
     `num_test_tasks` is kept for the original signature.
     """
+    as_count(num_test_tasks, "num_test_tasks", minimum=0)
+    batch_size = as_count(batch_size, "batch_size")
+
     def make():
         task = SinusoidTask(min_amplitude, max_amplitude, min_phase, max_phase, min_x, max_x,
                             num_training_samples, num_test_samples)
