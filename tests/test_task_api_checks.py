@@ -60,3 +60,32 @@ def test_sinusoid_refuses_bad_arguments(kwargs):
 def test_sinusoid_counts():
     task = SinusoidTask(num_training_samples=3.0, num_test_samples=np.int32(7))
     assert task.get_train_set()[0].shape == (3, 1) and task.get_test_set()[0].shape == (7, 1)
+
+
+def test_classification_task_counts_are_checked_not_truncated():
+    """ClassificationTask, TaskAsSequenceOfTasks and inner_batch_indices refuse 2.7, True, '3' (the
+    original int() turned 2.7 into 2); integral floats such as 2.0 are accepted."""
+    from pymeta.core.task import ClassificationTask, TaskAsSequenceOfTasks
+    X, y = np.zeros((40, 2), np.float32), np.repeat(np.arange(4), 10)
+    for kwargs in ({"num_training_classes": 2.7}, {"num_training_samples_per_class": True},
+                   {"num_test_samples_per_class": "3"}, {"num_training_classes": 0}):
+        with pytest.raises(ValueError, match="must be"):
+            ClassificationTask(X, y, **{"num_training_samples_per_class": 2, "num_test_samples_per_class": 2,
+                                        "num_training_classes": 2, **kwargs})
+    task = ClassificationTask(X, y, 2.0, 2, 2)
+    assert len(task.get_train_set()[1]) == 4
+    for bad in (1.5, True):
+        with pytest.raises(ValueError, match="must be"):
+            task.inner_batch_indices(bad, -1)
+        with pytest.raises(ValueError, match="must be"):
+            task.inner_batch_indices(2, bad)
+
+    class Dist:
+        def sample_batch(self, batch_size):
+            return [task] * batch_size
+
+    with pytest.raises(ValueError, match="min_length"):
+        TaskAsSequenceOfTasks(Dist(), 2.5, 3)
+    seq = TaskAsSequenceOfTasks(Dist(), 1, 2)
+    with pytest.raises(ValueError, match="min_length <= max_length"):
+        seq.set_length_of_sequence(3, 2)

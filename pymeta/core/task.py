@@ -15,6 +15,7 @@ import copy
 
 import numpy as np
 
+from pymeta.core.counts import as_count
 from pymeta.core.learner import default_learner
 from pymeta.core.task_data import TaskData
 
@@ -81,8 +82,8 @@ class SupervisedTask(Task):
         otherwise each step draws `batch_size` distinct rows.
         """
         n = self.num_train_samples()
-        if num_iterations < 0:
-            raise ValueError(f"num_iterations must be >= 0, got {num_iterations}")
+        num_iterations = as_count(num_iterations, "num_iterations", minimum=0)
+        batch_size = None if batch_size is None else as_count(batch_size, "batch_size", allow_all=True)
         if batch_size is None or batch_size < 0 or batch_size == n:
             return np.tile(np.arange(n, dtype=np.int32), (num_iterations, 1))
         if batch_size == 0 or batch_size > n:
@@ -168,9 +169,8 @@ class ClassificationTask(SupervisedTask):
         self.X, self.y = X, y
         self._class_to_rows = _rows_by_class(y)
 
-        K, Q = int(num_training_samples_per_class), int(num_test_samples_per_class)
-        if K == 0 or K < -1 or Q == 0 or Q < -1:
-            raise ValueError(f"samples per class must be >= 1 or -1 (all), got train {K}, test {Q}")
+        K = as_count(num_training_samples_per_class, "num_training_samples_per_class", allow_all=True)
+        Q = as_count(num_test_samples_per_class, "num_test_samples_per_class", allow_all=True)
         if split_train_test < 0:
             if K < 1 or Q < 1:
                 raise ValueError("split_train_test < 0 means K/(K+Q): it needs both "
@@ -181,9 +181,7 @@ class ClassificationTask(SupervisedTask):
         self.num_training_samples_per_class = K
         self.num_test_samples_per_class = Q
         self.split_train_test = float(split_train_test)
-        self.num_training_classes = int(num_training_classes)
-        if self.num_training_classes == 0 or self.num_training_classes < -1:
-            raise ValueError(f"num_training_classes must be >= 1 or -1 (all), got {num_training_classes}")
+        self.num_training_classes = as_count(num_training_classes, "num_training_classes", allow_all=True)
         self.class_ids_to_avoid = set(class_ids_to_avoid)
         self._check_sizes()
         self.label_offset = 0
@@ -281,7 +279,8 @@ class ClassificationTaskFromFiles(ClassificationTask):
         if input_parse_fn is None:
             raise ValueError("ClassificationTaskFromFiles needs input_parse_fn(filename) -> array")
         self.input_parse_fn = input_parse_fn
-        self.num_parallel_processes = num_parallel_processes
+        self.num_parallel_processes = (None if num_parallel_processes is None else
+                                       as_count(num_parallel_processes, "num_parallel_processes", minimum=0))
         self._pool = None
         super().__init__(np.asarray(X), y, num_training_samples_per_class, num_test_samples_per_class,
                          num_training_classes, split_train_test, class_ids_to_avoid)
@@ -307,15 +306,13 @@ class TaskAsSequenceOfTasks(Task):
     """
 
     def __init__(self, tasks_distribution, min_length, max_length):
-        if not 1 <= min_length <= max_length:
-            raise ValueError(f"need 1 <= min_length <= max_length, got {min_length}, {max_length}")
         self.tasks_distribution = tasks_distribution
-        self.min_length, self.max_length = int(min_length), int(max_length)
+        self.min_length, self.max_length = _length_range(min_length, max_length)
         self.current_task_sequence = []
         self.reset()
 
     def set_length_of_sequence(self, min_length, max_length):
-        self.min_length, self.max_length = int(min_length), int(max_length)
+        self.min_length, self.max_length = _length_range(min_length, max_length)
         self.reset()
 
     def reset(self):
@@ -363,3 +360,11 @@ class TaskAsSequenceOfTasks(Task):
             for key, value in task.evaluate(model, transductive=transductive).items():
                 out[f"{key}_{i}"] = value
         return out
+
+
+def _length_range(min_length, max_length):
+    """(min, max) sequence lengths, integers with 1 <= min <= max, or a one-line ValueError."""
+    lo, hi = as_count(min_length, "min_length"), as_count(max_length, "max_length")
+    if lo > hi:
+        raise ValueError(f"need 1 <= min_length <= max_length, got {lo}, {hi}")
+    return lo, hi

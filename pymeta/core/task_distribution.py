@@ -7,22 +7,7 @@ import reprlib
 
 import numpy as np
 
-
-def as_int(value, name):
-    """``value`` as an int if it is an integer (or an integral float such as 5.0); ValueError otherwise
-    (2.7 is refused, not truncated to 2; so are booleans, strings and non-finite numbers)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or \
-            (not isinstance(value, numbers.Integral) and not (math.isfinite(value) and float(value).is_integer())):
-        raise ValueError(f"{name} must be an integer, got {reprlib.repr(value)}")
-    return int(value)
-
-
-def as_count(value, name, minimum=1, allow_all=False):
-    """``as_int(value)``, refusing values below ``minimum``; ``allow_all``: -1 ("all") is accepted too."""
-    count = as_int(value, name)
-    if count < minimum and not (allow_all and count == -1):
-        raise ValueError(f"{name} must be >= {minimum}{' or -1 (all)' if allow_all else ''}, got {count}")
-    return count
+from pymeta.core.counts import as_count, as_int  # noqa: F401  (re-exported)
 
 
 def check_probabilities(task_probabilities, num_tasks):
