@@ -215,3 +215,29 @@ def test_maml_meta_gradient_through_a_user_objective_equals_finite_differences()
     fomaml = FOMAMLMetaLearner(model, keras.optimizers.SGD(1.0), inner_optimizer=optim.sgd(0.1),
                                objective=objective)
     assert np.linalg.norm(flat(fomaml.task_result(theta, phi, [], data)[0]) - fd) > 1e-3 * np.linalg.norm(fd)
+
+
+# --- task data a learner cannot train on: one-line errors before any compiled call ------------------
+def test_supervised_data_the_model_cannot_train_on_is_refused():
+    dist = pattern_distribution(num_classes=12, size=6, batch_size=2, num_ways=5, shots=1, queries=2)
+    tasks = dist.sample_batch()
+    from second_order_helpers import bn_mlp
+    three_logits = bn_mlp((6, 6, 1), hidden=8, classes=3)
+    three_logits.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    ml = FOMAMLMetaLearner(three_logits, keras.optimizers.Adam(0.01))
+    with pytest.raises(ValueError, match="labels 0..4 but the model has 3 outputs"):
+        ml.metatrain_step(copy.deepcopy(tasks), 1, -1)
+    five = bn_mlp((6, 6, 1), hidden=8, classes=5)
+    five.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    ml = FOMAMLMetaLearner(five, keras.optimizers.Adam(0.01))
+    with pytest.raises(ValueError, match="regression loss"):
+        ml.evaluate_tasks(copy.deepcopy(tasks), 1, -1)
+    with pytest.raises(ValueError, match="regression loss"):
+        ml.task_begin(tasks[0])
+        tasks[0].fit_n_iterations(five, 1, -1)
+    five.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    ml = FOMAMLMetaLearner(five, keras.optimizers.Adam(0.01))
+    bad = copy.deepcopy(tasks)
+    bad[1].get_train_set = lambda: (np.full((5, 6, 6, 1), np.nan, np.float32), np.arange(5))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        ml.metatrain_step(bad, 1, -1)

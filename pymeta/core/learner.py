@@ -12,9 +12,11 @@ meta-learner trains with `default_learner(model)`, built from `model.compile(opt
 import weakref
 from typing import Any, Optional
 
+import numpy as np
 import tensorflow as tf
 
 from pymeta import optim
+from pymeta.core.task_data import TaskData
 from pymeta.inner_loop import FunctionalModel, adapt
 
 
@@ -71,6 +73,32 @@ class Learner:
     def anchor(self):
         """The meta-parameters tasks start from (None for a plain learner)."""
         return None
+
+    def check_data(self, data) -> None:
+        """One-line errors, before any compiled call, for supervised `TaskData` this learner cannot
+        train on: non-finite inputs, integer class labels with a regression loss, labels outside the
+        model's outputs. Other task data passes unchecked."""
+        if self.fmodel is None or not isinstance(data, TaskData):
+            return
+        for name, batch in (("support", data.support), ("query", data.query)):
+            if not (isinstance(batch, tuple) and len(batch) == 2):
+                return
+            x, y = np.asarray(batch[0]), np.asarray(batch[1])
+            if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+                raise ValueError(f"a task's {name} inputs contain NaN or infinite values")
+            if not np.issubdtype(y.dtype, np.integer) or y.size == 0:
+                continue
+            if not self.fmodel.is_classification:
+                raise ValueError("the tasks have integer class labels but the loss is a regression loss "
+                                 f"({getattr(self.fmodel.loss_fn, '__name__', self.fmodel.loss_fn)}): use "
+                                 "sparse_categorical_crossentropy")
+            try:
+                outputs = int(self.model.output_shape[-1])
+            except (AttributeError, TypeError, ValueError, IndexError):
+                continue  # a model without a single known output width
+            if y.min() < 0 or y.max() >= outputs:
+                raise ValueError(f"the tasks have class labels {int(y.min())}..{int(y.max())} but the model "
+                                 f"has {outputs} outputs: build it with one output per class")
 
     # --- the in-place functions of the step-by-step API -------------------------------------------
     def fit_in_place(self, model, batches) -> tf.Tensor:

@@ -213,6 +213,8 @@ class GradBasedMetaLearner(Learner):
         stacked = [self.stack_tasks(tasks, num_inner_iterations, inner_batch_size) for tasks in meta_batches]
         if not stacked:
             return []
+        for data in stacked:
+            self.check_data(data)
         data = tf.nest.map_structure(lambda *leaves: np.stack(leaves), *stacked)
         with self._compiled_call_options():
             aux = self._function("metatrain_steps", self._metatrain_steps_fn, (data,))(data)
@@ -227,6 +229,7 @@ class GradBasedMetaLearner(Learner):
         """
         self._require_initialized()
         data = stack_tasks(tasks, num_inner_iterations, inner_batch_size)  # single tasks
+        self.check_data(data)
         losses, accs = self._function("evaluate_tasks", self._evaluate_tasks_fn)(
             data, tf.constant(bool(transductive)))
         return losses.numpy(), accs.numpy()
@@ -238,6 +241,7 @@ class GradBasedMetaLearner(Learner):
         processes, divide by the total number of tasks and pass the mean to `apply_mean_result`."""
         self._require_initialized()
         data = self.stack_tasks(tasks, num_inner_iterations, inner_batch_size)
+        self.check_data(data)
         with self._compiled_call_options():
             total, aux = self._function("sum_task_results", self._sum_task_results, (data,), free_dims=1)(data)
         return [t.numpy() for t in total], {k: float(v) for k, v in aux.items()}

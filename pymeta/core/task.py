@@ -115,7 +115,9 @@ class SupervisedTask(Task):
         Records what it trained on in `last_fit` (a `TaskData`). Returns {'last_minibatch_loss': float}.
         """
         data = self.task_data(num_iterations, batch_size)
-        loss = self.learner_for(model).fit_in_place(model, data.inner)
+        learner = self.learner_for(model)
+        learner.check_data(data)
+        loss = learner.fit_in_place(model, data.inner)
         self.last_fit = data
         return {"last_minibatch_loss": float(loss)}
 
