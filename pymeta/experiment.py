@@ -3,13 +3,13 @@ the problem (task distributions + network), the optimizers and meta-learner the 
 used, validation, and the outer loop with progress, logging and saving."""
 
 import dataclasses
-import json
 import os
 import warnings
 
 import keras
 import numpy as np
 
+from pymeta.atomic import atomic_write, write_json_atomic  # noqa: F401  (write_json_atomic: for training)
 from pymeta.inner_loop import kept_inner_state
 
 DATASETS = ("sinusoid", "omniglot", "miniimagenet")
@@ -158,14 +158,6 @@ def mean_confidence_interval(values, z=1.96):
     return float(v.mean()), float(z * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
 
 
-def write_json_atomic(path, obj):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
-
 def plot_learning_curve(history, path, is_classification):
     """PNG of the validation metric against the meta-iteration."""
     import matplotlib
@@ -183,7 +175,8 @@ def plot_learning_curve(history, path, is_classification):
     ax.set_xlabel("meta-iteration")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return path
 
@@ -210,7 +203,8 @@ def plot_sinusoid(metalearner, task, num_inner_iterations, inner_batch_size, pat
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
     return path
 

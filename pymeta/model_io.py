@@ -1,20 +1,19 @@
 """Saving and loading models: Keras' HDF5 (`.h5`, written through h5py) or native `.keras` files.
 
-Writes are atomic (temporary file in the same folder, then rename), so a crash never leaves a
-half-written model behind. When a meta-learner keeps its inner optimizer's state across tasks
+Writes are atomic (`pymeta.atomic`), so a crash never leaves a half-written model behind. When a meta-learner keeps its inner optimizer's state across tasks
 (`persistent_inner_state`), an `.h5` file also holds that state (group `pymeta_inner_optimizer_state`),
 so that a meta-test adapts as training did; `load_inner_state` reads it back.
 """
 
 import logging
 import os
-import tempfile
 
 import h5py
 import keras
 import numpy as np
 
 import pymeta.layers  # noqa: F401  (registers pymeta's layers for deserialisation)
+from pymeta.atomic import atomic_write
 from pymeta.inner_loop import kept_inner_state
 
 
@@ -24,11 +23,7 @@ def save_model(model, path):
     suffix = os.path.splitext(path)[1]
     if suffix not in (".h5", ".keras"):
         raise ValueError(f"model file must end in .h5 or .keras, got {path!r}")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=folder, prefix=".tmp_model_")
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         absl_logger = logging.getLogger("absl")
         level = absl_logger.level
         absl_logger.setLevel(logging.ERROR)  # Keras warns that .h5 is a legacy format
@@ -45,11 +40,6 @@ def save_model(model, path):
                 g = f.create_group(_INNER_STATE)
                 for i, v in enumerate(kept.variables):
                     g.create_dataset(str(i), data=np.asarray(v.numpy()))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path
 
 

@@ -191,17 +191,15 @@ def parse_args(argv):
 def main(argv=None):
     a = parse_args(argv)
     from tqdm import tqdm
-    tmp = None
+
+    from pymeta.atomic import atomic_write
     try:
         layout = detect_layout(a.input) if a.layout == "auto" else a.layout
         tree = scan_folders(a.input) if layout == "folders" else scan_csv(a.input)
-        out_dir = os.path.dirname(os.path.abspath(a.output))
-        os.makedirs(out_dir, exist_ok=True)
-        tmp = os.path.join(out_dir, f".{os.path.basename(a.output)}.tmp{os.getpid()}")
         total = sum(len(f) for s in SPLITS for _, f in tree[s])
-        with tqdm(total=total, desc="miniimagenet", unit="img", disable=a.quiet) as bar:
+        with tqdm(total=total, desc="miniimagenet", unit="img", disable=a.quiet) as bar, \
+                atomic_write(a.output) as tmp:
             (write_h5 if a.format == "h5" else write_pkl)(tree, a.size, tmp, bar)
-        os.replace(tmp, a.output)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -211,9 +209,6 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    finally:
-        if tmp and os.path.exists(tmp):
-            os.remove(tmp)
     counts = ", ".join(f"{s} {len(tree[s])} classes / {sum(len(f) for _, f in tree[s])} images" for s in SPLITS)
     print(f"wrote {a.output} ({layout} layout): {counts}")
     return 0
