@@ -90,7 +90,7 @@ def config_from_flags():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from pymeta.metalearners.distributed import is_mpi_run, mpi_abort_on_exception
+    from pymeta.mpi import is_mpi_run, mpi_abort_on_exception
     from pymeta.training import Interrupted, metatrain
     if is_mpi_run():
         mpi_abort_on_exception()  # a failing rank ends the whole job instead of hanging the others

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from pymeta.atomic import atomic_write, write_json_atomic  # noqa: F401  (write_json_atomic: for training)
+from pymeta import mpi
 from pymeta.inner_loop import kept_inner_state
 
 DATASETS = ("sinusoid", "omniglot", "miniimagenet")
@@ -343,8 +344,7 @@ def thread_layout(c, distributed=False, cores=None):
     if c.num_threads > 0 or c.inter_op_threads > 0:
         return c.num_threads, c.inter_op_threads or c.num_threads
     if distributed:
-        local = int(os.environ.get("MPI_LOCALNRANKS") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or 1)
-        threads = max(1, cores // local)
+        threads = max(1, cores // mpi.ranks_on_this_node())
         return threads, threads
     if c.dataset != "sinusoid" and c.fast and cores > 1 and c.meta_batch_size > 1:
         return 1, min(cores, c.meta_batch_size)

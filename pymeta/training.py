@@ -120,7 +120,7 @@ def _metatrain(c, log, distributed, stop):
 
     from pymeta.model_io import save_model
     if distributed is None:
-        from pymeta.metalearners.distributed import is_mpi_run
+        from pymeta.mpi import is_mpi_run
         distributed = is_mpi_run()
     problem, model, metalearner = setup_run(c, distributed)
     is_root = getattr(metalearner, "is_root", True)
@@ -203,8 +203,7 @@ def _metatrain(c, log, distributed, stop):
             checkpoint()
         signum = stop.signum
         if distributed:  # every rank stops at the same iteration, or the others would wait forever
-            from mpi4py import MPI
-            signum = MPI.COMM_WORLD.allreduce(signum or 0, op=MPI.MAX) or None
+            signum = metalearner.allreduce_max(signum or 0) or None
         if signum is not None:
             bar.close()
             path = checkpoint()
