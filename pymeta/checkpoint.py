@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from pymeta.atomic import atomic_write
-from pymeta.inner_loop import kept_inner_state
+from pymeta.model_io import kept_inner_state
 
 _NAME = re.compile(r"ckpt-(\d+)\.h5$")
 
@@ -58,7 +58,7 @@ def _groups(metalearner):
     groups = [("theta", metalearner.meta_variables),
               ("model_state", metalearner.model.non_trainable_variables),
               ("optimizer", metalearner.optimizer.variables)]
-    kept = kept_inner_state(metalearner.model)
+    kept = kept_inner_state(metalearner)
     if kept is not None:
         groups.append(("inner_optimizer_state", kept.variables))
     return groups

@@ -1,12 +1,14 @@
 """Saving and loading models: Keras' HDF5 (`.h5`, written through h5py) or native `.keras` files.
 
-Writes are atomic (`pymeta.atomic`), so a crash never leaves a half-written model behind. When a meta-learner keeps its inner optimizer's state across tasks
-(`persistent_inner_state`), an `.h5` file also holds that state (group `pymeta_inner_optimizer_state`),
-so that a meta-test adapts as training did; `load_inner_state` reads it back.
+Writes are atomic (`pymeta.atomic`), so a crash never leaves a half-written model behind. When a
+meta-learner keeps its inner optimizer's state across tasks (`persistent_inner_state`), an `.h5` file
+also holds that state (group `pymeta_inner_optimizer_state`), so that a meta-test adapts as training
+did; `load_inner_state` reads it back.
 """
 
 import logging
 import os
+from typing import List, Optional
 
 import h5py
 import keras
@@ -14,15 +16,28 @@ import numpy as np
 
 import pymeta.layers  # noqa: F401  (registers pymeta's layers for deserialisation)
 from pymeta.atomic import atomic_write
-from pymeta.inner_loop import kept_inner_state
+
+_INNER_STATE = "pymeta_inner_optimizer_state"
 
 
-def save_model(model, path):
-    """Write `model` (architecture + weights) to `path` (.h5 or .keras) atomically; returns path."""
+def kept_inner_state(metalearner):
+    """The `optim.InnerStateVariables` `metalearner` keeps across tasks, or None (the one place that
+    knows where a meta-learner holds it)."""
+    from pymeta.inner_loop import kept_inner_state as of_model
+    return of_model(metalearner.model)
+
+
+def save_model(model, path, inner_state=None) -> str:
+    """Write `model` (architecture + weights) to `path` (.h5 or .keras) atomically; returns path.
+
+    inner_state: an `optim.InnerStateVariables` to store with it (.h5 only).
+    """
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1]
     if suffix not in (".h5", ".keras"):
         raise ValueError(f"model file must end in .h5 or .keras, got {path!r}")
+    if inner_state is not None and suffix != ".h5":
+        raise ValueError(f"{path!r}: the inner optimizer state kept across tasks is saved in .h5 model files only")
     with atomic_write(path) as tmp:
         absl_logger = logging.getLogger("absl")
         level = absl_logger.level
@@ -31,22 +46,15 @@ def save_model(model, path):
             model.save(tmp, overwrite=True)
         finally:
             absl_logger.setLevel(level)
-        kept = kept_inner_state(model)
-        if kept is not None:
-            if suffix != ".h5":
-                raise ValueError(f"{path!r}: the inner optimizer state kept across tasks is saved in .h5 "
-                                 "model files only")
+        if inner_state is not None:
             with h5py.File(tmp, "a") as f:
                 g = f.create_group(_INNER_STATE)
-                for i, v in enumerate(kept.variables):
+                for i, v in enumerate(inner_state.variables):
                     g.create_dataset(str(i), data=np.asarray(v.numpy()))
     return path
 
 
-_INNER_STATE = "pymeta_inner_optimizer_state"
-
-
-def load_inner_state(path):
+def load_inner_state(path) -> Optional[List[np.ndarray]]:
     """The kept inner optimizer state saved in the .h5 model file `path` (list of arrays), or None."""
     path = os.fspath(path)
     if os.path.splitext(path)[1] != ".h5":
