@@ -3,13 +3,14 @@
 Each field's type, default and help text generate the command-line flag of the same name
 (`define_flags`), so a flag and its default are defined once, here. `check_config` /
 `check_metatest_config` reject impossible settings up front with one-line messages naming the fix.
-No TensorFlow import here: `--help` stays fast.
+`model_settings` is what a model file records about its training, `apply_model_settings` turns it
+into meta-test defaults. No TensorFlow import here: `--help` stays fast.
 """
 
 import dataclasses
 import os
 import sys
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Collection, Dict, Mapping, Optional, Tuple
 
 from pymeta.registry import DATASETS, INNER_OPTIMIZERS, METAMODELS, OMNIGLOT_PROTOCOLS, SEQ_FOMAML_VARIANTS
 from pymeta.runtime import PRECISIONS
@@ -108,7 +109,8 @@ class RunConfig(TaskConfig):
 @dataclasses.dataclass
 class MetaTestConfig(TaskConfig):
     """A meta-test of a saved model; the flags of `pymeta-metatest` / `scripts/meta_test.py`."""
-    model: str = option("", "the .h5/.keras file written by meta-training (required)")
+    model: str = option("", "the .h5/.keras file written by meta-training (required); the settings it "
+                        "records are the defaults of the task and inner-loop flags")
     num_train_samples_per_class: int = _redefault(TaskConfig, "num_train_samples_per_class", 1)
     inner_lr: float = _redefault(TaskConfig, "inner_lr", 0.01)
     seed: int = _redefault(TaskConfig, "seed", 0)
@@ -158,6 +160,17 @@ def config_from_flags(cls, flag_values=None):
     from absl import flags
     fv = flags.FLAGS if flag_values is None else flag_values
     return cls(**{f.name: fv[f.name].value for f in dataclasses.fields(cls)})
+
+
+def flags_given(cls, flag_values=None) -> set:
+    """The fields of `cls` whose flag was given on the command line (an alias counts)."""
+    from absl import flags
+    fv = flags.FLAGS if flag_values is None else flag_values
+    given = {f.name for f in dataclasses.fields(cls) if fv[f.name].present}
+    for f in dataclasses.fields(cls):
+        if any(fv[a].present for a in f.metadata["aliases"]):
+            given.add(f.name)
+    return given
 
 
 # --- validation --------------------------------------------------------------------------------------------
@@ -250,3 +263,38 @@ def artifact_path(model_save_filename: str, suffix: str) -> str:
     """A file next to the model: saved/model.h5 -> saved/model_<suffix>."""
     return f"{os.path.splitext(model_save_filename)[0]}_{suffix}"
 
+
+# what a model file records about its training (RunConfig fields), and the meta-test flag each one is the
+# default of (None: recorded for the reader only)
+MODEL_SETTINGS = {
+    "dataset": "dataset", "omniglot_protocol": "omniglot_protocol", "metamodel": "metamodel",
+    "num_output_classes": "num_output_classes", "num_train_samples_per_class": "num_train_samples_per_class",
+    "num_test_samples_per_class": "num_test_samples_per_class", "inner_optimizer": "inner_optimizer",
+    "inner_lr": "inner_lr", "num_inner_training_iterations": "num_inner_iterations",
+    "inner_batch_size": "inner_batch_size", "imaml_lambda_reg": "imaml_lambda_reg", "precision": "precision",
+    "transductive": "transductive", "imaml_cg_steps": None, "imaml_cg_damping": None,
+    "imaml_lam_damping": None, "persistent_inner_state": None, "seqfomaml_variant": None,
+    "seqfomaml_sequence_length": None,
+}
+
+
+def model_settings(c: RunConfig, inner_optimizer: Optional[str] = None) -> Dict[str, Any]:
+    """The settings a model file of run `c` records (JSON-able). inner_optimizer: the one the run
+    actually used ('sgd' / 'adam'), recorded instead of 'auto'."""
+    from pymeta import __version__
+    settings = {k: getattr(c, k) for k in MODEL_SETTINGS}
+    if inner_optimizer:
+        settings["inner_optimizer"] = inner_optimizer
+    settings["pymeta_version"] = __version__
+    return settings
+
+
+def apply_model_settings(c: MetaTestConfig, settings: Mapping[str, Any],
+                         given: Collection[str] = ()) -> Tuple[MetaTestConfig, Dict[str, Any]]:
+    """(config, taken): `c` with the meta-test fields that a model file's `settings` know replaced by
+    the recorded values, except those in `given` (set explicitly); `taken` lists the replaced ones."""
+    taken = {}
+    for key, field_name in MODEL_SETTINGS.items():
+        if field_name and key in settings and field_name not in given:
+            taken[field_name] = settings[key]
+    return dataclasses.replace(c, **taken), taken

@@ -14,7 +14,7 @@ import numpy as np
 from pymeta import checkpoint as ckpt
 from pymeta import mpi, registry, runtime
 from pymeta.atomic import write_json_atomic
-from pymeta.config import RunConfig, artifact_path, check_config, run_identity
+from pymeta.config import RunConfig, artifact_path, check_config, model_settings, run_identity
 from pymeta.evaluation import validate
 from pymeta.model_io import kept_inner_state, save_model
 from pymeta.plots import plot_learning_curve, plot_sinusoid
@@ -163,6 +163,7 @@ def _metatrain(c, distributed, stop):
     problem, model, metalearner = setup_run(c, distributed)
     is_root = getattr(metalearner, "is_root", True)
     log = logger.info if is_root else _silent
+    settings = model_settings(c, registry.inner_optimizer_name(c.metamodel, c.dataset, c.inner_optimizer))
     run_dir = c.resolved_run_dir()
     resume_from = _find_resume_point(c, run_dir)
     _check_outputs(c, run_dir, resume_from is not None)
@@ -179,8 +180,8 @@ def _metatrain(c, distributed, stop):
     start = time.time() - (history[-1]["seconds"] if history else 0.0)
     last_time, last_it = time.time(), it
 
-    def save():  # with the kept inner optimizer state, if any
-        save_model(model, c.model_save_filename, inner_state=kept_inner_state(metalearner))
+    def save():  # the model file records its settings (and the kept inner optimizer state)
+        save_model(model, c.model_save_filename, inner_state=kept_inner_state(metalearner), settings=settings)
 
     def checkpoint():
         if is_root:

@@ -96,8 +96,9 @@ def test_tensorflow_start_up_lines_stay_off_the_terminal():
 @pytest.mark.parametrize("fast", [True, False])
 def test_seqfomaml_meta_trains_on_sequences(tmp_path, fast):
     """--metamodel=seqfomaml: meta-batches of TaskAsSequenceOfTasks of the chosen length, in both
-    APIs; the run validates and saves."""
+    APIs; the run validates, saves and records the variant."""
     from pymeta.core.task import TaskAsSequenceOfTasks
+    from pymeta.model_io import load_settings
     from pymeta.training import metatrain, setup_run
     config = RunConfig(dataset="sinusoid", metamodel="seqfomaml", seqfomaml_variant="loss_after_each_task",
                        seqfomaml_sequence_length=3, num_train_samples_per_class=10, num_test_samples_per_class=10,
@@ -114,5 +115,7 @@ def test_seqfomaml_meta_trains_on_sequences(tmp_path, fast):
     history = metatrain(config)
     assert [h["iteration"] for h in history] == [0, 2, 4]
     assert all(np.isfinite(h["val_loss"]) for h in history)
+    settings = load_settings(tmp_path / "m.h5")
+    assert settings["metamodel"] == "seqfomaml" and settings["seqfomaml_sequence_length"] == 3
     from pymeta.model_io import load_model
     assert not np.allclose(load_model(tmp_path / "m.h5").get_weights()[0], theta[0])

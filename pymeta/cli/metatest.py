@@ -1,11 +1,11 @@
-r"""pymeta-metatest: meta-test a saved model, the mean accuracy (or MSE) after adaptation over many
+"""pymeta-metatest: meta-test a saved model, the mean accuracy (or MSE) after adaptation over many
 meta-test tasks with the 95% confidence interval papers report.
 
-    pymeta-metatest --model saved/model.h5 --dataset omniglot --num_output_classes 5 \
-        --num_train_samples_per_class 1 --num_test_samples_per_class 15 --metamodel fomaml \
-        --inner_lr 0.1 --num_inner_iterations 10 --num_tasks 1000
+    pymeta-metatest --model saved/model.h5 --num_tasks 1000 --num_inner_iterations 10
 
-The inner loop at test time is the one of meta-training (same inner optimizer and learning rate); papers
+The task and inner-loop flags (dataset, way, shot, query count, metamodel, inner optimizer and learning
+rate, inner steps and batch size, iMAML's lambda, precision, Omniglot protocol, transductive) default
+to the settings the model file records about its training; flags given on the command line win. Papers
 usually adapt with more steps at test time than during training (`--num_inner_iterations`). A model
 trained with `--persistent_inner_state` carries its inner optimizer state: every test task starts from
 it, as the original Reptile evaluation did (`--fresh_inner_state` starts from zero instead).
@@ -17,17 +17,43 @@ from typing import List, Sequence
 from absl import app, flags
 
 from pymeta.cli._common import run_program, start
-from pymeta.config import CliOptions, MetaTestConfig, config_from_flags, define_flags
+from pymeta.config import (CliOptions, MetaTestConfig, apply_model_settings, config_from_flags, define_flags,
+                           flags_given)
 
 logger = logging.getLogger("pymeta.cli")
 
 
 def parse_args(argv: Sequence[str]) -> MetaTestConfig:
-    """The meta-test settings from command-line arguments (without the program name)."""
+    """The meta-test settings from command-line arguments (without the program name): the flags given,
+    then the settings recorded in the --model file, then the flag defaults."""
     fv = flags.FlagValues()
     define_flags(MetaTestConfig, fv)
     fv(["pymeta-metatest", *map(str, argv)])
-    return config_from_flags(MetaTestConfig, fv)
+    return config_with_model_settings(fv)
+
+
+def config_with_model_settings(flag_values) -> MetaTestConfig:
+    """The MetaTestConfig of parsed `flag_values`, with the --model file's settings for flags not given;
+    logs which ones it took (or warns that the file records none)."""
+    from pymeta.model_io import load_settings
+    c = config_from_flags(MetaTestConfig, flag_values)
+    if not c.model:
+        raise ValueError("--model is required: the model file written by meta-training")
+    settings = load_settings(c.model)
+    if settings is None:
+        logger.warning(f"{c.model} does not record how it was trained (written by an older pymeta?): "
+                       "the flag defaults apply to every flag not given")
+        return c
+    c, taken = apply_model_settings(c, settings, flags_given(MetaTestConfig, flag_values))
+    if taken:
+        logger.info(f"settings from {c.model}: " + " ".join(_as_flag(k, v) for k, v in taken.items()))
+    return c
+
+
+def _as_flag(name, value):
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no{name}"
+    return f"--{name}={value}"
 
 
 def main(argv: List[str]) -> int:
@@ -37,7 +63,7 @@ def main(argv: List[str]) -> int:
     start()
     from pymeta.evaluation import meta_test
     try:
-        meta_test(config_from_flags(MetaTestConfig))
+        meta_test(config_with_model_settings(flags.FLAGS))
     except (ValueError, FileNotFoundError) as e:
         logger.error(str(e))
         return 2
