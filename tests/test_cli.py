@@ -1,9 +1,11 @@
 """The command-line programs and their configuration: flags generated from the config dataclasses (the
-original pyMeta's names and defaults), `--help` of the modules,
+original pyMeta's names and defaults), `--help` of the modules and of the installed console scripts,
 TensorFlow's start-up lines kept off the terminal, SeqFOMAML from the command line."""
 
 import dataclasses
+import importlib.metadata
 import os
+import shutil
 import subprocess
 import sys
 
@@ -79,6 +81,48 @@ def test_help_of_the_modules(module, expected):
     assert out.returncode == 0, out.stderr[-2000:]
     for flag in expected:
         assert flag in out.stdout
+
+
+@pytest.mark.parametrize("script", ["pymeta-train", "pymeta-metatest"])
+def test_installed_console_scripts(script):
+    """Where pymeta is installed with its console scripts (pip install -e .), they run."""
+    names = {e.name for e in importlib.metadata.entry_points(group="console_scripts")}
+    if script not in names:
+        pytest.skip(f"{script} is not installed in this environment (pip install -e .)")
+    exe = shutil.which(script) or os.path.join(os.path.dirname(sys.executable), script)
+    assert os.path.exists(exe), f"{script} is registered but not found on PATH or next to {sys.executable}"
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, cwd=REPO, env=cli_env(), timeout=120)
+    assert out.returncode == 0 and "--dataset" in out.stdout, out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_pip_install_gives_working_console_scripts(tmp_path):
+    """Install a copy of the project (no network, no dependencies) into a fresh prefix: both console
+    scripts exist and answer --help from the installed package."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(REPO, name), src / name)
+    shutil.copytree(os.path.join(REPO, "pymeta"), src / "pymeta",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    prefix = tmp_path / "prefix"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                          "--no-build-isolation", "--prefix", str(prefix), str(src)],
+                         capture_output=True, text=True, timeout=600)
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    site = next(prefix.glob("lib*/python*/site-packages"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(site)
+    for script, flag in (("pymeta-train", "--num_outer_metatraining_iterations"), ("pymeta-metatest", "--model")):
+        exe = prefix / "bin" / script
+        assert exe.exists(), sorted(os.listdir(prefix / "bin"))
+        out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, cwd=tmp_path, env=env,
+                             timeout=120)
+        assert out.returncode == 0 and flag in out.stdout, out.stderr[-2000:]
+    version = subprocess.run([sys.executable, "-c", "import pymeta; print(pymeta.__file__, pymeta.__version__)"],
+                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60).stdout.split()
+    import pymeta
+    assert version == [str(site / "pymeta" / "__init__.py"), pymeta.__version__]
 
 
 def test_tensorflow_start_up_lines_stay_off_the_terminal():
