@@ -44,8 +44,9 @@ def worker(args):
 
     from pymeta.core.task import ClassificationTask
     from pymeta.core.task_distribution import TaskDistribution
-    from pymeta.metalearners.distributed import (DistributedFOMAMLMetaLearner, DistributedReptileMetaLearner,
-                                                 mpi_abort_on_exception, seed_everything)
+    from pymeta.metalearners import FOMAMLMetaLearner, ReptileMetaLearner
+    from pymeta.metalearners.distributed import DistributedMetaLearner
+    from pymeta.mpi import mpi_abort_on_exception, seed_everything
     from pymeta.networks import make_omniglot_cnn_model
 
     mpi_abort_on_exception()
@@ -59,9 +60,9 @@ def worker(args):
     model = make_omniglot_cnn_model(5, filters=args.filters)
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
     if args.algo == "fomaml":
-        dml = DistributedFOMAMLMetaLearner(model, keras.optimizers.Adam(1e-3))
+        dml = DistributedMetaLearner(FOMAMLMetaLearner(model, keras.optimizers.Adam(1e-3)))
     else:
-        dml = DistributedReptileMetaLearner(model, keras.optimizers.SGD(1.0))
+        dml = DistributedMetaLearner(ReptileMetaLearner(model, keras.optimizers.SGD(1.0)))
     dml.initialize()
     comm = dml.comm
 

@@ -12,12 +12,13 @@ import json
 import os
 import random
 import re
-import tempfile
 
 import h5py
 import numpy as np
 import tensorflow as tf
 
+from pymeta.atomic import atomic_write
+from pymeta.model_io import kept_inner_state
 
 _NAME = re.compile(r"ckpt-(\d+)\.h5$")
 
@@ -57,7 +58,7 @@ def _groups(metalearner):
     groups = [("theta", metalearner.meta_variables),
               ("model_state", metalearner.model.non_trainable_variables),
               ("optimizer", metalearner.optimizer.variables)]
-    kept = metalearner.inner_state
+    kept = kept_inner_state(metalearner)
     if kept is not None:
         groups.append(("inner_optimizer_state", kept.variables))
     return groups
@@ -65,30 +66,21 @@ def _groups(metalearner):
 
 def save_checkpoint(directory, iteration, metalearner, history, config, keep=3):
     """Write `ckpt-<iteration>.h5` in `directory` atomically; keep the newest `keep`. Returns its path."""
-    os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"ckpt-{iteration:08d}.h5")
-    fd, tmp = tempfile.mkstemp(suffix=".h5", prefix=".tmp_ckpt_", dir=directory)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["iteration"] = iteration
-            f.attrs["config"] = json.dumps(config, sort_keys=True)
-            f.attrs["history"] = json.dumps(history)
-            for group, variables in _groups(metalearner):
-                g = f.create_group(group)
-                for i, v in enumerate(variables):
-                    g.create_dataset(str(i), data=np.asarray(v.numpy()))
-            rng = f.create_group("rng")
-            for k, v in _rng_state().items():
-                if isinstance(v, str):
-                    rng.attrs[k] = v
-                else:
-                    rng.create_dataset(k, data=v)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["iteration"] = iteration
+        f.attrs["config"] = json.dumps(config, sort_keys=True)
+        f.attrs["history"] = json.dumps(history)
+        for group, variables in _groups(metalearner):
+            g = f.create_group(group)
+            for i, v in enumerate(variables):
+                g.create_dataset(str(i), data=np.asarray(v.numpy()))
+        rng = f.create_group("rng")
+        for k, v in _rng_state().items():
+            if isinstance(v, str):
+                rng.attrs[k] = v
+            else:
+                rng.create_dataset(k, data=v)
     for old in checkpoint_files(directory)[:-keep]:
         os.remove(old)
     return path

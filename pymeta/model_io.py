@@ -1,34 +1,51 @@
 """Saving and loading models: Keras' HDF5 (`.h5`, written through h5py) or native `.keras` files.
 
-Writes are atomic (temporary file in the same folder, then rename), so a crash never leaves a
-half-written model behind. When a meta-learner keeps its inner optimizer's state across tasks
-(`persistent_inner_state`), an `.h5` file also holds that state (group `pymeta_inner_optimizer_state`),
-so that a meta-test adapts as training did; `load_inner_state` reads it back.
+Writes are atomic (`pymeta.atomic`), so a crash never leaves a half-written model behind. A model file
+can also record:
+- the settings of the run that trained it (`settings`, a JSON dict: dataset, way, shot, inner loop...;
+  HDF5 attribute `pymeta_settings` in `.h5`, member `pymeta_settings.json` in `.keras`), which
+  `scripts/meta_test.py` uses as its defaults (`load_settings`);
+- the inner optimizer's state when a meta-learner keeps it across tasks (`persistent_inner_state`; `.h5`
+  only, group `pymeta_inner_optimizer_state`), so that a meta-test adapts as training did
+  (`load_inner_state`).
 """
 
+import json
 import logging
 import os
-import tempfile
+import zipfile
+from typing import Any, Dict, List, Optional
 
 import h5py
 import keras
 import numpy as np
 
 import pymeta.layers  # noqa: F401  (registers pymeta's layers for deserialisation)
+from pymeta.atomic import atomic_write
+
+_INNER_STATE = "pymeta_inner_optimizer_state"
+_SETTINGS = "pymeta_settings"
 
 
-def save_model(model, path, inner_state=None):
+def kept_inner_state(metalearner):
+    """The `optim.InnerStateVariables` `metalearner` keeps across tasks, or None (the one place that
+    knows where a meta-learner holds it)."""
+    return getattr(metalearner, "inner_state", None)
+
+
+def save_model(model, path, inner_state=None, settings: Optional[Dict[str, Any]] = None) -> str:
     """Write `model` (architecture + weights) to `path` (.h5 or .keras) atomically; returns path.
-    inner_state: a meta-learner's kept inner optimizer state (`metalearner.inner_state`), saved too."""
+
+    inner_state: an `optim.InnerStateVariables` to store with it (.h5 only); settings: a JSON-able dict
+    recording how the model was trained.
+    """
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1]
     if suffix not in (".h5", ".keras"):
         raise ValueError(f"model file must end in .h5 or .keras, got {path!r}")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=suffix, dir=folder, prefix=".tmp_model_")
-    os.close(fd)
-    try:
+    if inner_state is not None and suffix != ".h5":
+        raise ValueError(f"{path!r}: the inner optimizer state kept across tasks is saved in .h5 model files only")
+    with atomic_write(path) as tmp:
         absl_logger = logging.getLogger("absl")
         level = absl_logger.level
         absl_logger.setLevel(logging.ERROR)  # Keras warns that .h5 is a legacy format
@@ -36,27 +53,41 @@ def save_model(model, path, inner_state=None):
             model.save(tmp, overwrite=True)
         finally:
             absl_logger.setLevel(level)
-        kept = inner_state
-        if kept is not None:
-            if suffix != ".h5":
-                raise ValueError(f"{path!r}: the inner optimizer state kept across tasks is saved in .h5 "
-                                 "model files only")
+        if suffix == ".keras":
+            if settings is not None:
+                with zipfile.ZipFile(tmp, "a") as z:
+                    z.writestr(f"{_SETTINGS}.json", json.dumps(settings, sort_keys=True))
+        elif inner_state is not None or settings is not None:
             with h5py.File(tmp, "a") as f:
-                g = f.create_group(_INNER_STATE)
-                for i, v in enumerate(kept.variables):
-                    g.create_dataset(str(i), data=np.asarray(v.numpy()))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+                if settings is not None:
+                    f.attrs[_SETTINGS] = json.dumps(settings, sort_keys=True)
+                if inner_state is not None:
+                    g = f.create_group(_INNER_STATE)
+                    for i, v in enumerate(inner_state.variables):
+                        g.create_dataset(str(i), data=np.asarray(v.numpy()))
     return path
 
 
-_INNER_STATE = "pymeta_inner_optimizer_state"
+def load_settings(path) -> Optional[Dict[str, Any]]:
+    """The training settings recorded in the model file `path`, or None (a file written before pymeta
+    recorded them, or by plain Keras)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no model file at {path!r}")
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                if f"{_SETTINGS}.json" not in z.namelist():
+                    return None
+                return json.loads(z.read(f"{_SETTINGS}.json"))
+        with h5py.File(path, "r") as f:
+            text = f.attrs.get(_SETTINGS)
+    except (OSError, zipfile.BadZipFile, ValueError) as e:
+        raise ValueError(f"cannot read a Keras model from {path!r}: {e}") from e
+    return None if text is None else json.loads(text)
 
 
-def load_inner_state(path):
+def load_inner_state(path) -> Optional[List[np.ndarray]]:
     """The kept inner optimizer state saved in the .h5 model file `path` (list of arrays), or None."""
     path = os.fspath(path)
     if os.path.splitext(path)[1] != ".h5":

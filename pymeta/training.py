@@ -1,16 +1,25 @@
-"""The meta-training run behind `example_metatrain.py`: outer loop, validation, saving, checkpoints
-and resume, TensorBoard summaries, signals, and MPI (rank 0 logs, validates' output and saves)."""
+"""The meta-training run behind `pymeta-train` / `example_metatrain.py`: set-up from a `RunConfig`,
+outer loop, validation, saving, checkpoints and resume, TensorBoard summaries, signals, and MPI (rank 0
+logs, reports validation and saves). Progress is logged to the `pymeta.training` logger."""
 
 import dataclasses
+import logging
 import os
 import signal
 import time
+from typing import List, Optional
 
 import numpy as np
 
 from pymeta import checkpoint as ckpt
-from pymeta.experiment import (RUN_IDENTITY, RunConfig, artifact_path, plot_learning_curve, plot_sinusoid,
-                               setup_run, validate, write_json_atomic)
+from pymeta import mpi, registry, runtime
+from pymeta.atomic import write_json_atomic
+from pymeta.config import RunConfig, artifact_path, check_config, model_settings, run_identity
+from pymeta.evaluation import validate
+from pymeta.model_io import kept_inner_state, save_model
+from pymeta.plots import plot_learning_curve, plot_sinusoid
+
+logger = logging.getLogger(__name__)
 
 
 class Interrupted(Exception):
@@ -61,8 +70,39 @@ class _Summaries:
         self.writer.flush()
 
 
-def _identity(c):
-    return {k: getattr(c, k) for k in RUN_IDENTITY}
+def setup_run(c: RunConfig, distributed: bool = False):
+    """Seed everything, then build (problem, model, metalearner) for config `c`.
+
+    distributed: wrap the meta-learner for an MPI run (`DistributedMetaLearner`); every rank uses the
+    same seed and draws the same meta-batches, each processing its share of the tasks. SeqFOMAML
+    meta-trains on sequences of `c.seqfomaml_sequence_length` tasks (problem.metatrain).
+    """
+    check_config(c)
+    if distributed and c.metamodel == "seqfomaml":
+        raise ValueError("--metamodel=seqfomaml does not run under MPI: start it without mpiexec")
+    runtime.warn_if_bfloat16_is_emulated(c.precision)
+    runtime.apply_thread_layout(*runtime.thread_layout(c, distributed),
+                                explicit=c.num_threads > 0 or c.inter_op_threads > 0)
+    problem, model = registry.seeded_problem_and_model(
+        c.seed, c.precision, c.dataset, c.metamodel, c.inner_lr, c.num_output_classes,
+        c.num_train_samples_per_class, c.num_test_samples_per_class, c.meta_batch_size, c.data_path or None,
+        c.omniglot_protocol, inner_optimizer=c.inner_optimizer)
+    if c.metamodel == "seqfomaml":
+        problem = dataclasses.replace(problem, metatrain=registry.as_sequences(
+            problem.metatrain, c.seqfomaml_sequence_length, c.meta_batch_size))
+    anneal = c.num_outer_metatraining_iterations if c.anneal_meta_lr else 0
+    metalearner = registry.build_metalearner(
+        c.metamodel, model, registry.default_meta_optimizer(c.metamodel, c.meta_lr, anneal),
+        jit_compile=(c.dataset == "sinusoid"), imaml_lambda_reg=c.imaml_lambda_reg,
+        imaml_cg_steps=c.imaml_cg_steps, imaml_cg_damping=c.imaml_cg_damping,
+        imaml_lam_damping=c.imaml_lam_damping, persistent_inner_state=c.persistent_inner_state,
+        seqfomaml_variant=c.seqfomaml_variant)
+    metalearner.initialize()
+    if distributed:
+        from pymeta.metalearners.distributed import DistributedMetaLearner
+        metalearner = DistributedMetaLearner(metalearner)
+        metalearner.broadcast_state()
+    return problem, model, metalearner
 
 
 def _check_outputs(c, run_dir, resuming):
@@ -81,8 +121,8 @@ def _find_resume_point(c, run_dir):
                              "pass --overwrite to start afresh, or choose another --run_dir")
         return None
     # a setting added after the checkpoint was written had its default value in that run
-    saved = {**_identity(RunConfig()), **ckpt.read_checkpoint_config(path)}
-    mine = _identity(c)
+    saved = {**run_identity(RunConfig()), **ckpt.read_checkpoint_config(path)}
+    mine = run_identity(c)
     diff = {k: (saved.get(k), mine[k]) for k in mine if saved.get(k) != mine[k]}
     if diff:
         raise ValueError(f"the checkpoint {path} is from a run with other settings "
@@ -103,7 +143,7 @@ def inner_loss_curve(metalearner, task, num_inner_iterations, inner_batch_size):
     return curve
 
 
-def metatrain(c, log=print, distributed=None):
+def metatrain(c: RunConfig, distributed: Optional[bool] = None) -> List[dict]:
     """Run (or resume) meta-training for config `c`; returns the validation history (list of dicts).
 
     Validation every `test_every_k_iterations` (and at iteration 0); the model (`.h5`) saved every
@@ -112,18 +152,18 @@ def metatrain(c, log=print, distributed=None):
     adapted task) next to the model; TensorBoard scalars in <run_dir>/tensorboard.
     """
     with _SignalFlag() as stop:  # from the start: a signal during set-up still ends in a checkpoint
-        return _metatrain(c, log, distributed, stop)
+        return _metatrain(c, distributed, stop)
 
 
-def _metatrain(c, log, distributed, stop):
+def _metatrain(c, distributed, stop):
     from tqdm import tqdm
 
-    from pymeta.model_io import save_model
     if distributed is None:
-        from pymeta.metalearners.distributed import is_mpi_run
-        distributed = is_mpi_run()
+        distributed = mpi.is_mpi_run()
     problem, model, metalearner = setup_run(c, distributed)
     is_root = getattr(metalearner, "is_root", True)
+    log = logger.info if is_root else _silent
+    settings = model_settings(c, registry.inner_optimizer_name(c.metamodel, c.dataset, c.inner_optimizer))
     run_dir = c.resolved_run_dir()
     resume_from = _find_resume_point(c, run_dir)
     _check_outputs(c, run_dir, resume_from is not None)
@@ -136,15 +176,16 @@ def _metatrain(c, log, distributed, stop):
         if distributed:
             metalearner.broadcast_state()
         log(f"resumed from {resume_from} at iteration {it}")
-    if not is_root:
-        log = lambda *a, **k: None  # noqa: E731
     summaries = _Summaries(os.path.join(run_dir, "tensorboard"), c.tensorboard and is_root)
     start = time.time() - (history[-1]["seconds"] if history else 0.0)
     last_time, last_it = time.time(), it
 
+    def save():  # the model file records its settings (and the kept inner optimizer state)
+        save_model(model, c.model_save_filename, inner_state=kept_inner_state(metalearner), settings=settings)
+
     def checkpoint():
         if is_root:
-            return ckpt.save_checkpoint(run_dir, it, metalearner, history, _identity(c), c.keep_checkpoints)
+            return ckpt.save_checkpoint(run_dir, it, metalearner, history, run_identity(c), c.keep_checkpoints)
         return None
 
     def validation():
@@ -199,17 +240,16 @@ def _metatrain(c, log, distributed, stop):
             validation()
         if it % c.save_every_k_iterations == 0 or it == n_iter:
             if is_root:
-                save_model(model, c.model_save_filename, metalearner.inner_state)
+                save()
             checkpoint()
         signum = stop.signum
         if distributed:  # every rank stops at the same iteration, or the others would wait forever
-            from mpi4py import MPI
-            signum = MPI.COMM_WORLD.allreduce(signum or 0, op=MPI.MAX) or None
+            signum = metalearner.allreduce_max(signum or 0) or None
         if signum is not None:
             bar.close()
             path = checkpoint()
             if is_root:
-                save_model(model, c.model_save_filename, metalearner.inner_state)
+                save()
             raise Interrupted(signum, path)
     bar.close()
     if is_root:
@@ -229,16 +269,24 @@ def _step_by_step_iteration(metalearner, tasks, T, B):
     results, losses = [], []
     for task in local:
         metalearner.task_begin(task)
-        losses.append(task.fit_n_iterations(metalearner.model, T, B)["last_minibatch_loss"])
+        losses.append(_last_loss(task.fit_n_iterations(metalearner.model, T, B)))
         results.append(metalearner.task_end(task))
     metalearner.update(results)
     return losses
 
 
+def _last_loss(fit_result):
+    """The last inner minibatch loss of a task, or of the last task of a sequence ('..._<i>' keys)."""
+    if "last_minibatch_loss" in fit_result:
+        return fit_result["last_minibatch_loss"]
+    last = max(int(k.rsplit("_", 1)[1]) for k in fit_result if k.startswith("last_minibatch_loss_"))
+    return fit_result[f"last_minibatch_loss_{last}"]
+
+
+def _silent(*args, **kwargs):
+    pass
+
+
 def _current_lr(optimizer):
     lr = optimizer.learning_rate
     return lr.numpy() if hasattr(lr, "numpy") else lr
-
-
-def config_fields():
-    return [f.name for f in dataclasses.fields(RunConfig)]

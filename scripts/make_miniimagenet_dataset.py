@@ -242,7 +242,8 @@ def parse_args(argv):
 def main(argv=None):
     a = parse_args(argv)
     from tqdm import tqdm
-    tmp, decoder, begin = None, None, time.time()
+    from pymeta.atomic import atomic_write
+    decoder, begin = None, time.time()
     try:
         layout = detect_layout(a.input) if a.layout == "auto" else a.layout
         tree = scan_folders(a.input) if layout == "folders" else scan_csv(a.input)
@@ -251,14 +252,10 @@ def main(argv=None):
         if a.output is None:
             a.output = os.path.join("datasets", "miniimagenet", "miniimagenet." + a.format)
         decoder = Decoder(a.workers, a.size, a.chunk)  # before any output file is open (fork)
-        out_dir = os.path.dirname(os.path.abspath(a.output))
-        os.makedirs(out_dir, exist_ok=True)
-        tmp = os.path.join(out_dir, f".{os.path.basename(a.output)}.tmp{os.getpid()}")
         total = sum(len(f) for s in SPLITS for _, f in tree[s])
-        with tqdm(total=total, desc="miniimagenet", unit="img", disable=a.quiet) as bar:
+        with tqdm(total=total, desc="miniimagenet", unit="img", disable=a.quiet) as bar, \
+                atomic_write(a.output) as tmp:
             (write_h5 if a.format == "h5" else write_pkl)(tree, a.size, tmp, bar, decoder)
-        decoder.close()
-        os.replace(tmp, a.output)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -271,8 +268,6 @@ def main(argv=None):
     finally:
         if decoder:
             decoder.close()
-        if tmp and os.path.exists(tmp):
-            os.remove(tmp)
     counts = ", ".join(f"{s} {len(tree[s])} classes / {sum(len(f) for _, f in tree[s])} images" for s in SPLITS)
     print(f"wrote {a.output} ({layout} layout, {a.format}, {os.path.getsize(a.output) / 1e6:.1f} MB) in "
           f"{time.time() - begin:.1f} s with {a.workers} decoding process{'es' if a.workers > 1 else ''}: {counts}")

@@ -136,21 +136,18 @@ def write_h5(d, tmp):
                 a.create_dataset("characters", data=chars, dtype=h5py.string_dtype())
 
 
-def atomic_write(output, writer, d):
+def write_atomically(output, writer, d):
+    from pymeta.atomic import atomic_write
     out_dir = os.path.dirname(os.path.abspath(output))
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot create output folder {out_dir}: {e}") from None
-    tmp = os.path.join(out_dir, f".{os.path.basename(output)}.tmp{os.getpid()}")
     try:
-        writer(d, tmp)
-        os.replace(tmp, output)
+        with atomic_write(output) as tmp:
+            writer(d, tmp)
     except OSError as e:
         raise DataError(f"cannot write {output}: {e}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def parse_args(argv):
@@ -182,7 +179,7 @@ def main(argv=None):
     resample = getattr(Image.Resampling, a.resample.upper())
     try:
         d = build(scan(a.input), a.size, a.invert, resample, a.quiet)
-        atomic_write(a.output, write_h5 if a.format == "h5" else write_pkl, d)
+        write_atomically(a.output, write_h5 if a.format == "h5" else write_pkl, d)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 # Start TensorFlow now, with its default thread pools, so that a training run inside a test cannot
-# switch this process to its one-thread-per-op layout (pymeta.experiment.thread_layout) and slow
+# switch this process to its one-thread-per-op layout (pymeta.runtime.thread_layout) and slow
 # every later test down.
 tf.constant(0)
 

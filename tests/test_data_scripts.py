@@ -390,7 +390,7 @@ def test_miniimagenet_default_format_by_size(tmp_path):
 
 
 def test_default_data_path_takes_the_h5_when_only_that_exists(tmp_path, monkeypatch):
-    from pymeta.experiment import default_data_path
+    from pymeta.registry import default_data_path
     monkeypatch.chdir(tmp_path)
     assert default_data_path("miniimagenet") == "datasets/miniimagenet/miniimagenet.pkl"
     os.makedirs("datasets/miniimagenet")

@@ -1,4 +1,4 @@
-"""pymeta.metalearners.distributed: the MPI outer loop, run for real under `mpiexec -n 2`.
+"""pymeta.metalearners.distributed (and pymeta.mpi): the MPI outer loop, run for real under `mpiexec -n 2`.
 
 The MPI tests start the scripts of tests/mpi_scripts/ with mpiexec (1 TF thread per rank) and skip,
 with the reason shown by `pytest -rs`, when mpi4py or mpiexec is missing (pip install -e .[mpi]).
@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 
+from pymeta import mpi as M
 from pymeta.metalearners import distributed as D
 
 SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mpi_scripts")
@@ -159,14 +160,14 @@ def no_launcher(monkeypatch):
 
 
 def test_is_mpi_run_reads_the_launcher_environment(no_launcher, monkeypatch):
-    assert not D.is_mpi_run()
+    assert not M.is_mpi_run()
     monkeypatch.setenv("PMI_SIZE", "1")
-    assert not D.is_mpi_run()  # mpiexec -n 1: a single process
+    assert not M.is_mpi_run()  # mpiexec -n 1: a single process
     monkeypatch.setenv("PMI_SIZE", "4")
-    assert D.is_mpi_run()
+    assert M.is_mpi_run()
     monkeypatch.delenv("PMI_SIZE")
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
-    assert D.is_mpi_run()
+    assert M.is_mpi_run()
 
 
 def test_share_bounds_cover_the_batch_once():
@@ -181,10 +182,10 @@ def test_share_bounds_cover_the_batch_once():
 
 
 def test_seeds_per_rank_are_distinct_and_reproducible():
-    seeds = [D.rank_seed(5, r) for r in range(8)]
-    assert len(set(seeds)) == 8 and seeds == [D.rank_seed(5, r) for r in range(8)]
-    assert D.seed_everything(5, rank=3) == 5  # replicated: the global seed on every rank
-    assert D.seed_everything(5, rank=3, per_rank=True) == D.rank_seed(5, 3)
+    seeds = [M.rank_seed(5, r) for r in range(8)]
+    assert len(set(seeds)) == 8 and seeds == [M.rank_seed(5, r) for r in range(8)]
+    assert M.seed_everything(5, rank=3) == 5  # replicated: the global seed on every rank
+    assert M.seed_everything(5, rank=3, per_rank=True) == M.rank_seed(5, 3)
 
 
 def test_single_process_wrapper_needs_no_mpi(no_launcher):
@@ -196,10 +197,10 @@ def test_single_process_wrapper_needs_no_mpi(no_launcher):
     from pymeta.tasks.sinusoid_tasks import create_sinusoid_task_distribution
 
     mpi_was_loaded = "mpi4py.MPI" in sys.modules
-    assert D.get_rank_and_size() == (0, 1)
+    assert M.get_rank_and_size() == (0, 1)
 
     def make():
-        D.seed_everything(3)
+        M.seed_everything(3)
         model = keras.Sequential([keras.Input(shape=(1,)), keras.layers.Dense(8, activation="relu"),
                                   keras.layers.Dense(1)])
         model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
@@ -210,7 +211,7 @@ def test_single_process_wrapper_needs_no_mpi(no_launcher):
     plain.initialize()
     start = plain.current_initial_parameters
     model, wrapped = make()
-    dml = D.make_distributed(wrapped)
+    dml = D.DistributedMetaLearner(wrapped)
     dml.initialize()
     dml.set_initial_parameters(start)
     assert (dml.rank, dml.size, dml.is_root) == (0, 1, True)
@@ -227,18 +228,21 @@ def test_single_process_wrapper_needs_no_mpi(no_launcher):
         assert "mpi4py.MPI" not in sys.modules
 
     with pytest.raises(ValueError, match="plain"):
-        with D.mpi_abort_on_exception():
+        with M.mpi_abort_on_exception():
             raise ValueError("plain exception outside MPI")
     assert sys.excepthook is sys.__excepthook__ or not isinstance(
-        getattr(sys.excepthook, "__self__", None), D._AbortOnException)
+        getattr(sys.excepthook, "__self__", None), M.AbortOnException)
 
 
-def test_distributed_variants_wrap_their_metalearner(no_launcher):
+def test_the_wrapper_wraps_any_metalearner(no_launcher):
     import keras
+
+    from pymeta.metalearners import ReptileMetaLearner
 
     model = keras.Sequential([keras.Input(shape=(1,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
-    dml = D.DistributedReptileMetaLearner(model, keras.optimizers.SGD(0.1), task_sampling="per_rank")
+    dml = D.DistributedMetaLearner(ReptileMetaLearner(model, keras.optimizers.SGD(0.1)),
+                                   task_sampling="per_rank")
     assert type(dml.metalearner).__name__ == "ReptileMetaLearner"
     assert dml.model is model and dml.task_sampling == "per_rank"
     with pytest.raises(ValueError, match="task_sampling"):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from pymeta.experiment import RunConfig, setup_run
-from pymeta.training import metatrain
+from pymeta.config import RunConfig
+from pymeta.training import metatrain, setup_run
 from pymeta.model_io import load_model
 
 SINUSOID_README = ["--dataset=sinusoid", "--num_train_samples_per_class=10", "--num_test_samples_per_class=100",
@@ -31,8 +31,7 @@ def test_in_process_run_writes_model_history_and_plots(tmp_path):
                        meta_lr=0.001, inner_lr=0.01, num_outer_metatraining_iterations=300,
                        test_every_k_iterations=100, save_every_k_iterations=100, num_validation_batches=4,
                        model_save_filename=model_file, progress=False)
-    lines = []
-    history = metatrain(config, log=lines.append)
+    history = metatrain(config)
     assert [h["iteration"] for h in history] == [0, 100, 200, 300]
     assert history[-1]["val_loss"] < history[0]["val_loss"]
     assert json.load(open(tmp_path / "saved" / "model_history.json")) == history
@@ -56,7 +55,7 @@ def test_step_by_step_and_fast_runs_agree(tmp_path):
                            num_outer_metatraining_iterations=20, test_every_k_iterations=10,
                            num_validation_batches=1, model_save_filename=str(tmp_path / f"{fast}.h5"),
                            fast=fast, progress=False)
-        metatrain(config, log=lambda s: None)
+        metatrain(config)
         finals.append(load_model(config.model_save_filename).get_weights())
     for a, b in zip(*finals):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -2,8 +2,6 @@
 code's Adam): carried task after task in both APIs, untouched by evaluation, saved with checkpoints and
 models, used by the meta-test script."""
 
-import importlib.util
-
 import keras
 import numpy as np
 import pytest
@@ -93,7 +91,7 @@ def test_evaluation_starts_from_the_kept_state_without_changing_it(image_dataset
     losses, _ = ml.evaluate_tasks(tasks, 3, -1)
     assert_lists_close(kept(ml), before, rtol=0, atol=0)
     # validation through the step-by-step API (fit_n_iterations writes the state) restores it after
-    from pymeta.experiment import validate
+    from pymeta.evaluation import validate
     validate(ml, dist, 1, 3, -1, fast=False)
     assert_lists_close(kept(ml), before, rtol=0, atol=0)
     # the same evaluation from a fresh Adam state (first steps of +-lr) gives other losses
@@ -111,7 +109,7 @@ def test_only_for_the_shared_inner_loop():
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
     with pytest.raises(ValueError, match="persistent_inner_state"):
         MAMLMetaLearner(model, keras.optimizers.Adam(0.001), persistent_inner_state=True)
-    from pymeta.experiment import RunConfig, check_config
+    from pymeta.config import RunConfig, check_config
     with pytest.raises(ValueError, match="persistent_inner_state"):
         check_config(RunConfig(metamodel="imaml", persistent_inner_state=True))
     with pytest.raises(ValueError, match=r"\.h5"):
@@ -123,7 +121,7 @@ def test_model_file_checkpoint_and_meta_test_carry_the_state(tmp_path):
     """A sinusoid Reptile run with the option: the .h5 model and the checkpoint hold the kept state;
     meta_test.py adapts from it (and from zero with --fresh_inner_state)."""
     from pymeta import checkpoint as ckpt
-    from pymeta.experiment import RunConfig
+    from pymeta.config import RunConfig
     from pymeta.model_io import load_inner_state
     from pymeta.training import metatrain
     model_file = tmp_path / "model.h5"
@@ -131,8 +129,7 @@ def test_model_file_checkpoint_and_meta_test_carry_the_state(tmp_path):
                         num_test_samples_per_class=20, inner_batch_size=10, inner_lr=0.01, meta_lr=1.0,
                         num_outer_metatraining_iterations=20, test_every_k_iterations=20,
                         save_every_k_iterations=20, num_validation_batches=1, persistent_inner_state=True,
-                        model_save_filename=str(model_file), progress=False, tensorboard=False),
-              log=lambda s: None)
+                        model_save_filename=str(model_file), progress=False, tensorboard=False))
     saved = load_inner_state(model_file)
     assert saved is not None and float(saved[0]) == 20 * 5 * 5  # iterations x tasks x inner steps
     assert all(np.abs(a).sum() > 0 for a in saved[1:])
@@ -145,17 +142,15 @@ def test_model_file_checkpoint_and_meta_test_carry_the_state(tmp_path):
     ckpt.load_checkpoint(ckpt.latest_checkpoint(str(tmp_path / "model_run")), ml)
     assert_lists_close(kept(ml), saved, rtol=0, atol=0)
 
-    from data_fixtures import SCRIPTS
-    spec = importlib.util.spec_from_file_location("meta_test_script", f"{SCRIPTS}/meta_test.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from pymeta.cli.metatest import parse_args
+    from pymeta.evaluation import meta_test as run_meta_test
 
     def meta_test(*extra):
-        args = script.parse_args(["--model", str(model_file), "--dataset", "sinusoid", "--metamodel", "reptile",
+        args = parse_args(["--model", str(model_file), "--dataset", "sinusoid", "--metamodel", "reptile",
                                   "--num_train_samples_per_class", "10", "--num_test_samples_per_class", "20",
                                   "--inner_lr", "0.01", "--num_tasks", "10", "--batch", "10",
                                   "--num_inner_iterations", "5", *extra])
-        return script.meta_test(args, log=lambda s: None)
+        return run_meta_test(args)
 
     with_state, fresh = meta_test(), meta_test("--fresh_inner_state")
     assert with_state["inner_optimizer_state"] == "saved with the model"

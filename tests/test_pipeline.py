@@ -39,13 +39,13 @@ def test_folder_to_trained_model(tmp_path, fmt):
 
 def test_meta_test_script_reports_confidence_interval(tmp_path):
     """scripts/meta_test.py on a saved sinusoid model: MSE mean and 95% CI over the requested tasks."""
-    from pymeta.experiment import RunConfig
+    from pymeta.config import RunConfig
     from pymeta.training import metatrain
     model = tmp_path / "model.h5"
     metatrain(RunConfig(dataset="sinusoid", num_train_samples_per_class=10, num_test_samples_per_class=50,
                         inner_batch_size=10, inner_lr=0.01, num_outer_metatraining_iterations=50,
                         test_every_k_iterations=50, num_validation_batches=1, model_save_filename=str(model),
-                        progress=False), log=lambda s: None)
+                        progress=False))
     out = tmp_path / "r.json"
     proc = run_script("meta_test.py", "--model", model, "--dataset", "sinusoid", "--num_train_samples_per_class", 10,
                       "--num_test_samples_per_class", 50, "--inner_lr", 0.01, "--inner_batch_size", 10,
@@ -76,22 +76,18 @@ def test_meta_test_refuses_a_model_of_another_architecture(tmp_path):
 def test_meta_test_adapts_imaml_models_with_the_proximal_objective(tmp_path):
     """--metamodel imaml adapts on loss + (lambda/2)||phi - theta||^2: the pull towards theta leaves
     the adapted MSE between no adaptation and plain adaptation (lambda 0) with the same steps."""
-    import importlib.util
-
-    from data_fixtures import SCRIPTS
+    from pymeta.cli.metatest import parse_args
+    from pymeta.evaluation import meta_test
     from pymeta.model_io import save_model
     from pymeta.networks import make_sinusoid_model
-    spec = importlib.util.spec_from_file_location("meta_test_script", f"{SCRIPTS}/meta_test.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     keras.utils.set_random_seed(0)
     model = save_model(make_sinusoid_model(), tmp_path / "model.h5")
 
     def mse(*extra):
-        args = script.parse_args(["--model", str(model), "--dataset", "sinusoid", "--metamodel", "imaml",
+        args = parse_args(["--model", str(model), "--dataset", "sinusoid", "--metamodel", "imaml",
                                   "--num_train_samples_per_class", "10", "--num_test_samples_per_class", "50",
                                   "--inner_lr", "0.02", "--num_tasks", "20", "--batch", "10", *extra])
-        return script.meta_test(args, log=lambda s: None)
+        return meta_test(args)
 
     unadapted = mse("--num_inner_iterations", "0", "--imaml_lambda_reg", "0")["mean"]
     proximal = mse("--num_inner_iterations", "10", "--imaml_lambda_reg", "25")  # lr * lambda = 0.5

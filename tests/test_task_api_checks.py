@@ -89,3 +89,13 @@ def test_classification_task_counts_are_checked_not_truncated():
     seq = TaskAsSequenceOfTasks(Dist(), 1, 2)
     with pytest.raises(ValueError, match="min_length <= max_length"):
         seq.set_length_of_sequence(3, 2)
+
+
+def test_zero_inner_steps_with_a_minibatch_size():
+    """evaluate_tasks with 0 inner steps and an inner batch smaller than the support set evaluates theta
+    (it used to fail stacking an empty list of minibatches)."""
+    from pymeta.core.task import ClassificationTask
+    X, y = np.random.rand(40, 2).astype(np.float32), np.repeat(np.arange(4), 10)
+    task = ClassificationTask(X, y, 3, 2, 2)
+    assert task.inner_batch_indices(0, 2).shape == (0, 2)
+    assert task.task_data(0, 2).inner[0].shape == (0, 2, 2)

@@ -1,4 +1,4 @@
-"""Which TensorFlow thread pools a run asks for (pymeta.experiment.thread_layout), how they are set,
+"""Which TensorFlow thread pools a run asks for (pymeta.runtime.thread_layout), how they are set,
 and the CPU check behind the bfloat16 warning."""
 
 import subprocess
@@ -8,7 +8,8 @@ import warnings
 import pytest
 import tensorflow as tf
 
-from pymeta.experiment import RunConfig, apply_thread_layout, check_config, thread_layout
+from pymeta.config import RunConfig, check_config
+from pymeta.runtime import apply_thread_layout, thread_layout
 
 
 def omniglot(**kw):
@@ -48,7 +49,7 @@ def test_negative_thread_counts_are_refused():
 
 
 def test_layout_is_applied_in_a_fresh_process():
-    code = ("from pymeta.experiment import apply_thread_layout; import tensorflow as tf; "
+    code = ("from pymeta.runtime import apply_thread_layout; import tensorflow as tf; "
             "apply_thread_layout(1, 2); tf.constant(0); "
             "print(tf.config.threading.get_intra_op_parallelism_threads(), "
             "tf.config.threading.get_inter_op_parallelism_threads())")
@@ -71,7 +72,7 @@ def test_started_tensorflow_keeps_its_pools_and_warns_only_when_asked_explicitly
 
 
 def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path):
-    from pymeta.experiment import cpu_has_native_bfloat16
+    from pymeta.runtime import cpu_has_native_bfloat16
     with_bf16, without = tmp_path / "a", tmp_path / "b"
     with_bf16.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
     without.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\nprocessor\t: 1\nflags\t\t: fpu avx2\n")
@@ -81,11 +82,12 @@ def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path):
 
 
 def test_bfloat16_without_native_support_warns(monkeypatch):
-    import pymeta.experiment as experiment
-    monkeypatch.setattr(experiment, "cpu_has_native_bfloat16", lambda: False)
+    from pymeta import runtime
+    from pymeta.training import setup_run
+    monkeypatch.setattr(runtime, "cpu_has_native_bfloat16", lambda: False)
     with pytest.warns(UserWarning, match="without native bfloat16"):
-        experiment.setup_run(RunConfig(dataset="sinusoid", precision="mixed_bfloat16"))
-    monkeypatch.setattr(experiment, "cpu_has_native_bfloat16", lambda: True)
+        setup_run(RunConfig(dataset="sinusoid", precision="mixed_bfloat16"))
+    monkeypatch.setattr(runtime, "cpu_has_native_bfloat16", lambda: True)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        experiment.setup_run(RunConfig(dataset="sinusoid", precision="mixed_bfloat16"))
+        setup_run(RunConfig(dataset="sinusoid", precision="mixed_bfloat16"))

@@ -89,8 +89,8 @@ class SupervisedTask(Task):
         if batch_size == 0 or batch_size > n:
             raise ValueError(f"inner batch size {batch_size} is not possible with a training set of "
                              f"{n} examples: use 1..{n}, or -1 for the whole set")
-        return np.stack([np.random.choice(n, batch_size, replace=False) for _ in range(num_iterations)]
-                        ).astype(np.int32).reshape(num_iterations, batch_size)
+        rows = [np.random.choice(n, batch_size, replace=False) for _ in range(num_iterations)]
+        return np.asarray(rows, np.int32).reshape(num_iterations, batch_size)
 
     def sample_batch(self, batch_size):
         """A random minibatch (X [batch_size, ...], y [batch_size]) of the training set."""

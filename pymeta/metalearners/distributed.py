@@ -5,8 +5,8 @@ locally, the sums of all ranks are combined with ONE `Allreduce` of a flat float
 the sum of the last inner losses and the task count), and every rank then applies the same outer step
 to the same mean result, so the meta-parameters stay identical on all ranks without sending them.
 
-    from pymeta.metalearners.distributed import (DistributedMetaLearner, mpi_abort_on_exception,
-                                                 seed_everything)
+    from pymeta.metalearners.distributed import DistributedMetaLearner
+    from pymeta.mpi import mpi_abort_on_exception, seed_everything
     mpi_abort_on_exception()        # a rank that raises ends the whole job (MPI_Abort), never a hang
     seed_everything(seed)           # the same task stream on every rank (task_sampling="replicated")
     dml = DistributedMetaLearner(FOMAMLMetaLearner(model, keras.optimizers.Adam(1e-3)))
@@ -53,202 +53,12 @@ every N updates (one Bcast of theta and the optimizer state).
 """
 
 import hashlib
-import os
-import random
-import sys
 import time
-import traceback
 
 import numpy as np
 
 from pymeta.core.task import SupervisedTask
-
-# environment variables that give the number of processes of an MPI launch, by launcher
-_SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE",   # Open MPI
-                   "PMI_SIZE",               # MPICH / Hydra, Intel MPI, srun --mpi=pmi2
-                   "MV2_COMM_WORLD_SIZE",    # MVAPICH2
-                   "MPI_LOCALNRANKS")        # MPICH (ranks on this node only: a lower bound)
-_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
-
-
-# --- detecting and reaching MPI ------------------------------------------------------------------------
-def _env_int(names):
-    for name in names:
-        value = os.environ.get(name)
-        if value:
-            try:
-                return int(value)
-            except ValueError:
-                pass
-    return None
-
-
-def is_mpi_run():
-    """True when this process was started by an MPI launcher (mpiexec, mpirun, srun) with more than
-    one process. Reads the launcher's environment variables only: mpi4py is not imported."""
-    size = _env_int(_SIZE_VARIABLES)
-    return size is not None and size > 1
-
-
-def _mpi_module():
-    """mpi4py's MPI module (imported here, on first use: importing it initialises MPI)."""
-    try:
-        from mpi4py import MPI
-    except ImportError as e:
-        raise ImportError("this process runs under MPI but mpi4py is missing: pip install -e .[mpi] "
-                          "(or pip install mpi4py built against your MPI)") from e
-    return MPI
-
-
-def _mpi_already_loaded():
-    return "mpi4py.MPI" in sys.modules
-
-
-def default_comm():
-    """MPI.COMM_WORLD in an MPI run (or when mpi4py is already in use), else a single-process
-    stand-in, so that pymeta runs without mpi4py and without initialising MPI."""
-    if is_mpi_run() or _mpi_already_loaded():
-        return _mpi_module().COMM_WORLD
-    return None
-
-
-def get_rank_and_size(comm=None):
-    """(rank, number of processes) of `comm` (default: MPI.COMM_WORLD in an MPI run, else (0, 1))."""
-    if comm is None:
-        comm = default_comm()
-    if comm is None:
-        return 0, 1
-    return comm.Get_rank(), comm.Get_size()
-
-
-class _Collectives:
-    """The few collectives the wrapper needs, on an mpi4py communicator or on one process (comm None)."""
-
-    def __init__(self, comm):
-        self.comm = comm
-        self.rank, self.size = get_rank_and_size(comm) if comm is not None else (0, 1)
-
-    def allreduce_sum_(self, buf):
-        """Sum of `buf` (contiguous numpy array) over the ranks, in place."""
-        if self.comm is not None and self.size > 1:
-            MPI = _mpi_module()
-            self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-        return buf
-
-    def bcast_(self, buf, root=0):
-        """`buf` of rank `root` copied into `buf` of every rank, in place."""
-        if self.comm is not None and self.size > 1:
-            self.comm.Bcast(buf, root=root)
-        return buf
-
-    def allgather(self, obj):
-        """List of the (small, picklable) objects of every rank."""
-        if self.comm is not None and self.size > 1:
-            return self.comm.allgather(obj)
-        return [obj]
-
-
-# --- seeding -----------------------------------------------------------------------------------------
-def rank_seed(seed, rank):
-    """A seed for `rank` derived from the global `seed` (numpy SeedSequence: independent streams)."""
-    return int(np.random.SeedSequence([int(seed), int(rank)]).generate_state(1, np.uint32)[0])
-
-
-def seed_everything(seed, rank=None, per_rank=False):
-    """Seed Python's `random`, numpy's global generator (which draws pymeta's tasks) and Keras/TF.
-
-    per_rank=False (for task_sampling="replicated"): every rank gets `seed` itself, so all ranks draw
-    the same meta-batches, and a run on P ranks reproduces the single-process run with `seed`.
-    per_rank=True (for task_sampling="per_rank"): rank r gets `rank_seed(seed, r)`.
-    rank: default this process's rank. Returns the seed used.
-    """
-    if rank is None:
-        rank = get_rank_and_size()[0] if per_rank else 0
-    used = rank_seed(seed, rank) if per_rank else int(seed)
-    random.seed(used)
-    np.random.seed(used)
-    try:
-        import keras
-        keras.utils.set_random_seed(used)  # also seeds TF and Keras' global seed generator
-    except ImportError:  # pragma: no cover
-        pass
-    return used
-
-
-# --- ending the whole job on an error --------------------------------------------------------------------
-class _AbortOnException:
-    """Context manager / excepthook: print the traceback with the rank, then MPI_Abort the whole job.
-
-    Without it, a rank that dies leaves the others blocked in their next collective forever.
-    """
-
-    def __init__(self, comm=None, errorcode=1):
-        self.comm = comm
-        self.errorcode = errorcode
-        self._previous_hook = None
-
-    @property
-    def active(self):
-        return self.comm is not None or is_mpi_run()
-
-    def install(self):
-        if self.active and self._previous_hook is None:
-            self._previous_hook = sys.excepthook
-            sys.excepthook = self._excepthook
-        return self
-
-    def uninstall(self):
-        if self._previous_hook is not None:
-            sys.excepthook = self._previous_hook
-            self._previous_hook = None
-
-    def _excepthook(self, exc_type, exc, tb):
-        self.abort(exc_type, exc, tb)
-
-    def abort(self, exc_type, exc, tb):
-        comm = self.comm
-        try:
-            if comm is None:
-                comm = _mpi_module().COMM_WORLD
-            rank, size = comm.Get_rank(), comm.Get_size()
-        except Exception:  # noqa: BLE001 - report and end anyway
-            rank, size = _env_int(_RANK_VARIABLES), _env_int(_SIZE_VARIABLES)
-        try:
-            sys.stdout.flush()
-            text = "".join(traceback.format_exception(exc_type, exc, tb))
-            sys.stderr.write(f"\n[pymeta rank {rank}/{size}] uncaught {exc_type.__name__}: {exc}\n{text}"
-                             f"[pymeta rank {rank}/{size}] aborting the whole MPI job "
-                             f"(MPI_Abort, error code {self.errorcode})\n")
-            sys.stderr.flush()
-            # give the launcher a moment to forward this rank's output before Abort kills the job
-            # (seen under load: mpiexec dropped the message otherwise)
-            time.sleep(1.0)
-        finally:
-            if comm is not None:
-                comm.Abort(self.errorcode)
-            os._exit(self.errorcode)  # pragma: no cover - Abort does not return
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None or not self.active:
-            return False
-        if issubclass(exc_type, SystemExit) and exc.code in (None, 0):
-            return False
-        self.abort(exc_type, exc, tb)
-        return False  # pragma: no cover
-
-
-def mpi_abort_on_exception(comm=None, errorcode=1):
-    """In an MPI run, make an uncaught exception on any rank end the whole job with MPI_Abort.
-
-    Installs a `sys.excepthook` (call it once at the top of a script) and returns a context manager
-    that does the same for its block (`with mpi_abort_on_exception(): main()`), also for a non-zero
-    `sys.exit`. Does nothing outside an MPI run (no mpi4py import). `python -m mpi4py script.py`
-    gives the same protection.
-    """
-    return _AbortOnException(comm, errorcode).install()
+from pymeta.mpi import Collectives, default_comm
 
 
 # --- task assignment ---------------------------------------------------------------------------------------
@@ -336,7 +146,7 @@ class DistributedMetaLearner:
             raise TypeError("the meta-learner is already distributed")
         self.metalearner = metalearner
         self.comm = default_comm() if comm is None else comm
-        self._coll = _Collectives(self.comm)
+        self._coll = Collectives(self.comm)
         self.rank, self.size = self._coll.rank, self._coll.size
         self.task_sampling = task_sampling
         self.resync_every = int(resync_every)
@@ -533,6 +343,11 @@ class DistributedMetaLearner:
         """`metatrain_step` on each meta-batch in turn (one Allreduce each)."""
         return [self.metatrain_step(t, num_inner_iterations, inner_batch_size) for t in meta_batches]
 
+    def allreduce_max(self, value):
+        """The largest `value` (a small number) over the ranks (collective), e.g. to stop all ranks at
+        the same iteration when one of them received a signal."""
+        return self._coll.allreduce_max(value)
+
     # --- the step-by-step API -----------------------------------------------------------------------
     def update(self, list_of_results, **kwargs):
         """Outer step from this rank's per-task results (`task_end` outputs; may be empty), combined
@@ -581,38 +396,6 @@ class DistributedMetaLearner:
         return buf[:m].copy(), buf[m:].copy()
 
 
-DistributedGradBasedMetaLearner = DistributedMetaLearner  # the original pyMeta's name
-
-
-def make_distributed(metalearner, comm=None, **kwargs):
-    """`DistributedMetaLearner(metalearner, comm, **kwargs)`."""
-    return DistributedMetaLearner(metalearner, comm=comm, **kwargs)
-
-
-def _distributed_variant(module, class_name):
-    """A DistributedMetaLearner subclass built from the arguments of `module.class_name` (imported on
-    construction, so that this module imports without it)."""
-
-    def __init__(self, *args, comm=None, task_sampling="replicated", resync_every=0, root=0, **kwargs):
-        import importlib
-        cls = getattr(importlib.import_module(module), class_name)
-        DistributedMetaLearner.__init__(self, cls(*args, **kwargs), comm=comm, task_sampling=task_sampling,
-                                        resync_every=resync_every, root=root)
-
-    name = "Distributed" + class_name
-    doc = (f"`{class_name}` (from `{module}`) distributed over MPI ranks: takes `{class_name}`'s "
-           "arguments plus comm, task_sampling, resync_every, root (see DistributedMetaLearner).")
-    return type(name, (DistributedMetaLearner,), {"__init__": __init__, "__doc__": doc,
-                                                  "__module__": __name__})
-
-
-DistributedFOMAMLMetaLearner = _distributed_variant("pymeta.metalearners.fomaml", "FOMAMLMetaLearner")
-DistributedReptileMetaLearner = _distributed_variant("pymeta.metalearners.reptile", "ReptileMetaLearner")
-DistributediMAMLMetaLearner = _distributed_variant("pymeta.metalearners.imaml", "iMAMLMetaLearner")
-DistributedMAMLMetaLearner = _distributed_variant("pymeta.metalearners.maml", "MAMLMetaLearner")
-DistributedSeqFOMAMLMetaLearner = _distributed_variant("pymeta.metalearners.seq_fomaml", "SeqFOMAMLMetaLearner")
-
-
 # --- helpers ---------------------------------------------------------------------------------------------
 def _flatten(arrays, dtype):
     out = np.empty(sum(int(np.prod(a.shape)) for a in arrays), dtype)
@@ -633,8 +416,4 @@ def _unflatten(buf, like):
     return values
 
 
-__all__ = ["DistributedMetaLearner", "DistributedGradBasedMetaLearner", "make_distributed",
-           "DistributedFOMAMLMetaLearner", "DistributedReptileMetaLearner", "DistributediMAMLMetaLearner",
-           "DistributedMAMLMetaLearner", "DistributedSeqFOMAMLMetaLearner", "is_mpi_run",
-           "get_rank_and_size", "default_comm", "mpi_abort_on_exception", "seed_everything", "rank_seed",
-           "share_bounds"]
+__all__ = ["DistributedMetaLearner", "share_bounds"]

@@ -16,8 +16,9 @@ tf.config.threading.set_inter_op_parallelism_threads(1)
 
 import keras  # noqa: E402
 
-from pymeta.metalearners.distributed import (DistributedFOMAMLMetaLearner, get_rank_and_size,  # noqa: E402
-                                             mpi_abort_on_exception, seed_everything)
+from pymeta.metalearners.distributed import DistributedMetaLearner  # noqa: E402
+from pymeta.metalearners.fomaml import FOMAMLMetaLearner  # noqa: E402
+from pymeta.mpi import get_rank_and_size, mpi_abort_on_exception, seed_everything  # noqa: E402
 from pymeta.tasks.sinusoid_tasks import create_sinusoid_task_distribution  # noqa: E402
 
 mode = sys.argv[1] if len(sys.argv) > 1 else "excepthook"
@@ -28,7 +29,7 @@ def main():
     seed_everything(0)
     model = keras.Sequential([keras.Input(shape=(1,)), keras.layers.Dense(8), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
-    dml = DistributedFOMAMLMetaLearner(model, keras.optimizers.Adam(0.01))
+    dml = DistributedMetaLearner(FOMAMLMetaLearner(model, keras.optimizers.Adam(0.01)))
     dml.initialize()
     dist = create_sinusoid_task_distribution(num_training_samples=5, num_test_samples=5)[0]
     dml.metatrain_step(dist.sample_batch(2), 1, -1)  # one update together

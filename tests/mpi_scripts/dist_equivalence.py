@@ -26,12 +26,12 @@ from mpi4py import MPI  # noqa: E402
 
 from pymeta.core.task import ClassificationTask  # noqa: E402
 from pymeta.core.task_distribution import TaskDistribution  # noqa: E402
-from pymeta.metalearners.distributed import (DistributedFOMAMLMetaLearner, DistributedMetaLearner,  # noqa: E402
-                                             mpi_abort_on_exception, seed_everything)
+from pymeta.metalearners.distributed import DistributedMetaLearner  # noqa: E402
 from pymeta.metalearners.fomaml import FOMAMLMetaLearner  # noqa: E402
 from pymeta.metalearners.imaml import iMAMLMetaLearner  # noqa: E402
 from pymeta.metalearners.maml import MAMLMetaLearner  # noqa: E402
 from pymeta.metalearners.reptile import ReptileMetaLearner  # noqa: E402
+from pymeta.mpi import mpi_abort_on_exception, seed_everything  # noqa: E402
 from pymeta.networks import make_omniglot_cnn_model  # noqa: E402
 from pymeta.tasks.sinusoid_tasks import create_sinusoid_task_distribution  # noqa: E402
 
@@ -121,7 +121,8 @@ for name in CONFIGS:
 # per-rank sampling: each rank its own stream and its own share; only checks that ranks stay in sync
 model, dist, T, B = sinusoid_setup()
 seed_everything(7, per_rank=True)
-dml = DistributedFOMAMLMetaLearner(model, keras.optimizers.Adam(0.01), comm=comm, task_sampling="per_rank")
+dml = DistributedMetaLearner(FOMAMLMetaLearner(model, keras.optimizers.Adam(0.01)), comm=comm,
+                             task_sampling="per_rank")
 dml.initialize()
 digests = []
 for _ in range(UPDATES):

@@ -1,0 +1,60 @@
+"""Atomic file writes: a file is either its old version or the complete new one, never half-written.
+
+    with atomic_write("saved/model.h5") as tmp:   # a new path in the same folder, same extension
+        model.save(tmp)                            # write it any way you like
+    # here saved/model.h5 is the new file (fsync'ed, then os.replace'd onto the name)
+"""
+
+import contextlib
+import json
+import os
+import secrets
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_write(path: "str | os.PathLike") -> Iterator[str]:
+    """Yield a temporary path next to `path` (same extension); when the block ends without an
+    exception, flush it to disk and rename it onto `path` (atomic on POSIX and Windows); otherwise
+    delete it. The folder is created if needed."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    base, ext = os.path.splitext(os.path.basename(path))
+    tmp = os.path.join(folder, f".{base}.tmp{os.getpid()}_{secrets.token_hex(4)}{ext}")
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    _fsync_folder(folder)
+
+
+def write_json_atomic(path: "str | os.PathLike", obj: Any) -> str:
+    """Write `obj` as indented JSON to `path` atomically; returns the path."""
+    with atomic_write(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+    return os.fspath(path)
+
+
+def _fsync(path):
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_folder(folder):
+    """Make the rename itself durable (POSIX); not possible on every platform / file system."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,81 @@
+"""pymeta-metatest: meta-test a saved model, the mean accuracy (or MSE) after adaptation over many
+meta-test tasks with the 95% confidence interval papers report.
+
+    pymeta-metatest --model saved/model.h5 --num_tasks 1000 --num_inner_iterations 10
+
+The task and inner-loop flags (dataset, way, shot, query count, metamodel, inner optimizer and learning
+rate, inner steps and batch size, iMAML's lambda, precision, Omniglot protocol, transductive) default
+to the settings the model file records about its training; flags given on the command line win. Papers
+usually adapt with more steps at test time than during training (`--num_inner_iterations`). A model
+trained with `--persistent_inner_state` carries its inner optimizer state: every test task starts from
+it, as the original Reptile evaluation did (`--fresh_inner_state` starts from zero instead).
+"""
+
+import logging
+from typing import List, Sequence
+
+from absl import app, flags
+
+from pymeta.cli._common import run_program, start
+from pymeta.config import (CliOptions, MetaTestConfig, apply_model_settings, config_from_flags, define_flags,
+                           flags_given)
+
+logger = logging.getLogger("pymeta.cli")
+
+
+def parse_args(argv: Sequence[str]) -> MetaTestConfig:
+    """The meta-test settings from command-line arguments (without the program name): the flags given,
+    then the settings recorded in the --model file, then the flag defaults."""
+    fv = flags.FlagValues()
+    define_flags(MetaTestConfig, fv)
+    fv(["pymeta-metatest", *map(str, argv)])
+    return config_with_model_settings(fv)
+
+
+def config_with_model_settings(flag_values) -> MetaTestConfig:
+    """The MetaTestConfig of parsed `flag_values`, with the --model file's settings for flags not given;
+    logs which ones it took (or warns that the file records none)."""
+    from pymeta.model_io import load_settings
+    c = config_from_flags(MetaTestConfig, flag_values)
+    if not c.model:
+        raise ValueError("--model is required: the model file written by meta-training")
+    settings = load_settings(c.model)
+    if settings is None:
+        logger.warning(f"{c.model} does not record how it was trained (written by an older pymeta?): "
+                       "the flag defaults apply to every flag not given")
+        return c
+    c, taken = apply_model_settings(c, settings, flags_given(MetaTestConfig, flag_values))
+    if taken:
+        logger.info(f"settings from {c.model}: " + " ".join(_as_flag(k, v) for k, v in taken.items()))
+    return c
+
+
+def _as_flag(name, value):
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no{name}"
+    return f"--{name}={value}"
+
+
+def main(argv: List[str]) -> int:
+    """Meta-test with the parsed flags; returns the exit code (2 for a bad setting)."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    start()
+    from pymeta.evaluation import meta_test
+    try:
+        meta_test(config_with_model_settings(flags.FLAGS))
+    except (ValueError, FileNotFoundError) as e:
+        logger.error(str(e))
+        return 2
+    return 0
+
+
+def run() -> None:
+    """The `pymeta-metatest` console script."""
+    define_flags(MetaTestConfig)
+    define_flags(CliOptions)
+    run_program(main, __doc__)
+
+
+if __name__ == "__main__":
+    run()

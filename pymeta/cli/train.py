@@ -1,0 +1,51 @@
+r"""pymeta-train: meta-train a network with FOMAML, Reptile, iMAML, MAML or SeqFOMAML (the command line
+of the original pyMeta's example_metatrain.py; `--helpfull` lists every flag).
+
+    pymeta-train --dataset=sinusoid --metamodel=fomaml --num_train_samples_per_class=10 \
+        --num_test_samples_per_class=100 --num_inner_training_iterations=5 --inner_batch_size=10 \
+        --meta_lr=0.001 --inner_lr=0.01 --meta_batch_size=5 --num_validation_batches=10 \
+        --model_save_filename=saved/model.h5 --num_outer_metatraining_iterations=10000
+"""
+
+import logging
+from typing import List
+
+from absl import app
+
+from pymeta.cli._common import run_program, start
+from pymeta.config import CliOptions, RunConfig, config_from_flags, define_flags
+from pymeta.mpi import is_mpi_run, mpi_abort_on_exception
+
+logger = logging.getLogger("pymeta.cli")
+
+
+def main(argv: List[str]) -> int:
+    """Meta-train with the parsed flags; returns the exit code (2 for a bad setting, 128 + signal)."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    start()
+    if is_mpi_run():
+        mpi_abort_on_exception()  # a failing rank ends the whole job instead of hanging the others
+    from pymeta.training import Interrupted, metatrain
+    try:
+        metatrain(config_from_flags(RunConfig))
+    except (ValueError, FileNotFoundError) as e:
+        logger.error(str(e))
+        if is_mpi_run():
+            raise  # -> MPI abort of every rank
+        return 2
+    except Interrupted as e:
+        logger.warning(str(e))
+        return 128 + e.signum
+    return 0
+
+
+def run() -> None:
+    """The `pymeta-train` console script."""
+    define_flags(RunConfig)
+    define_flags(CliOptions)
+    run_program(main, __doc__)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,300 @@
+"""The settings of a meta-training run (`RunConfig`) and of a meta-test (`MetaTestConfig`).
+
+Each field's type, default and help text generate the command-line flag of the same name
+(`define_flags`), so a flag and its default are defined once, here. `check_config` /
+`check_metatest_config` reject impossible settings up front with one-line messages naming the fix.
+`model_settings` is what a model file records about its training, `apply_model_settings` turns it
+into meta-test defaults. No TensorFlow import here: `--help` stays fast.
+"""
+
+import dataclasses
+import os
+import sys
+from typing import Any, Collection, Dict, Mapping, Optional, Tuple
+
+from pymeta.registry import DATASETS, INNER_OPTIMIZERS, METAMODELS, OMNIGLOT_PROTOCOLS, SEQ_FOMAML_VARIANTS
+from pymeta.runtime import PRECISIONS
+
+
+def option(default: Any, help: str, choices: Optional[Tuple[str, ...]] = None, aliases: Tuple[str, ...] = ()):
+    """A config field that is also a command-line flag. `choices` are listed in the help and checked by
+    `check_config` / `check_metatest_config` (one-line errors), not by the flag parser."""
+    if choices:
+        help = f"{help} ({', '.join(choices)})"
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "aliases": aliases})
+
+
+def _redefault(cls, name: str, default: Any):
+    """Field `name` of `cls` with another default (same help text and choices)."""
+    base = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return dataclasses.field(default=default, metadata=base.metadata)
+
+
+@dataclasses.dataclass
+class TaskConfig:
+    """What the tasks are and how a task is learnt (the inner loop): shared by training and meta-test."""
+    dataset: str = option("omniglot", "the task family", DATASETS)
+    data_path: str = option("", "dataset file (default datasets/<dataset>/<dataset>.pkl)")
+    omniglot_protocol: str = option("standard", "standard: 1200 rotated training characters (literature); "
+                                    "allcharacters: the original pyMeta's alphabet split", OMNIGLOT_PROTOCOLS)
+    metamodel: str = option("fomaml", "the meta-learner (maml: second order; seqfomaml: FOMAML on sequences "
+                            "of tasks)", METAMODELS)
+    num_output_classes: int = option(5, "N: classes per task (N-way)")
+    num_train_samples_per_class: int = option(5, "K: training (support) samples per class (K-shot); "
+                                              "sinusoid: training points")
+    num_test_samples_per_class: int = option(15, "Q: test (query) samples per class; sinusoid: test points")
+    inner_batch_size: int = option(-1, "inner minibatch size; -1 = N*K (the whole support set)")
+    inner_lr: float = option(0.001, "inner learning rate (SGD, or Adam with beta_1=0 for Reptile and sinusoid)")
+    inner_optimizer: str = option("auto", "auto: the original's choice (Adam with beta_1=0 for Reptile and "
+                                  "sinusoid, SGD otherwise)", INNER_OPTIMIZERS)
+    imaml_lambda_reg: float = option(2.0, "iMAML: strength lambda of the proximal term "
+                                     "(lambda/2)||phi - theta||^2 (meta-test: 0 adapts without it)")
+    transductive: bool = option(True, "evaluate with the batch statistics of the query set (original "
+                                "behaviour); --notransductive uses the support set's")
+    precision: str = option("float32", "mixed_bfloat16 computes convolutions in bfloat16 (faster on CPUs "
+                            "with bf16)", PRECISIONS)
+    seed: int = option(100, "random seed (numpy, Python, TensorFlow)")
+
+
+@dataclasses.dataclass
+class RunConfig(TaskConfig):
+    """Everything a meta-training run needs; the flags of `pymeta-train` / `example_metatrain.py`."""
+    num_outer_metatraining_iterations: int = option(10000, "meta-iterations (outer loop)")
+    meta_batch_size: int = option(5, "tasks per meta-iteration")
+    meta_lr: float = option(0.001, "outer learning rate (Adam for FOMAML, SGD for Reptile)")
+    num_validation_batches: int = option(10, "meta-batches of validation tasks averaged at each validation")
+    num_inner_training_iterations: int = option(5, "inner steps per task")
+    save_every_k_iterations: int = option(1000, "save the model every k")
+    test_every_k_iterations: int = option(100, "validate every k")
+    model_save_filename: str = option("saved/model.h5", "where to save the model (.h5)",
+                                      aliases=("model_save_filaname",))  # the original's spelling
+    fast: bool = option(True, "one compiled call per meta-batch (--nofast: the step-by-step task_begin / "
+                        "fit_n_iterations / task_end / update API)")
+    iterations_per_call: int = option(0, "meta-iterations per compiled call (0: 10 for sinusoid, 1 otherwise)")
+    progress: bool = option(True, "show a progress bar")
+    anneal_meta_lr: bool = option(False, "decay meta_lr linearly to 0 over the run (Reptile's recipe)")
+    num_threads: int = option(0, "TensorFlow threads (0: all cores; under MPI: cores / ranks per node)")
+    inter_op_threads: int = option(0, "TensorFlow ops run at once (0: as --num_threads); --num_threads=1 "
+                                   "--inter_op_threads=2 runs two tasks of a meta-batch at a time, one thread "
+                                   "each (the fastest layout for the conv nets on 2 cores)")
+    imaml_cg_steps: int = option(5, "iMAML: conjugate-gradient steps per task (0 = the FOMAML gradient)")
+    imaml_cg_damping: float = option(1.0, "iMAML: damping added to I + H/lambda")
+    imaml_lam_damping: float = option(0.0, "iMAML: the meta-gradient's system uses H/(lambda + lam_damping), "
+                                      "as the reference implementation (its default: 10; 0: exact)")
+    seqfomaml_variant: str = option("loss_after_each_task", "SeqFOMAML: the auxiliary losses (Spigler 2019; "
+                                    "loss_after_each_task is the paper's best)", SEQ_FOMAML_VARIANTS)
+    seqfomaml_sequence_length: int = option(5, "SeqFOMAML: tasks learnt one after the other in each "
+                                            "meta-training sequence")
+    persistent_inner_state: bool = option(False, "keep the inner optimizer's state (Adam's moments, step "
+                                          "count) from task to task, as the original Reptile code did (fomaml, "
+                                          "reptile; saved in the .h5 model); default: fresh for every task")
+    run_dir: str = option("", "checkpoints and TensorBoard logs (default: <model file without extension>_run/)")
+    resume: bool = option(True, "continue from the last checkpoint in --run_dir if there is one")
+    overwrite: bool = option(False, "allow replacing a model file / run directory of another run")
+    keep_checkpoints: int = option(3, "checkpoints kept in --run_dir")
+    tensorboard: bool = option(True, "write TensorBoard summaries to <run_dir>/tensorboard")
+
+    def resolved_run_dir(self) -> str:
+        """Checkpoints and TensorBoard logs: --run_dir, default <model file without extension>_run/."""
+        return self.run_dir or f"{os.path.splitext(self.model_save_filename)[0]}_run"
+
+    def resolved_inner_batch_size(self) -> int:
+        """-1 means N*K (the whole support set), as in the original; sinusoid has N = 1."""
+        if self.inner_batch_size < 0:
+            n = 1 if self.dataset == "sinusoid" else self.num_output_classes
+            return n * self.num_train_samples_per_class
+        return self.inner_batch_size
+
+
+@dataclasses.dataclass
+class MetaTestConfig(TaskConfig):
+    """A meta-test of a saved model; the flags of `pymeta-metatest` / `scripts/meta_test.py`."""
+    model: str = option("", "the .h5/.keras file written by meta-training (required); the settings it "
+                        "records are the defaults of the task and inner-loop flags")
+    num_train_samples_per_class: int = _redefault(TaskConfig, "num_train_samples_per_class", 1)
+    inner_lr: float = _redefault(TaskConfig, "inner_lr", 0.01)
+    seed: int = _redefault(TaskConfig, "seed", 0)
+    num_inner_iterations: int = option(10, "inner steps per test task")
+    num_tasks: int = option(1000, "meta-test tasks (>= 600 for a paper table)")
+    batch: int = option(25, "tasks per compiled call")
+    split: str = option("test", "evaluate on the meta-test or the validation tasks", ("test", "val"))
+    fresh_inner_state: bool = option(False, "ignore an inner optimizer state saved with the model (start each "
+                                     "task fresh)")
+    output: str = option("", "also write the result as JSON here")
+
+
+@dataclasses.dataclass
+class CliOptions:
+    """Options of the command-line programs themselves."""
+    tf_log_level: int = option(-1, "TensorFlow's C++ log level (TF_CPP_MIN_LOG_LEVEL: 0 all ... 3 errors "
+                               "hidden); -1: TF_CPP_MIN_LOG_LEVEL if set, else TensorFlow's start-up lines "
+                               "are hidden")
+
+
+# --- flags -------------------------------------------------------------------------------------------------
+def define_flags(cls, flag_values=None, module_name: Optional[str] = None) -> None:
+    """Define one absl flag per field of the dataclass `cls` (name, default, help, choices, aliases).
+
+    module_name: the module the flags belong to in --help (default: the running program).
+    """
+    from absl import flags
+    fv = flags.FLAGS if flag_values is None else flag_values
+    module_name = module_name or sys.argv[0]
+    for f in dataclasses.fields(cls):
+        help_text = f.metadata["help"]
+        if f.type is bool:
+            flag = flags.BooleanFlag(f.name, f.default, help_text)
+        elif f.type is int:
+            flag = flags.Flag(flags.IntegerParser(), flags.ArgumentSerializer(), f.name, f.default, help_text)
+        elif f.type is float:
+            flag = flags.Flag(flags.FloatParser(), flags.ArgumentSerializer(), f.name, f.default, help_text)
+        else:
+            flag = flags.Flag(flags.ArgumentParser(), flags.ArgumentSerializer(), f.name, f.default, help_text)
+        flags.DEFINE_flag(flag, fv, module_name=module_name)
+        for alias in f.metadata["aliases"]:
+            flags.DEFINE_alias(alias, f.name, flag_values=fv, module_name=module_name)
+
+
+def config_from_flags(cls, flag_values=None):
+    """An instance of the dataclass `cls` with the values of its flags."""
+    from absl import flags
+    fv = flags.FLAGS if flag_values is None else flag_values
+    return cls(**{f.name: fv[f.name].value for f in dataclasses.fields(cls)})
+
+
+def flags_given(cls, flag_values=None) -> set:
+    """The fields of `cls` whose flag was given on the command line (an alias counts)."""
+    from absl import flags
+    fv = flags.FLAGS if flag_values is None else flag_values
+    given = {f.name for f in dataclasses.fields(cls) if fv[f.name].present}
+    for f in dataclasses.fields(cls):
+        if any(fv[a].present for a in f.metadata["aliases"]):
+            given.add(f.name)
+    return given
+
+
+# --- validation --------------------------------------------------------------------------------------------
+def _check_choice(c, name, choices):
+    if getattr(c, name) not in choices:
+        raise ValueError(f"unknown --{name}={getattr(c, name)!r}: use one of {', '.join(choices)}")
+
+
+def _check_task(c: TaskConfig) -> None:
+    for name, choices in (("dataset", DATASETS), ("metamodel", METAMODELS),
+                          ("omniglot_protocol", OMNIGLOT_PROTOCOLS), ("inner_optimizer", INNER_OPTIMIZERS)):
+        _check_choice(c, name, choices)
+    if c.precision not in PRECISIONS:
+        raise ValueError(f"--precision must be float32 or mixed_bfloat16, got {c.precision!r}")
+
+
+def check_config(c: RunConfig) -> None:
+    """Raise ValueError with a one-line message naming the fix for any impossible training setting."""
+    _check_task(c)
+    if (not c.imaml_lambda_reg > 0 or c.imaml_cg_steps < 0 or c.imaml_cg_damping < 0
+            or c.imaml_lam_damping < 0):
+        raise ValueError("--imaml_lambda_reg must be > 0, --imaml_cg_steps, --imaml_cg_damping and "
+                         "--imaml_lam_damping >= 0")
+    _check_choice(c, "seqfomaml_variant", SEQ_FOMAML_VARIANTS)
+    positive = ["num_outer_metatraining_iterations", "meta_batch_size", "num_validation_batches",
+                "num_train_samples_per_class", "save_every_k_iterations", "test_every_k_iterations",
+                "seqfomaml_sequence_length"]
+    if c.dataset != "sinusoid":
+        positive.append("num_output_classes")
+    for name in positive:
+        if getattr(c, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(c, name)}")
+    if c.num_inner_training_iterations < 0:
+        raise ValueError(f"--num_inner_training_iterations must be >= 0, got {c.num_inner_training_iterations}")
+    if c.num_test_samples_per_class < 1 and not (c.dataset != "sinusoid" and c.num_test_samples_per_class == -1):
+        raise ValueError(f"--num_test_samples_per_class must be >= 1, got {c.num_test_samples_per_class}")
+    for name in ("meta_lr", "inner_lr"):
+        if not getattr(c, name) > 0:
+            raise ValueError(f"--{name} must be > 0, got {getattr(c, name)}")
+    support = (1 if c.dataset == "sinusoid" else c.num_output_classes) * c.num_train_samples_per_class
+    if c.inner_batch_size == 0 or c.inner_batch_size > support:
+        raise ValueError(f"--inner_batch_size={c.inner_batch_size} is not possible with a support set of "
+                         f"{support} examples: use 1..{support}, or -1 for all of them")
+    if c.persistent_inner_state and (c.metamodel not in ("fomaml", "reptile")
+                                     or not c.model_save_filename.endswith(".h5")):
+        raise ValueError("--persistent_inner_state needs --metamodel=fomaml or reptile and an .h5 "
+                         "--model_save_filename (the kept state is saved with the model)")
+    if c.num_threads < 0 or c.inter_op_threads < 0:
+        raise ValueError("--num_threads and --inter_op_threads must be >= 0 (0: TensorFlow's default)")
+    if os.path.splitext(c.model_save_filename)[1] not in (".h5", ".keras"):
+        raise ValueError(f"--model_save_filename must end in .h5 or .keras, got {c.model_save_filename!r}")
+
+
+def check_metatest_config(c: MetaTestConfig) -> None:
+    """Raise ValueError with a one-line message for any impossible meta-test setting."""
+    if not c.model:
+        raise ValueError("--model is required: the model file written by meta-training")
+    _check_task(c)
+    _check_choice(c, "split", ("test", "val"))
+    if c.num_tasks < 2:
+        raise ValueError(f"--num_tasks must be >= 2 for a confidence interval, got {c.num_tasks}")
+    if c.imaml_lambda_reg < 0:
+        raise ValueError(f"--imaml_lambda_reg must be >= 0, got {c.imaml_lambda_reg}")
+    for name in ("batch", "num_train_samples_per_class"):
+        if getattr(c, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(c, name)}")
+    if c.num_inner_iterations < 0:
+        raise ValueError(f"--num_inner_iterations must be >= 0, got {c.num_inner_iterations}")
+    if not c.inner_lr > 0:
+        raise ValueError(f"--inner_lr must be > 0, got {c.inner_lr}")
+
+
+# --- runs and their files ------------------------------------------------------------------------------------
+# the settings a checkpoint must share with the run that resumes it
+RUN_IDENTITY = ("dataset", "metamodel", "num_output_classes", "num_train_samples_per_class",
+                "num_test_samples_per_class", "meta_batch_size", "meta_lr", "inner_lr",
+                "num_inner_training_iterations", "inner_batch_size", "seed", "omniglot_protocol",
+                "precision", "anneal_meta_lr", "inner_optimizer", "fast", "iterations_per_call",
+                "test_every_k_iterations", "num_validation_batches", "imaml_lambda_reg", "imaml_cg_steps",
+                "imaml_cg_damping", "imaml_lam_damping", "persistent_inner_state", "seqfomaml_variant",
+                "seqfomaml_sequence_length")
+
+
+def run_identity(c: RunConfig) -> Dict[str, Any]:
+    """The settings of `c` a checkpoint records and a resuming run must share."""
+    return {k: getattr(c, k) for k in RUN_IDENTITY}
+
+
+def artifact_path(model_save_filename: str, suffix: str) -> str:
+    """A file next to the model: saved/model.h5 -> saved/model_<suffix>."""
+    return f"{os.path.splitext(model_save_filename)[0]}_{suffix}"
+
+
+# what a model file records about its training (RunConfig fields), and the meta-test flag each one is the
+# default of (None: recorded for the reader only)
+MODEL_SETTINGS = {
+    "dataset": "dataset", "omniglot_protocol": "omniglot_protocol", "metamodel": "metamodel",
+    "num_output_classes": "num_output_classes", "num_train_samples_per_class": "num_train_samples_per_class",
+    "num_test_samples_per_class": "num_test_samples_per_class", "inner_optimizer": "inner_optimizer",
+    "inner_lr": "inner_lr", "num_inner_training_iterations": "num_inner_iterations",
+    "inner_batch_size": "inner_batch_size", "imaml_lambda_reg": "imaml_lambda_reg", "precision": "precision",
+    "transductive": "transductive", "imaml_cg_steps": None, "imaml_cg_damping": None,
+    "imaml_lam_damping": None, "persistent_inner_state": None, "seqfomaml_variant": None,
+    "seqfomaml_sequence_length": None,
+}
+
+
+def model_settings(c: RunConfig, inner_optimizer: Optional[str] = None) -> Dict[str, Any]:
+    """The settings a model file of run `c` records (JSON-able). inner_optimizer: the one the run
+    actually used ('sgd' / 'adam'), recorded instead of 'auto'."""
+    from pymeta import __version__
+    settings = {k: getattr(c, k) for k in MODEL_SETTINGS}
+    if inner_optimizer:
+        settings["inner_optimizer"] = inner_optimizer
+    settings["pymeta_version"] = __version__
+    return settings
+
+
+def apply_model_settings(c: MetaTestConfig, settings: Mapping[str, Any],
+                         given: Collection[str] = ()) -> Tuple[MetaTestConfig, Dict[str, Any]]:
+    """(config, taken): `c` with the meta-test fields that a model file's `settings` know replaced by
+    the recorded values, except those in `given` (set explicitly); `taken` lists the replaced ones."""
+    taken = {}
+    for key, field_name in MODEL_SETTINGS.items():
+        if field_name and key in settings and field_name not in given:
+            taken[field_name] = settings[key]
+    return dataclasses.replace(c, **taken), taken

@@ -1,0 +1,112 @@
+"""How well a meta-learnt initialisation adapts: validation during a run (`validate`) and the meta-test
+of a saved model with its 95% confidence interval (`meta_test`)."""
+
+import logging
+import sys
+import time
+from typing import Any, Dict, Sequence, Tuple
+
+import numpy as np
+
+from pymeta.config import MetaTestConfig, RunConfig, check_metatest_config
+from pymeta.model_io import kept_inner_state
+
+logger = logging.getLogger(__name__)
+
+
+def validate(metalearner, distribution, num_batches: int, num_inner_iterations: int, inner_batch_size: int,
+             transductive: bool = True, fast: bool = True) -> Tuple[float, float]:
+    """Mean (loss, accuracy) after adaptation over `num_batches` meta-batches of `distribution`.
+
+    fast=True: one compiled call per meta-batch; False: the step-by-step API, task by task.
+    """
+    losses, accs = [], []
+    evaluate = getattr(metalearner, "evaluate_tasks_distributed", metalearner.evaluate_tasks)
+    kept = None if fast else kept_inner_state(metalearner)
+    saved_state = None if kept is None else kept.read()
+    for _ in range(num_batches):
+        tasks = distribution.sample_batch()
+        if fast:
+            l, a = evaluate(tasks, num_inner_iterations, inner_batch_size, transductive)
+            losses.extend(l)
+            accs.extend(a)
+            continue
+        for task in tasks:
+            metalearner.task_begin(task)
+            task.fit_n_iterations(metalearner.model, num_inner_iterations, inner_batch_size)
+            out = task.evaluate(metalearner.model, transductive=transductive)
+            losses.append(out["loss"])
+            accs.append(out.get("sparse_categorical_accuracy", 0.0))
+    if not fast:
+        metalearner.task_begin(None)  # leave the model at theta
+        if kept is not None:  # validation does not change the kept inner optimizer state
+            kept.write(saved_state)
+    return float(np.mean(losses)), float(np.mean(accs))
+
+
+def mean_confidence_interval(values: Sequence[float], z: float = 1.96) -> Tuple[float, float]:
+    """(mean, half-width of the 95% normal confidence interval) of `values`."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(z * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+
+
+def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
+    """Adapt the initialisation saved in `c.model` to `c.num_tasks` meta-test tasks; returns {'mean':
+    ..., 'ci95': ..., ...}: accuracy (%) for classification, MSE for sinusoid. The result line is logged.
+
+    The inner loop is the one of meta-training (same inner optimizer and learning rate); a model trained
+    with a kept inner optimizer state adapts from it (unless c.fresh_inner_state).
+    """
+    import keras
+    from tqdm import tqdm
+
+    from pymeta.atomic import write_json_atomic
+    from pymeta.model_io import load_inner_state, load_weights_into
+    from pymeta.registry import build_metalearner, seeded_problem_and_model
+    from pymeta.runtime import apply_thread_layout, thread_layout
+    check_metatest_config(c)
+    # the tasks of a compiled batch run side by side, as in training (default layout of a training run)
+    apply_thread_layout(*thread_layout(RunConfig(dataset=c.dataset, meta_batch_size=c.batch)), explicit=False)
+    problem, model = seeded_problem_and_model(
+        c.seed, c.precision, c.dataset, c.metamodel, c.inner_lr, c.num_output_classes,
+        c.num_train_samples_per_class, c.num_test_samples_per_class, c.batch, c.data_path or None,
+        c.omniglot_protocol, inner_optimizer=c.inner_optimizer)
+    load_weights_into(model, c.model)
+    # evaluation only: the meta-learner just supplies the inner objective (iMAML's is proximal)
+    imaml = c.metamodel == "imaml" and c.imaml_lambda_reg > 0
+    kept = None if c.fresh_inner_state else load_inner_state(c.model)
+    metalearner = build_metalearner("imaml" if imaml else "fomaml", model, keras.optimizers.SGD(0.0),
+                                    imaml_lambda_reg=c.imaml_lambda_reg, persistent_inner_state=kept is not None)
+    metalearner.initialize()
+    if kept is not None:
+        store = kept_inner_state(metalearner)
+        if not store.fits(kept):
+            raise ValueError(f"the inner optimizer state in {c.model!r} does not fit --inner_optimizer="
+                             f"{c.inner_optimizer} (train with the same inner optimizer, or --fresh_inner_state)")
+        store.write(kept)  # flat arrays, in the order of store.variables
+    dist = problem.metatest if c.split == "test" else problem.metaval
+    losses, accs = [], []
+    start = time.time()
+    with tqdm(total=c.num_tasks, unit="task", disable=not sys.stderr.isatty()) as bar:
+        while len(losses) < c.num_tasks:
+            n = min(c.batch, c.num_tasks - len(losses))
+            l, a = metalearner.evaluate_tasks(dist.sample_batch(n), c.num_inner_iterations, c.inner_batch_size,
+                                              c.transductive)
+            losses.extend(l)
+            accs.extend(a)
+            bar.update(n)
+    values = np.asarray(accs) * 100 if problem.is_classification else np.asarray(losses)
+    mean, ci = mean_confidence_interval(values)
+    result = {"metric": "accuracy_percent" if problem.is_classification else "mse", "mean": mean, "ci95": ci,
+              "num_tasks": len(values), "num_inner_iterations": c.num_inner_iterations,
+              "transductive": c.transductive, "seconds": round(time.time() - start, 1),
+              "model": c.model, "dataset": c.dataset, "split": c.split,
+              "way": c.num_output_classes, "shot": c.num_train_samples_per_class,
+              "inner_objective": f"proximal (lambda {c.imaml_lambda_reg})" if imaml else "task loss",
+              "inner_optimizer_state": "saved with the model" if kept is not None else "fresh per task"}
+    unit = "%" if problem.is_classification else ""
+    logger.info(f"{c.dataset} {c.split}: {mean:.2f}{unit} ± {ci:.2f}{unit} (95% CI) over {len(values)} tasks, "
+                f"{c.num_inner_iterations} inner steps, {'transductive' if c.transductive else 'non-transductive'}")
+    if c.output:
+        write_json_atomic(c.output, result)
+    return result

@@ -1,0 +1,124 @@
+"""A model file knows how it was trained: the settings meta-testing needs are recorded in the .h5, and
+the meta-test takes them as its defaults (flags given explicitly still win; old files still work)."""
+
+import json
+import logging
+import os
+import pickle
+import subprocess
+import sys
+
+import h5py
+import pytest
+
+from conftest import REPO
+from data_fixtures import synthetic_omniglot_dict
+from pymeta.cli.metatest import parse_args
+from pymeta.config import RunConfig
+from pymeta.evaluation import meta_test
+from pymeta.model_io import load_settings, save_model
+
+# a tiny 3-way 1-shot Omniglot run on the original pyMeta's alphabet split, Reptile with Adam
+TRAINED = dict(dataset="omniglot", omniglot_protocol="allcharacters", metamodel="reptile", num_output_classes=3,
+               num_train_samples_per_class=1, num_test_samples_per_class=2, inner_lr=0.003,
+               num_inner_training_iterations=3, inner_batch_size=2, meta_lr=0.5, transductive=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(model file, data file) of a few meta-iterations on a small synthetic Omniglot."""
+    from pymeta.training import metatrain
+    folder = tmp_path_factory.mktemp("settings")
+    data = folder / "omniglot.pkl"
+    with open(data, "wb") as f:
+        pickle.dump(synthetic_omniglot_dict(alphabets=(30, 20), chars_per_alphabet=2, drawings=20, size=16), f)
+    model = folder / "model.h5"
+    metatrain(RunConfig(**TRAINED, data_path=str(data), meta_batch_size=2, num_outer_metatraining_iterations=4,
+                        test_every_k_iterations=4, num_validation_batches=1, model_save_filename=str(model),
+                        progress=False, tensorboard=False))
+    return model, data
+
+
+def test_the_model_file_records_its_training(trained):
+    model, _ = trained
+    settings = load_settings(model)
+    for key, value in TRAINED.items():
+        if key != "meta_lr":
+            assert settings[key] == value, key
+    assert settings["inner_optimizer"] == "adam"  # 'auto' resolved: Reptile's Adam(beta_1=0)
+    assert settings["precision"] == "float32" and "imaml_lambda_reg" in settings
+    with h5py.File(model, "r") as f:  # a JSON string attribute, readable without pymeta
+        assert json.loads(f.attrs["pymeta_settings"]) == settings
+
+
+def test_only_model_gives_the_result_of_all_flags_spelled_out(trained, caplog):
+    model, data = trained
+    common = ["--data_path", data, "--num_tasks", 12, "--batch", 6]
+    with caplog.at_level(logging.INFO, logger="pymeta"):
+        short = parse_args(["--model", model, *common])
+    assert "settings from" in caplog.text and "--omniglot_protocol=allcharacters" in caplog.text
+    assert "--notransductive" in caplog.text
+    spelled = parse_args(["--model", model, *common, "--dataset", "omniglot", "--omniglot_protocol", "allcharacters",
+                          "--metamodel", "reptile", "--num_output_classes", 3, "--num_train_samples_per_class", 1,
+                          "--num_test_samples_per_class", 2, "--inner_optimizer", "adam", "--inner_lr", 0.003,
+                          "--num_inner_iterations", 3, "--inner_batch_size", 2, "--notransductive",
+                          "--precision", "float32"])
+    assert short == spelled
+    a, b = meta_test(short), meta_test(spelled)
+    assert a["mean"] == b["mean"] and a["ci95"] == b["ci95"] and a["way"] == 3 and a["transductive"] is False
+    # an explicit flag overrides the recorded value
+    other_steps = parse_args(["--model", model, *common, "--num_inner_iterations", 1, "--transductive"])
+    assert other_steps.num_inner_iterations == 1 and other_steps.transductive is True
+    assert other_steps.num_output_classes == 3  # the others still from the file
+    assert meta_test(other_steps)["mean"] != a["mean"]
+
+
+def test_command_line_with_only_the_model(trained, tmp_path):
+    """The brief's check, through the real command line: `--model` (and the data path) alone gives the
+    number of the fully spelled-out command; an explicit flag changes it."""
+    model, data = trained
+
+    def run(*args):
+        out = tmp_path / f"r{len(os.listdir(tmp_path))}.json"
+        proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "meta_test.py"), "--model", str(model),
+                               "--data_path", str(data), "--num_tasks", "10", "--batch", "5", "--output", str(out),
+                               *map(str, args)], capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc, json.loads(out.read_text())
+
+    short, r_short = run()
+    assert "settings from" in short.stdout and "--num_output_classes=3" in short.stdout
+    _, r_spelled = run("--dataset=omniglot", "--omniglot_protocol=allcharacters", "--metamodel=reptile",
+                       "--num_output_classes=3", "--num_train_samples_per_class=1", "--num_test_samples_per_class=2",
+                       "--inner_optimizer=adam", "--inner_lr=0.003", "--num_inner_iterations=3",
+                       "--inner_batch_size=2", "--notransductive", "--precision=float32")
+    assert r_short["mean"] == r_spelled["mean"] and r_short["way"] == 3
+    _, r_override = run("--inner_lr=0.5")
+    assert r_override["mean"] != r_short["mean"]
+
+
+def test_an_old_model_file_falls_back_to_the_flag_defaults(tmp_path, caplog):
+    import keras
+
+    from pymeta.networks import make_sinusoid_model
+    keras.utils.set_random_seed(0)
+    old = save_model(make_sinusoid_model(), tmp_path / "old.h5")  # no settings, as before this feature
+    assert load_settings(old) is None
+    with caplog.at_level(logging.INFO, logger="pymeta"):
+        c = parse_args(["--model", old, "--dataset", "sinusoid", "--num_tasks", 4, "--batch", 4])
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "does not record how it was trained" in warnings[0].getMessage()
+    assert (c.num_train_samples_per_class, c.inner_lr, c.num_inner_iterations) == (1, 0.01, 10)  # flag defaults
+    assert meta_test(c)["num_tasks"] == 4
+    with pytest.raises(FileNotFoundError, match="no model file"):
+        parse_args(["--model", tmp_path / "missing.h5"])
+    with pytest.raises(ValueError, match="--model is required"):
+        parse_args(["--dataset", "sinusoid"])
+
+
+def test_keras_files_record_settings_too(tmp_path):
+    from pymeta.model_io import load_model
+    from pymeta.networks import make_sinusoid_model
+    path = save_model(make_sinusoid_model(), tmp_path / "m.keras", settings={"dataset": "sinusoid", "inner_lr": 0.1})
+    assert load_settings(path) == {"dataset": "sinusoid", "inner_lr": 0.1}
+    assert load_model(path).output_shape == (None, 1)
