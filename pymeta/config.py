@@ -49,6 +49,10 @@ class TaskConfig:
                                   "sinusoid, SGD otherwise)", INNER_OPTIMIZERS)
     imaml_lambda_reg: float = option(2.0, "iMAML: strength lambda of the proximal term "
                                      "(lambda/2)||phi - theta||^2 (meta-test: 0 adapts without it)")
+    imaml_inner: str = option("pullback", "iMAML's inner loop: pullback (the reference implementation: plain "
+                              "steps, one step on the proximal term, the implicit gradient; evaluation with "
+                              "plain steps) or proximal (every step and evaluation on loss + proximal term)",
+                              ("pullback", "proximal"))
     transductive: bool = option(True, "evaluate with the batch statistics of the query set (original "
                                 "behaviour); --notransductive uses the support set's")
     precision: str = option("float32", "mixed_bfloat16 computes convolutions in bfloat16 (faster on CPUs "
@@ -81,6 +85,8 @@ class RunConfig(TaskConfig):
     imaml_cg_damping: float = option(1.0, "iMAML: damping added to I + H/lambda")
     imaml_lam_damping: float = option(0.0, "iMAML: the meta-gradient's system uses H/(lambda + lam_damping), "
                                       "as the reference implementation (its default: 10; 0: exact)")
+    imaml_cg_tol: float = option(1e-6, "iMAML: conjugate gradient stops once its residual is below "
+                                 "cg_tol * ||b|| (the remaining steps cost nothing)")
     seqfomaml_variant: str = option("loss_after_each_task", "SeqFOMAML: the auxiliary losses (Spigler 2019; "
                                     "loss_after_each_task is the paper's best)", SEQ_FOMAML_VARIANTS)
     seqfomaml_sequence_length: int = option(5, "SeqFOMAML: tasks learnt one after the other in each "
@@ -191,9 +197,9 @@ def check_config(c: RunConfig) -> None:
     """Raise ValueError with a one-line message naming the fix for any impossible training setting."""
     _check_task(c)
     if (not c.imaml_lambda_reg > 0 or c.imaml_cg_steps < 0 or c.imaml_cg_damping < 0
-            or c.imaml_lam_damping < 0):
-        raise ValueError("--imaml_lambda_reg must be > 0, --imaml_cg_steps, --imaml_cg_damping and "
-                         "--imaml_lam_damping >= 0")
+            or c.imaml_lam_damping < 0 or not c.imaml_cg_tol >= 0):
+        raise ValueError("--imaml_lambda_reg must be > 0, --imaml_cg_steps, --imaml_cg_damping, "
+                         "--imaml_lam_damping and --imaml_cg_tol >= 0")
     _check_choice(c, "seqfomaml_variant", SEQ_FOMAML_VARIANTS)
     positive = ["num_outer_metatraining_iterations", "meta_batch_size", "num_validation_batches",
                 "num_train_samples_per_class", "save_every_k_iterations", "test_every_k_iterations",
@@ -230,6 +236,7 @@ def check_metatest_config(c: MetaTestConfig) -> None:
         raise ValueError("--model is required: the model file written by meta-training")
     _check_task(c)
     _check_choice(c, "split", ("test", "val"))
+    _check_choice(c, "imaml_inner", ("pullback", "proximal"))
     if c.num_tasks < 2:
         raise ValueError(f"--num_tasks must be >= 2 for a confidence interval, got {c.num_tasks}")
     if c.imaml_lambda_reg < 0:
@@ -251,7 +258,7 @@ RUN_IDENTITY = ("dataset", "metamodel", "num_output_classes", "num_train_samples
                 "precision", "anneal_meta_lr", "inner_optimizer", "fast", "iterations_per_call",
                 "test_every_k_iterations", "num_validation_batches", "imaml_lambda_reg", "imaml_cg_steps",
                 "imaml_cg_damping", "imaml_lam_damping", "persistent_inner_state", "seqfomaml_variant",
-                "seqfomaml_sequence_length")
+                "seqfomaml_sequence_length", "imaml_inner", "imaml_cg_tol")
 
 
 def run_identity(c: RunConfig) -> Dict[str, Any]:
@@ -272,6 +279,7 @@ MODEL_SETTINGS = {
     "num_test_samples_per_class": "num_test_samples_per_class", "inner_optimizer": "inner_optimizer",
     "inner_lr": "inner_lr", "num_inner_training_iterations": "num_inner_iterations",
     "inner_batch_size": "inner_batch_size", "imaml_lambda_reg": "imaml_lambda_reg", "precision": "precision",
+    "imaml_inner": "imaml_inner", "imaml_cg_tol": None,
     "transductive": "transductive", "imaml_cg_steps": None, "imaml_cg_damping": None,
     "imaml_lam_damping": None, "persistent_inner_state": None, "seqfomaml_variant": None,
     "seqfomaml_sequence_length": None,

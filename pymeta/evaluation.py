@@ -73,7 +73,8 @@ def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
         c.omniglot_protocol, inner_optimizer=c.inner_optimizer)
     load_weights_into(model, c.model)
     # evaluation only: the meta-learner just supplies the inner objective (iMAML's is proximal)
-    imaml = c.metamodel == "imaml" and c.imaml_lambda_reg > 0
+    # iMAML's proximal mode adapts on the proximal objective at test time too; pullback mode, plain steps
+    imaml = c.metamodel == "imaml" and c.imaml_inner == "proximal" and c.imaml_lambda_reg > 0
     kept = None if c.fresh_inner_state else load_inner_state(c.model)
     metalearner = build_metalearner("imaml" if imaml else "fomaml", model, keras.optimizers.SGD(0.0),
                                     imaml_lambda_reg=c.imaml_lambda_reg, persistent_inner_state=kept is not None)

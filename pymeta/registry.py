@@ -129,6 +129,7 @@ def default_meta_optimizer(metamodel: str, meta_lr: float, anneal_steps: int = 0
 def build_metalearner(metamodel: str, model, meta_optimizer, jit_compile: bool = False,
                       imaml_lambda_reg: float = 2.0, imaml_cg_steps: int = 5, imaml_cg_damping: float = 1.0,
                       imaml_lam_damping: float = 0.0, persistent_inner_state: bool = False,
+                      imaml_inner: str = "proximal", imaml_cg_tol: float = 1e-6,
                       seqfomaml_variant: str = "plain"):
     """The meta-learner called `metamodel` on `model` (compiled with loss and inner optimizer)."""
     from pymeta import metalearners
@@ -143,7 +144,8 @@ def build_metalearner(metamodel: str, model, meta_optimizer, jit_compile: bool =
     if metamodel == "imaml":
         return metalearners.iMAMLMetaLearner(model, meta_optimizer, lambda_reg=imaml_lambda_reg,
                                              n_iters_optimizer=imaml_cg_steps, cg_damping=imaml_cg_damping,
-                                             lam_damping=imaml_lam_damping, jit_compile=jit_compile)
+                                             lam_damping=imaml_lam_damping, inner_mode=imaml_inner,
+                                             cg_tol=imaml_cg_tol, jit_compile=jit_compile)
     if metamodel == "maml":
         return metalearners.MAMLMetaLearner(model, meta_optimizer, first_order=False, jit_compile=jit_compile)
     if metamodel == "seqfomaml":

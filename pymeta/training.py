@@ -96,6 +96,7 @@ def setup_run(c: RunConfig, distributed: bool = False):
         jit_compile=(c.dataset == "sinusoid"), imaml_lambda_reg=c.imaml_lambda_reg,
         imaml_cg_steps=c.imaml_cg_steps, imaml_cg_damping=c.imaml_cg_damping,
         imaml_lam_damping=c.imaml_lam_damping, persistent_inner_state=c.persistent_inner_state,
+        imaml_inner=c.imaml_inner, imaml_cg_tol=c.imaml_cg_tol,
         seqfomaml_variant=c.seqfomaml_variant)
     metalearner.initialize()
     if distributed:
@@ -171,6 +172,7 @@ def _metatrain(c, distributed, stop):
     n_iter = c.num_outer_metatraining_iterations
     per_call = c.iterations_per_call or (10 if c.dataset == "sinusoid" else 1)
     history, train_losses, it = [], [], 0
+    extra_aux = {}
     if resume_from:
         it, history = ckpt.load_checkpoint(resume_from, metalearner)
         if distributed:
@@ -224,6 +226,8 @@ def _metatrain(c, distributed, stop):
         if c.fast:
             results = metalearner.metatrain_steps(batches, T, B)
             train_losses.extend(r["last_minibatch_loss"] for r in results)
+            extra_aux = {k: float(np.mean([r[k] for r in results])) for k in results[0]
+                         if k != "last_minibatch_loss"} if results else {}
         else:
             for tasks in batches:
                 train_losses.extend(_step_by_step_iteration(metalearner, tasks, T, B))
@@ -234,7 +238,9 @@ def _metatrain(c, distributed, stop):
         now = time.time()
         if now - last_time > 5.0 or it == n_iter:
             summaries.scalars(it, {"speed/meta_iterations_per_second": (it - last_it) / (now - last_time),
-                                   "train/last_inner_minibatch_loss": float(np.mean(train_losses[-steps:]))})
+                                   "train/last_inner_minibatch_loss": float(np.mean(train_losses[-steps:])),
+                                   # the algorithm's other per-task values (iMAML: cg_residual, cg_steps)
+                                   **{f"train/{k}": v for k, v in extra_aux.items()}})
             last_time, last_it = now, it
         if it % c.test_every_k_iterations == 0 or it == n_iter:
             validation()

@@ -86,7 +86,8 @@ def test_meta_test_adapts_imaml_models_with_the_proximal_objective(tmp_path):
     def mse(*extra):
         args = parse_args(["--model", str(model), "--dataset", "sinusoid", "--metamodel", "imaml",
                                   "--num_train_samples_per_class", "10", "--num_test_samples_per_class", "50",
-                                  "--inner_lr", "0.02", "--num_tasks", "20", "--batch", "10", *extra])
+                                  "--inner_lr", "0.02", "--num_tasks", "20", "--batch", "10",
+                                  "--imaml_inner", "proximal", *extra])
         return meta_test(args)
 
     unadapted = mse("--num_inner_iterations", "0", "--imaml_lambda_reg", "0")["mean"]
@@ -97,3 +98,6 @@ def test_meta_test_adapts_imaml_models_with_the_proximal_objective(tmp_path):
         (plain["mean"], proximal["mean"], unadapted)
     with pytest.raises(ValueError, match="imaml_lambda_reg"):
         mse("--imaml_lambda_reg", "-1")
+    # a model trained in pull-back mode is evaluated with plain steps whatever lambda
+    pullback = mse("--num_inner_iterations", "10", "--imaml_lambda_reg", "25", "--imaml_inner", "pullback")
+    assert pullback["inner_objective"] == "task loss" and pullback["mean"] == plain["mean"]
