@@ -47,7 +47,7 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def omniglot_like_distribution():
+def omniglot_like_distribution(shots=5):
     import numpy as np
 
     from pymeta.core.task import ClassificationTask
@@ -55,11 +55,12 @@ def omniglot_like_distribution():
     rng = np.random.RandomState(0)
     X = rng.randint(0, 256, (200 * 20, 28, 28, 1), dtype=np.uint8)
     y = np.repeat(np.arange(200), 20)
-    return TaskDistribution([ClassificationTask(X, y, 5, 15, 5, split_train_test=-1)], [1.0], batch_size=5)
+    return TaskDistribution([ClassificationTask(X, y, shots, 15, 5, split_train_test=-1)], [1.0], batch_size=5)
 
 
-def worker(algo, steps, iterations):
-    """One configuration in this process; prints a JSON line."""
+def worker(algo, steps, iterations, shots=5, precision="float32", inner_lr=0.01):
+    """One configuration in this process; prints a JSON line. algo: FOMAML, Reptile, MAML, iMAML or
+    iMAML:<inner mode>:<cg tol>."""
     import keras
     import numpy as np
 
@@ -71,17 +72,20 @@ def worker(algo, steps, iterations):
 
     keras.utils.set_random_seed(0)
     np.random.seed(0)
+    keras.config.set_dtype_policy(precision)
     model = make_omniglot_cnn_model(5)
-    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=keras.optimizers.SGD(inner_lr), loss="sparse_categorical_crossentropy")
     if algo == "FOMAML":
         ml = FOMAMLMetaLearner(model, keras.optimizers.Adam(0.001))
     elif algo == "Reptile":
         ml = ReptileMetaLearner(model, keras.optimizers.SGD(1.0))
-    elif algo == "iMAML":
-        ml = iMAMLMetaLearner(model, keras.optimizers.Adam(0.001), lambda_reg=2.0, n_iters_optimizer=5)
+    elif algo.startswith("iMAML"):
+        _, mode, tol = (algo.split(":") + ["proximal", "1e-6"])[:3] if ":" in algo else (algo, "proximal", "1e-6")
+        ml = iMAMLMetaLearner(model, keras.optimizers.Adam(0.001), lambda_reg=2.0, n_iters_optimizer=5,
+                              cg_damping=1.0, lam_damping=10.0, inner_mode=mode, cg_tol=float(tol))
     else:
         ml = MAMLMetaLearner(model, keras.optimizers.Adam(0.001))
-    dist = omniglot_like_distribution()
+    dist = omniglot_like_distribution(shots)
     ml.initialize()
     batches = [dist.sample_batch() for _ in range(iterations + 1)]
     before = rss_mib()
@@ -89,10 +93,12 @@ def worker(algo, steps, iterations):
     ml.metatrain_step(batches[0], steps, -1)
     warmup = time.perf_counter() - t0
     t0 = time.perf_counter()
+    cg_steps = []
     for tasks in batches[1:]:
-        ml.metatrain_step(tasks, steps, -1)
+        cg_steps.append(ml.metatrain_step(tasks, steps, -1).get("cg_steps", 0.0))
     elapsed = time.perf_counter() - t0
     print(json.dumps({"algo": algo, "steps": steps, "its": iterations / elapsed, "warmup_s": warmup,
+                      "cg_steps": float(np.mean(cg_steps)),
                       "peak_rss": peak_rss_mib(), "step_mem": peak_rss_mib() - before,
                       "rss_before": before}), flush=True)
 
@@ -160,6 +166,23 @@ def hvp_worker(repeats):
     print(json.dumps({"hvp": rows, "grad_ms": g * 1000}), flush=True)
 
 
+def imaml_modes(iterations):
+    """iMAML per inner mode, CG tolerance and precision next to FOMAML with the same inner loop."""
+    print("Omniglot-shaped 5-way 1-shot, 15 query/class, 16 inner SGD(0.1) steps, meta-batch 5; iMAML "
+          "lambda 2, 5 CG steps at most, cg_damping 1, lam_damping 10\n")
+    print("| algorithm | precision | meta-it/s | x FOMAML's time | CG steps run (mean per task) |")
+    print("|---|---|---|---|---|")
+    for precision in ("float32", "mixed_bfloat16"):
+        common = ("--iterations", iterations, "--shots", 1, "--precision", precision, "--inner-lr", 0.1)
+        base = spawn("--worker", "FOMAML", 16, *common)
+        print(f"| FOMAML | {precision} | {base['its']:.2f} | 1.00 | - |", flush=True)
+        for algo in ("iMAML:pullback:1e-6", "iMAML:pullback:1e-2", "iMAML:proximal:1e-6"):
+            r = spawn("--worker", algo, 16, *common)
+            _, mode, tol = algo.split(":")
+            print(f"| iMAML {mode}, cg_tol {tol} | {precision} | {r['its']:.2f} | {base['its'] / r['its']:.2f} | "
+                  f"{r['cg_steps']:.2f} |", flush=True)
+
+
 def spawn(*args):
     out = subprocess.run([sys.executable, os.path.abspath(__file__), *map(str, args)], capture_output=True,
                          text=True, check=False)
@@ -175,17 +198,26 @@ def main():
     p.add_argument("--maml-steps", default="1,5,10,20", help="inner steps for the memory sweep")
     p.add_argument("--skip-hvp", action="store_true")
     p.add_argument("--hvp-repeats", type=int, default=7)
+    p.add_argument("--imaml-modes", action="store_true",
+                   help="only the iMAML table per inner mode, CG tolerance and precision (5-way 1-shot, "
+                        "16 SGD(0.1) steps, as the iMAML issue measured), with FOMAML beside it")
     p.add_argument("--worker", nargs=2, metavar=("ALGO", "STEPS"), help=argparse.SUPPRESS)
+    p.add_argument("--shots", type=int, default=5, help=argparse.SUPPRESS)
+    p.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
+    p.add_argument("--inner-lr", type=float, default=0.01, help=argparse.SUPPRESS)
     p.add_argument("--hvp-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        return worker(args.worker[0], int(args.worker[1]), args.iterations)
+        return worker(args.worker[0], int(args.worker[1]), args.iterations, args.shots, args.precision,
+                      args.inner_lr)
     if args.hvp_worker:
         return hvp_worker(args.hvp_repeats)
 
     import tensorflow as tf
     print(f"TensorFlow {tf.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPU(s); {args.iterations} timed meta-iterations per configuration\n")
+    if args.imaml_modes:
+        return imaml_modes(args.iterations)
     print("Omniglot-shaped: 28x28x1, 5-way 5-shot, 15 query/class, Omniglot CNN (64 filters), "
           "5 inner SGD steps, meta-batch 5, fast path, float32\n")
     print("| algorithm | meta-it/s | s / meta-it | tracing (s) | peak RSS (MiB) | step memory (MiB) |")
