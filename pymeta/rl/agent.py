@@ -86,7 +86,7 @@ class Agent:
     def to_env(self, actions: np.ndarray) -> np.ndarray:
         """Raw actions -> actions of the action space (clipped to a Box; integers for Discrete)."""
         if self.kind == "box":
-            return np.clip(actions, self.action_space.low, self.action_space.high)
+            return np.clip(actions, self.action_space.low, self.action_space.high).astype(actions.dtype)
         return np.asarray(actions, np.int64)
 
     def sample(self, obs: np.ndarray, params: Optional[Sequence] = None):
