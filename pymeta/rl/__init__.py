@@ -8,6 +8,7 @@ baseline and GAE, `RLTask` and the MAML paper's task distributions.
 + `sampler`: fixed-horizon rollouts of a batched environment.
 + `task`: `RLTask` (step-by-step `fit_n_iterations` and the fast path's `meta_batch_task_data`).
 + `navigation`: the 2D-navigation tasks, vectorised in numpy.
++ `gym_tasks`: `GymTask` (alias `OpenAIGymTask`) on gymnasium vector envs, HalfCheetah vel / dir.
 """
 
 from pymeta.rl.agent import Agent, agent_for
@@ -16,3 +17,5 @@ from pymeta.rl.objective import PolicyGradientObjective
 from pymeta.rl.policies import GaussianLogStd, make_categorical_policy, make_gaussian_policy
 from pymeta.rl.returns import Episodes, fit_linear_baseline, gae, linear_features, policy_gradient_batch
 from pymeta.rl.task import RLTask, collect
+from pymeta.rl.gym_tasks import (GymTask, GymTaskDistribution, OpenAIGymTask, halfcheetah_dir,  # noqa: E402
+                                 halfcheetah_vel)
