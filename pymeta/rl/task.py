@@ -129,28 +129,43 @@ class RLTask(Task):
         each task's adapted parameters (the fast path's hook in `GradBasedMetaLearner.stack_tasks`).
         Each task also gets its own `last_fit` and `last_stats`."""
         tasks = list(tasks)
-        agent = agent_of_learner(learner, tasks[0].action_space)
-        theta = learner.anchor() or agent.read_params()
         E = 20 if episodes_per_iteration is None or episodes_per_iteration < 0 else int(episodes_per_iteration)
-        phis, inner, before = None, [], None
-        for _ in range(int(num_iterations)):
-            episodes = collect(tasks, agent, E, phis)
-            before = episodes.returns().mean(-1) if before is None else before
-            batches = _batches(tasks, episodes, agent.dtype)
-            phis = _adapt_each(learner, theta, phis, batches)
-            inner.append(batches)
-        episodes = collect(tasks, agent, E, phis)
-        after = episodes.returns().mean(-1)
-        query = _batches(tasks, episodes, agent.dtype)
+        episodes, batches = adapt_and_collect(tasks, learner, num_iterations, E)
+        before, after = episodes[0].returns().mean(-1), episodes[-1].returns().mean(-1)
         datas = []
         for i, task in enumerate(tasks):
-            q = tuple(b[i] for b in query)
-            steps = [tuple(b[i] for b in batches) for batches in inner]
+            q = tuple(b[i] for b in batches[-1])
+            steps = [tuple(b[i] for b in step) for step in batches[:-1]]
             task.last_fit = TaskData(support=steps[-1] if steps else q, inner=_stack_steps(steps, q), query=q)
-            task.last_stats = {"mean_return_before": float((after if before is None else before)[i]),
-                               "mean_return": float(after[i])}
+            task.last_stats = {"mean_return_before": float(before[i]), "mean_return": float(after[i])}
             datas.append(task.last_fit)
         return stack_task_data(datas)
+
+
+def adapt_and_collect(tasks: Sequence[RLTask], learner, num_steps: int, episodes_per_task: int):
+    """Collect with theta (the learner's meta-parameters, else its model's weights), adapt every task
+    one inner step on its batch (one compiled call of the learner's `adapt` for all tasks), collect
+    again, ... `num_steps` times. Returns (episodes of each collection [num_steps + 1] (leaves
+    [M, E, H, ...]), their batches [num_steps + 1] (leaves [M, E H, ...]))."""
+    agent = agent_of_learner(learner, tasks[0].action_space)
+    theta = learner.anchor() or agent.read_params()
+    phis, all_episodes, all_batches = None, [], []
+    for step in range(int(num_steps) + 1):
+        episodes = collect(tasks, agent, episodes_per_task, phis)
+        batches = _batches(tasks, episodes, agent.dtype)
+        all_episodes.append(episodes)
+        all_batches.append(batches)
+        if step < num_steps:
+            phis = _adapt_each(learner, theta, phis, batches)
+    return all_episodes, all_batches
+
+
+def adaptation_returns(learner, tasks: Sequence[RLTask], num_steps: int = 3,
+                       episodes_per_task: int = 20) -> np.ndarray:
+    """Mean undiscounted return per episode after 0, 1, ..., num_steps inner steps from the learner's
+    theta (the learner's inner optimizer at every step), averaged over `tasks`: [num_steps + 1]."""
+    episodes, _ = adapt_and_collect(list(tasks), learner, num_steps, episodes_per_task)
+    return np.array([e.returns().mean() for e in episodes])
 
 
 def agent_of_learner(learner, action_space) -> Agent:
