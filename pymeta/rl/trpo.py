@@ -15,6 +15,7 @@ if none qualifies, theta is unchanged.
 """
 
 import logging
+import time
 from typing import Callable, Dict, Optional
 
 import keras
@@ -147,15 +148,18 @@ class MAMLTRPOMetaLearner(MAMLMetaLearner):
     def trpo_update(self, data) -> Dict[str, float]:
         """One TRPO step on stacked task data; theta (and the model) move to the accepted candidate.
         Returns {'surrogate_before', 'surrogate_after', 'kl', 'backtracks', 'accepted',
-        'expected_improvement'}."""
+        'expected_improvement', 'seconds_direction' (gradient + CG), 'seconds_line_search'}."""
         self._require_initialized()
         data = tf.nest.map_structure(tf.convert_to_tensor, data)
         theta = self._theta()
+        start = time.perf_counter()
         with self._compiled_call_options():
             step, old_loss, old, expected = self._trpo_function("direction", self._direction_fn)(
                 theta, data, tf.constant(self.max_kl, tf.float64))
             evaluate = self._trpo_function("evaluate", self._evaluate_fn)
-            candidate, k, loss, kl = line_search(theta, step, lambda th: evaluate(th, data, old), float(old_loss),
+            old_loss = float(old_loss)
+            seconds_direction = time.perf_counter() - start
+            candidate, k, loss, kl = line_search(theta, step, lambda th: evaluate(th, data, old), old_loss,
                                                  self.max_kl, self.backtrack_ratio, self.max_backtracks)
         if candidate is not None:
             for v, c in zip(self.meta_variables, candidate):
@@ -166,15 +170,18 @@ class MAMLTRPOMetaLearner(MAMLMetaLearner):
         self.last_trpo = {"surrogate_before": float(old_loss), "surrogate_after": loss if candidate is not None
                           else float(old_loss), "kl": kl if candidate is not None else 0.0,
                           "backtracks": float(k), "accepted": float(candidate is not None),
-                          "expected_improvement": float(expected)}
+                          "expected_improvement": float(expected), "seconds_direction": seconds_direction,
+                          "seconds_line_search": time.perf_counter() - start - seconds_direction}
         return self.last_trpo
 
     def metatrain_step(self, tasks, num_inner_iterations, inner_batch_size=-1):
         """Collect the meta-batch (`stack_tasks`), then one TRPO step; returns `last_trpo` and the
         last inner loss."""
         self._require_initialized()
+        start = time.perf_counter()
         data = self.stack_tasks(tasks, num_inner_iterations, inner_batch_size)
-        return self.trpo_update(data)
+        seconds = time.perf_counter() - start
+        return {**self.trpo_update(data), "seconds_collect": seconds}
 
     def metatrain_steps(self, meta_batches, num_inner_iterations, inner_batch_size=-1):
         return [self.metatrain_step(tasks, num_inner_iterations, inner_batch_size) for tasks in meta_batches]
