@@ -110,6 +110,10 @@ def test_generic_distribution_applies_make_kwargs_on_reset():
     gs = [t.params["make_kwargs"]["g"] for t in tasks]
     env = GymBatchedEnv(tasks, 1)
     assert [v.envs[0].unwrapped.g for v in env.venvs] == gs
+    # the drawn copies share the spaces, so one model keeps one agent (and its compiled policy)
+    model = make_gaussian_policy(3, 1, hidden=(4,))
+    assert tasks[0].action_space is tasks[1].action_space
+    assert tasks[0].agent(model) is tasks[1].agent(model)
 
 
 def test_unknown_env_id_is_a_one_line_error():

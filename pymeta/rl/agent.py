@@ -107,7 +107,18 @@ def agent_for(agent_or_model, action_space) -> Agent:
     if isinstance(agent_or_model, Agent):
         return agent_or_model
     agent = _agents.get(agent_or_model)
-    if agent is None or agent.action_space is not action_space:
+    if agent is None or not same_space(agent.action_space, action_space):
         agent = Agent(agent_or_model, action_space)
         _agents[agent_or_model] = agent
     return agent
+
+
+def same_space(a, b) -> bool:
+    """Whether two action spaces are equal (a deep-copied task's space equals its prototype's)."""
+    if a is b:
+        return True
+    if space_kind(a) != space_kind(b):
+        return False
+    if space_kind(a) == "discrete":
+        return int(a.n) == int(b.n)
+    return np.array_equal(a.low, b.low) and np.array_equal(a.high, b.high)

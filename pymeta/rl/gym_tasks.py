@@ -107,6 +107,9 @@ class GymTask(RLTask):
         gamma, gae_lambda, normalize_advantages: see `RLTask`.
     """
 
+    # shared, never copied, by the copies a TaskDistribution draws
+    _shared_attributes = ("env", "sample_task_params", "reward_fn", "observation_space", "action_space")
+
     def __init__(self, env: Union[str, Callable], sample_task_params: Optional[Callable] = None,
                  reward_fn: Optional[Callable] = None, horizon: Optional[int] = None,
                  vectorization: str = "sync", **kwargs):

@@ -100,6 +100,7 @@ class RLTask(Task):
         'mean_return_before'}."""
         agent = self.agent(agent_or_model)
         learner = self.learner_for(agent.model)
+        episodes_per_iteration = _episodes(episodes_per_iteration)
         inner, loss, before = [], float("nan"), None
         for _ in range(int(num_iterations)):
             episodes = collect([self], agent, episodes_per_iteration)
@@ -127,10 +128,11 @@ class RLTask(Task):
                              episodes_per_iteration: int = 20) -> TaskData:
         """The stacked `TaskData` (leaves [M, ...]) of a meta-batch, collected with theta and then with
         each task's adapted parameters (the fast path's hook in `GradBasedMetaLearner.stack_tasks`).
-        Each task also gets its own `last_fit` and `last_stats`."""
+        Each task also gets its own `last_fit` and `last_stats`. `metatrain_steps` with several RL
+        meta-batches collects all of them with the current theta (the later ones off-policy): call
+        `metatrain_step` once per meta-batch."""
         tasks = list(tasks)
-        E = 20 if episodes_per_iteration is None or episodes_per_iteration < 0 else int(episodes_per_iteration)
-        episodes, batches = adapt_and_collect(tasks, learner, num_iterations, E)
+        episodes, batches = adapt_and_collect(tasks, learner, num_iterations, _episodes(episodes_per_iteration))
         before, after = episodes[0].returns().mean(-1), episodes[-1].returns().mean(-1)
         datas = []
         for i, task in enumerate(tasks):
@@ -199,6 +201,11 @@ def collect(tasks: Sequence[RLTask], agent: Agent, episodes_per_task: int,
     return Episodes(*(x.reshape((m, e) + x.shape[1:]) for x in episodes))
 
 
+def _episodes(episodes_per_iteration) -> int:
+    """Episodes per task and inner step: -1 or None (the supervised "whole set") mean 20."""
+    return 20 if episodes_per_iteration is None or int(episodes_per_iteration) < 0 else int(episodes_per_iteration)
+
+
 def _task(episodes: Episodes, i: int) -> Episodes:
     return Episodes(*(x[i] for x in episodes))
 
@@ -217,9 +224,11 @@ def _stack_steps(steps, like):
 
 def _adapt_each(learner, theta, phis, batches):
     """One inner step for every task (leaves [M, ...]) in one compiled call of the learner's adapt."""
+    @tf.autograph.experimental.do_not_convert  # straight-line code; a new closure per call
     def fn(theta, phis, batches):
         state = [tf.convert_to_tensor(v) for v in learner.model.non_trainable_variables]
 
+        @tf.autograph.experimental.do_not_convert
         def one(args):
             phi, batch = args
             new, _, _ = learner.adapt(list(phi), state, tf.nest.map_structure(lambda b: b[None], batch),
