@@ -198,7 +198,13 @@ class GradBasedMetaLearner(Learner):
     # --- the fast path ------------------------------------------------------------------------------
     def stack_tasks(self, tasks, num_inner_iterations, inner_batch_size=-1) -> TaskData:
         """The `TaskData` of a meta-batch, leaves [M, ...], drawn task after task exactly as
-        `Task.fit_n_iterations` draws them, so both paths see the same data for one seed."""
+        `Task.fit_n_iterations` draws them, so both paths see the same data for one seed. A task type
+        whose data are collected by the policy being adapted (reinforcement learning) defines the
+        classmethod `meta_batch_task_data(tasks, learner, T, B)`, which produces them itself."""
+        tasks = list(tasks)
+        produce = getattr(type(tasks[0]), "meta_batch_task_data", None) if tasks else None
+        if produce is not None:
+            return produce(tasks, self, num_inner_iterations, inner_batch_size)
         return stack_tasks(tasks, num_inner_iterations, inner_batch_size)
 
     def metatrain_step(self, tasks, num_inner_iterations, inner_batch_size=-1):

@@ -1,0 +1,65 @@
+"""RL speed in one run: bare simulation vs pymeta's sampler (env-steps/s) on 2D navigation and
+HalfCheetah, and the time of one meta-iteration on 2D navigation at the paper's settings
+(20 tasks x 20 episodes x 100 steps, collected before and after one adaptation step).
+
+    PYTHONPATH=. python benchmarks/bench_rl.py [--no_mujoco] [--vectorization async]
+"""
+
+import argparse
+import time
+
+import numpy as np
+
+from pymeta.rl import Agent, build_problem, make_gaussian_policy, navigation2d
+from pymeta.rl.navigation import Navigation2DEnv
+from pymeta.rl.task import collect
+
+
+def sampler_rate(tasks, agent, episodes, repeats=2):
+    collect(tasks, agent, episodes)  # compile, build the environments
+    best = min(_timed(lambda: collect(tasks, agent, episodes)) for _ in range(repeats))
+    return len(tasks) * episodes * tasks[0].horizon / best
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no_mujoco", action="store_true")
+    parser.add_argument("--vectorization", default="sync", choices=["sync", "async"])
+    parser.add_argument("--meta_iterations", type=int, default=3)
+    args = parser.parse_args()
+    np.random.seed(0)
+
+    tasks = navigation2d(20).sample_batch()
+    env = Navigation2DEnv(np.zeros((400, 2)))
+    env.reset()
+    bare = 400 * 100 / _timed(lambda: [env.step(np.random.uniform(-0.1, 0.1, (400, 2))) for _ in range(100)])
+    rate = sampler_rate(tasks, Agent(make_gaussian_policy(2, 2), Navigation2DEnv.action_space), 20)
+    print(f"navigation2d 400 envs: bare {bare:,.0f} env-steps/s, sampler {rate:,.0f} env-steps/s")
+
+    if not args.no_mujoco:
+        from pymeta.rl.gym_tasks import GymBatchedEnv, halfcheetah_dir
+        hc = halfcheetah_dir(40, vectorization=args.vectorization).sample_batch()
+        benv = GymBatchedEnv(hc, 20)
+        benv.reset()
+        bare = 800 * 50 / _timed(lambda: [benv.step(np.random.uniform(-1, 1, (800, 6)).astype(np.float32))
+                                          for _ in range(50)])
+        rate = sampler_rate(hc, Agent(make_gaussian_policy(17, 6), hc[0].action_space), 20, repeats=1)
+        print(f"halfcheetah_dir 40 tasks x 20 envs ({args.vectorization}): bare {bare:,.0f} env-steps/s, "
+              f"sampler {rate:,.0f} env-steps/s (ratio {bare / rate:.2f})")
+
+    for metamodel, outer in (("fomaml", "adam"), ("maml", "adam"), ("maml", "trpo")):
+        p = build_problem("navigation2d", metamodel, outer, seed=0)
+        dist, ml = p.distribution, p.metalearner
+        ml.metatrain_step(dist.sample_batch(), 1, 20)  # compiles
+        t = min(_timed(lambda: ml.metatrain_step(dist.sample_batch(), 1, 20)) for _ in range(args.meta_iterations))
+        print(f"navigation2d meta-iteration {metamodel}-{outer} (20 x 20 x 100, 1 inner step): {t:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

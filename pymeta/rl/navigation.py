@@ -1,0 +1,66 @@
+"""2D navigation (the MAML paper's point robot, cbfinn/maml_rl `point_env_randgoal.py`), vectorised.
+
+A point starts at (0, 0); observation = position [2]; action = velocity, clipped to [-0.1, 0.1]^2;
+after the move, reward = -||position - goal||_2; the episode terminates when both coordinates are
+within 0.01 of the goal (as in the paper's code); horizon 100; goal ~ U[-0.5, 0.5]^2 per task.
+All environments of all tasks of a meta-batch are one numpy array.
+"""
+
+import numpy as np
+
+from pymeta.rl.spaces import box
+
+
+class Navigation2DEnv:
+    """n point robots, goals [n, 2] (see the module doc for the dynamics)."""
+
+    observation_space = box(-np.inf, np.inf, (2,))
+    action_space = box(-0.1, 0.1, (2,))
+
+    def __init__(self, goals: np.ndarray):
+        self.goals = np.asarray(goals, np.float64).reshape(-1, 2)
+        self.pos = np.zeros_like(self.goals)
+
+    def reset(self) -> np.ndarray:
+        """-> obs [n, 2] (all at the origin)."""
+        self.pos = np.zeros_like(self.goals)
+        return self.pos.astype(np.float32)
+
+    def step(self, actions: np.ndarray):
+        """actions [n, 2] -> (obs [n, 2], rewards [n], terminated [n])."""
+        self.pos = self.pos + np.clip(actions, -0.1, 0.1)
+        d = self.pos - self.goals
+        rewards = -np.sqrt((d ** 2).sum(-1))
+        terminated = np.all(np.abs(d) < 0.01, axis=-1)
+        return self.pos.astype(np.float32), rewards, terminated
+
+
+from pymeta.core.task_distribution import TaskDistribution  # noqa: E402
+from pymeta.rl.task import RLTask  # noqa: E402
+
+
+class Navigation2DTask(RLTask):
+    """One goal ~ U[goal_low, goal_high]^2 (drawn on `reset()`); horizon 100 by default."""
+
+    observation_space = Navigation2DEnv.observation_space
+    action_space = Navigation2DEnv.action_space
+
+    def __init__(self, horizon: int = 100, goal_low: float = -0.5, goal_high: float = 0.5, **kwargs):
+        self.goal_low, self.goal_high = float(goal_low), float(goal_high)
+        super().__init__(horizon, **kwargs)
+
+    def sample_params(self) -> np.ndarray:
+        return np.random.uniform(self.goal_low, self.goal_high, size=2)
+
+    @property
+    def goal(self) -> np.ndarray:
+        return self.params
+
+    @classmethod
+    def make_env(cls, tasks, episodes_per_task):
+        return Navigation2DEnv(np.repeat(np.stack([t.goal for t in tasks]), episodes_per_task, axis=0))
+
+
+def navigation2d(batch_size: int = 20, **task_kwargs) -> TaskDistribution:
+    """The 2D-navigation task distribution (meta-batch 20 by default, as in the MAML experiments)."""
+    return TaskDistribution([Navigation2DTask(**task_kwargs)], [1.0], batch_size=batch_size)

@@ -1,0 +1,43 @@
+"""Collecting fixed-horizon episodes from a batched environment with one policy call per time step.
+
+A batched environment holds n = (tasks x episodes) environments as arrays:
+    reset() -> obs [n, d];  step(env_actions [n, ...]) -> (obs [n, d], rewards [n], terminated [n])
+(`pymeta.rl.navigation.Navigation2DEnv` natively; `pymeta.rl.gym_tasks.GymBatchedEnv` wraps gymnasium
+vector environments). Steps after an episode terminated are masked out (mask 0, reward 0).
+"""
+
+from typing import Callable
+
+import numpy as np
+
+from pymeta.rl.returns import Episodes
+
+
+def rollout(env, policy: Callable, horizon: int) -> Episodes:
+    """Run `horizon` steps of all n environments: policy(obs [n, d]) -> (raw actions, env actions).
+    Returns `Episodes` with leaves [n, H, ...]; raises ValueError on NaN/inf observations or rewards."""
+    obs = np.asarray(env.reset())
+    _check_finite(obs, "observations", "reset")
+    n = obs.shape[0]
+    alive = np.ones(n, bool)
+    all_obs, all_actions, all_rewards, all_mask = [], [], [], []
+    for t in range(horizon):
+        actions, env_actions = policy(obs)
+        next_obs, rewards, terminated = env.step(env_actions)
+        rewards = np.asarray(rewards, np.float64)
+        _check_finite(rewards[alive], "rewards", f"step {t}")
+        all_obs.append(obs)
+        all_actions.append(actions)
+        all_rewards.append(np.where(alive, rewards, 0.0))
+        all_mask.append(alive.copy())
+        alive &= ~np.asarray(terminated, bool)
+        obs = np.asarray(next_obs)
+        _check_finite(obs[alive], "observations", f"step {t}")
+        obs = np.where(alive.reshape((n,) + (1,) * (obs.ndim - 1)), obs, 0.0).astype(obs.dtype)
+    stack = lambda xs: np.stack(xs, axis=1)
+    return Episodes(stack(all_obs), stack(all_actions), stack(all_rewards), stack(all_mask).astype(np.float64))
+
+
+def _check_finite(x, what, where):
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"the environment returned non-finite {what} at {where}")

@@ -1,0 +1,244 @@
+"""`RLTask`: a task whose data are episodes collected by the policy being adapted.
+
+A subclass says how a task is drawn (`sample_params`), which spaces it has and how to build one
+batched environment for the episodes of several tasks (`make_env(tasks, episodes_per_task)`, n =
+tasks x episodes environments, task-major). Everything else is shared:
+
++ `fit_n_iterations(agent_or_model, T, E)`: T inner policy-gradient steps, each on E fresh episodes
+  collected with the current (adapted) policy, each through the learner's `fit_in_place` (THE inner
+  loop); records `last_fit = TaskData(support=last inner batch, inner=[T, ...] batches,
+  query=batch of E episodes collected after adaptation)`.
++ `meta_batch_task_data(tasks, learner, T, E)` (classmethod, the fast path's `stack_tasks` hook):
+  the same for a whole meta-batch, one policy call per time step for all environments of all tasks,
+  the tasks adapted between collections by the learner's compiled `adapt`.
+
+A batch is (obs [N, d], actions [N, ...], advantages [N], mask [N]), N = E x horizon (see
+`pymeta.rl.objective`). With a stateless inner optimizer (SGD, the paper's) collection and MAML's
+replay from theta adapt identically; a stateful one (Adam) restarts its state at each collection step.
+"""
+
+import logging
+import weakref
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from pymeta.core.learner import Learner
+from pymeta.core.task import Task
+from pymeta.core.task_data import TaskData, stack_task_data
+from pymeta.rl.agent import Agent, agent_for
+from pymeta.rl.returns import Episodes, policy_gradient_batch
+from pymeta.rl.sampler import rollout
+
+log = logging.getLogger(__name__)
+_default_rl_learners = weakref.WeakKeyDictionary()
+
+
+class RLTask(Task):
+    """Base class of reinforcement-learning tasks (see the module doc).
+
+    Args:
+        horizon: steps per episode (fixed; shorter episodes are masked).
+        gamma, gae_lambda: discount and GAE lambda of the advantages.
+        normalize_advantages: normalise the advantages of each batch (rllab's center_adv).
+    """
+
+    observation_space = None
+    action_space = None
+
+    def __init__(self, horizon: int, gamma: float = 0.99, gae_lambda: float = 1.0,
+                 normalize_advantages: bool = True):
+        if int(horizon) < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        self.horizon = int(horizon)
+        self.gamma, self.gae_lambda = float(gamma), float(gae_lambda)
+        self.normalize_advantages = bool(normalize_advantages)
+        self.params = None
+        self.last_stats: Dict[str, float] = {}
+        self.reset()
+
+    # --- what a subclass defines ---------------------------------------------------------------------
+    def sample_params(self):
+        """A new task's parameters (goal, target velocity, direction, ...)."""
+        raise NotImplementedError
+
+    @classmethod
+    def make_env(cls, tasks: Sequence["RLTask"], episodes_per_task: int):
+        """A batched environment (see `pymeta.rl.sampler`) of len(tasks) x episodes_per_task envs."""
+        raise NotImplementedError
+
+    # --- shared ----------------------------------------------------------------------------------------
+    def reset(self):
+        self.params = self.sample_params()
+
+    def agent(self, agent_or_model) -> Agent:
+        return agent_for(agent_or_model, self.action_space)
+
+    def learner_for(self, model):
+        learner = self.learner
+        if learner is not None and learner.model is model:
+            return learner
+        optimizer = getattr(model, "optimizer", None)
+        entry = _default_rl_learners.get(model)
+        if entry is None or entry[0] is not optimizer:
+            if optimizer is None:
+                raise ValueError("no inner optimizer: begin the task with a meta-learner "
+                                 "(metalearner.task_begin(task)) or compile the policy "
+                                 "(model.compile(optimizer=keras.optimizers.SGD(0.1)))")
+            entry = (optimizer, Learner(model, objective=self.agent(model).objective))
+            _default_rl_learners[model] = entry
+        return entry[1]
+
+    def batch(self, episodes: Episodes, dtype=np.float32):
+        """This task's episodes (leaves [E, H, ...]) -> the objective's batch (leaves [E H, ...])."""
+        return policy_gradient_batch(episodes, self.gamma, self.gae_lambda, self.normalize_advantages, dtype)
+
+    def fit_n_iterations(self, agent_or_model, num_iterations: int, episodes_per_iteration: int = 20):
+        """`num_iterations` inner policy-gradient steps on `episodes_per_iteration` fresh episodes each
+        (see the module doc). Returns {'last_minibatch_loss', 'mean_return' (after adaptation),
+        'mean_return_before'}."""
+        agent = self.agent(agent_or_model)
+        learner = self.learner_for(agent.model)
+        episodes_per_iteration = _episodes(episodes_per_iteration)
+        inner, loss, before = [], float("nan"), None
+        for _ in range(int(num_iterations)):
+            episodes = collect([self], agent, episodes_per_iteration)
+            before = float(episodes.returns().mean()) if before is None else before
+            batch = self.batch(_task(episodes, 0), agent.dtype)
+            loss = float(learner.fit_in_place(agent.model, tf.nest.map_structure(lambda b: b[None], batch)))
+            inner.append(batch)
+        episodes = collect([self], agent, episodes_per_iteration)
+        query = self.batch(_task(episodes, 0), agent.dtype)
+        after = float(episodes.returns().mean())
+        self.last_fit = TaskData(support=inner[-1] if inner else query,
+                                 inner=_stack_steps(inner, query), query=query)
+        self.last_stats = {"mean_return_before": after if before is None else before, "mean_return": after}
+        return {"last_minibatch_loss": loss, "mean_return": after,
+                "mean_return_before": self.last_stats["mean_return_before"]}
+
+    def evaluate(self, agent_or_model, num_episodes: int = 20) -> Dict[str, float]:
+        """{'mean_return', 'mean_episode_length'} of the current policy on fresh episodes."""
+        episodes = collect([self], self.agent(agent_or_model), num_episodes)
+        return {"mean_return": float(episodes.returns().mean()),
+                "mean_episode_length": float(episodes.lengths().mean())}
+
+    @classmethod
+    def meta_batch_task_data(cls, tasks: Sequence["RLTask"], learner, num_iterations: int,
+                             episodes_per_iteration: int = 20) -> TaskData:
+        """The stacked `TaskData` (leaves [M, ...]) of a meta-batch, collected with theta and then with
+        each task's adapted parameters (the fast path's hook in `GradBasedMetaLearner.stack_tasks`).
+        Each task also gets its own `last_fit` and `last_stats`. `metatrain_steps` with several RL
+        meta-batches collects all of them with the current theta (the later ones off-policy): call
+        `metatrain_step` once per meta-batch."""
+        tasks = list(tasks)
+        episodes, batches = adapt_and_collect(tasks, learner, num_iterations, _episodes(episodes_per_iteration))
+        before, after = episodes[0].returns().mean(-1), episodes[-1].returns().mean(-1)
+        datas = []
+        for i, task in enumerate(tasks):
+            q = tuple(b[i] for b in batches[-1])
+            steps = [tuple(b[i] for b in step) for step in batches[:-1]]
+            task.last_fit = TaskData(support=steps[-1] if steps else q, inner=_stack_steps(steps, q), query=q)
+            task.last_stats = {"mean_return_before": float(before[i]), "mean_return": float(after[i])}
+            datas.append(task.last_fit)
+        return stack_task_data(datas)
+
+
+def adapt_and_collect(tasks: Sequence[RLTask], learner, num_steps: int, episodes_per_task: int):
+    """Collect with theta (the learner's meta-parameters, else its model's weights), adapt every task
+    one inner step on its batch (one compiled call of the learner's `adapt` for all tasks), collect
+    again, ... `num_steps` times. Returns (episodes of each collection [num_steps + 1] (leaves
+    [M, E, H, ...]), their batches [num_steps + 1] (leaves [M, E H, ...]))."""
+    agent = agent_of_learner(learner, tasks[0].action_space)
+    theta = learner.anchor() or agent.read_params()
+    phis, all_episodes, all_batches = None, [], []
+    for step in range(int(num_steps) + 1):
+        episodes = collect(tasks, agent, episodes_per_task, phis)
+        batches = _batches(tasks, episodes, agent.dtype)
+        all_episodes.append(episodes)
+        all_batches.append(batches)
+        if step < num_steps:
+            phis = _adapt_each(learner, theta, phis, batches)
+    return all_episodes, all_batches
+
+
+def adaptation_returns(learner, tasks: Sequence[RLTask], num_steps: int = 3,
+                       episodes_per_task: int = 20) -> np.ndarray:
+    """Mean undiscounted return per episode after 0, 1, ..., num_steps inner steps from the learner's
+    theta (the learner's inner optimizer at every step), averaged over `tasks`: [num_steps + 1]."""
+    episodes, _ = adapt_and_collect(list(tasks), learner, num_steps, episodes_per_task)
+    return np.array([e.returns().mean() for e in episodes])
+
+
+def agent_of_learner(learner, action_space) -> Agent:
+    """The agent whose objective the learner descends, else an agent of the learner's model."""
+    agent = getattr(learner.objective, "agent", None)
+    return agent if isinstance(agent, Agent) else agent_for(learner.model, action_space)
+
+
+def collect(tasks: Sequence[RLTask], agent: Agent, episodes_per_task: int,
+            params_per_task: Optional[List] = None) -> Episodes:
+    """Episodes of all tasks (leaves [M, E, H, ...]) with one policy call per time step for all M x E
+    environments: the model's current weights, or one parameter set per task (leaves [M, ...])."""
+    tasks = list(tasks)
+    m, e = len(tasks), int(episodes_per_task)
+    if e < 1:
+        raise ValueError(f"episodes per task must be >= 1, got {episodes_per_task}")
+    horizons = {t.horizon for t in tasks}
+    if len(horizons) != 1 or len({type(t) for t in tasks}) != 1:
+        raise ValueError("the tasks of a meta-batch must be of one type with one horizon")
+    env = type(tasks[0]).make_env(tasks, e)
+
+    def policy(obs):
+        if params_per_task is None:
+            return agent.sample(obs)
+        out = agent.policy_outputs_per_task(params_per_task, obs.reshape((m, e) + obs.shape[1:]))
+        from pymeta.rl.policies import sample_actions
+        actions = sample_actions(agent.kind, out.reshape((m * e,) + out.shape[2:]))
+        return actions, agent.to_env(actions)
+
+    episodes = rollout(env, policy, horizons.pop())
+    return Episodes(*(x.reshape((m, e) + x.shape[1:]) for x in episodes))
+
+
+def _episodes(episodes_per_iteration) -> int:
+    """Episodes per task and inner step: -1 or None (the supervised "whole set") mean 20."""
+    return 20 if episodes_per_iteration is None or int(episodes_per_iteration) < 0 else int(episodes_per_iteration)
+
+
+def _task(episodes: Episodes, i: int) -> Episodes:
+    return Episodes(*(x[i] for x in episodes))
+
+
+def _batches(tasks, episodes, dtype):
+    per_task = [t.batch(_task(episodes, i), dtype) for i, t in enumerate(tasks)]
+    return tuple(np.stack(leaves) for leaves in zip(*per_task))
+
+
+def _stack_steps(steps, like):
+    """Per-step batches -> leaves [T, ...] (an empty [0, ...] axis when T = 0)."""
+    if steps:
+        return tuple(np.stack(leaves) for leaves in zip(*steps))
+    return tuple(np.zeros((0,) + b.shape, b.dtype) for b in like)
+
+
+def _adapt_each(learner, theta, phis, batches):
+    """One inner step for every task (leaves [M, ...]) in one compiled call of the learner's adapt."""
+    @tf.autograph.experimental.do_not_convert  # straight-line code; a new closure per call
+    def fn(theta, phis, batches):
+        state = [tf.convert_to_tensor(v) for v in learner.model.non_trainable_variables]
+
+        @tf.autograph.experimental.do_not_convert
+        def one(args):
+            phi, batch = args
+            new, _, _ = learner.adapt(list(phi), state, tf.nest.map_structure(lambda b: b[None], batch),
+                                      theta=theta)
+            return new
+
+        return tf.map_fn(one, (phis, batches),
+                         fn_output_signature=[tf.TensorSpec(p.shape[1:], p.dtype) for p in phis])
+
+    m = batches[0].shape[0]
+    if phis is None:
+        phis = [tf.tile(t[None], [m] + [1] * len(t.shape)) for t in theta]
+    return learner._function("rl_adapt_each", fn)(list(theta), list(phis), batches)
