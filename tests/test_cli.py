@@ -106,7 +106,9 @@ def test_pip_install_gives_working_console_scripts(tmp_path):
     shutil.copytree(os.path.join(REPO, "pymeta"), src / "pymeta",
                     ignore=shutil.ignore_patterns("__pycache__"))
     prefix = tmp_path / "prefix"
+    # --ignore-installed: never uninstall the pymeta this test runs from (pip would, even for --prefix)
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                          "--ignore-installed",
                           "--no-build-isolation", "--prefix", str(prefix), str(src)],
                          capture_output=True, text=True, timeout=600)
     assert pip.returncode == 0, pip.stderr[-3000:]
