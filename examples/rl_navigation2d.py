@@ -37,6 +37,9 @@ def main():
     parser.add_argument("--save", default="", help="model file (.h5): written every --save_every iterations "
                         "and at the end, with <model>_history.json (per-iteration returns, test returns)")
     parser.add_argument("--save_every", type=int, default=10)
+    parser.add_argument("--load", default="", help="start from the weights of this model file (with "
+                        "--iterations 0: only evaluate it)")
+    parser.add_argument("--output", default="", help="write the final test returns to this JSON file")
     parser.add_argument("--max_minutes", type=float, default=0.0,
                         help="stop after this many minutes of meta-training (0: run all --iterations)")
     args = parser.parse_args()
@@ -62,7 +65,11 @@ def main():
             save_model(problem.model, args.save)
             write_json_atomic(os.path.splitext(args.save)[0] + "_history.json", history)
 
-    report("random initialisation")
+    if args.load:
+        from pymeta.model_io import load_weights_into
+        load_weights_into(problem.model, args.load)
+        ml.initialize()  # theta <- the loaded weights
+    report(f"start ({'loaded ' + args.load if args.load else 'random initialisation'})")
     times = []
     begin = time.perf_counter()
     for it in range(args.iterations):
@@ -85,8 +92,13 @@ def main():
             break
     if len(times) > 1:
         print(f"seconds per meta-iteration (after the first, which compiles): {np.median(times[1:]):.2f}")
-    report(f"after {len(history['iterations'])} meta-iterations")
+    if history["iterations"]:
+        report(f"after {len(history['iterations'])} meta-iterations")
     save()
+    if args.output:
+        write_json_atomic(args.output, {"returns_by_step": history["test"][-1]["returns_by_step"],
+                                        "num_tasks": args.num_test_tasks, "episodes_per_task": e,
+                                        "model": args.load or args.save, "command": " ".join(sys.argv)})
 
 
 if __name__ == "__main__":
