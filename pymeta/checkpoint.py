@@ -81,8 +81,9 @@ def save_checkpoint(directory, iteration, metalearner, history, config, keep=3):
                 rng.attrs[k] = v
             else:
                 rng.create_dataset(k, data=v)
-    for old in checkpoint_files(directory)[:-keep]:
-        os.remove(old)
+    for old in checkpoint_files(directory)[:-max(1, keep)]:  # never the newest, whatever `keep` says
+        if old != path:
+            os.remove(old)
     return path
 
 

@@ -8,7 +8,7 @@ from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
-from pymeta.config import MetaTestConfig, RunConfig, check_metatest_config
+from pymeta.config import MetaTestConfig, RunConfig, check_metatest_config, check_output_folders
 from pymeta.model_io import kept_inner_state
 
 logger = logging.getLogger(__name__)
@@ -65,8 +65,12 @@ def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
     from pymeta.registry import build_metalearner, seeded_problem_and_model
     from pymeta.runtime import apply_thread_layout, thread_layout
     check_metatest_config(c)
-    # the tasks of a compiled batch run side by side, as in training (default layout of a training run)
-    apply_thread_layout(*thread_layout(RunConfig(dataset=c.dataset, meta_batch_size=c.batch)), explicit=False)
+    if c.output:
+        check_output_folders(c.output)  # before evaluating
+    # the tasks of a compiled batch run side by side, as in training (default layout of a training run),
+    # unless --num_threads says otherwise
+    layout = RunConfig(dataset=c.dataset, meta_batch_size=c.batch, num_threads=c.num_threads)
+    apply_thread_layout(*thread_layout(layout), explicit=c.num_threads > 0)
     problem, model = seeded_problem_and_model(
         c.seed, c.precision, c.dataset, c.metamodel, c.inner_lr, c.num_output_classes,
         c.num_train_samples_per_class, c.num_test_samples_per_class, c.batch, c.data_path or None,

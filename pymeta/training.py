@@ -14,7 +14,8 @@ import numpy as np
 from pymeta import checkpoint as ckpt
 from pymeta import mpi, registry, runtime
 from pymeta.atomic import write_json_atomic
-from pymeta.config import RunConfig, artifact_path, check_config, model_settings, run_identity
+from pymeta.config import (RunConfig, artifact_path, check_config, check_output_folders, model_settings,
+                           run_identity)
 from pymeta.evaluation import validate
 from pymeta.model_io import kept_inner_state, save_model
 from pymeta.plots import plot_learning_curve, plot_sinusoid
@@ -93,7 +94,7 @@ def setup_run(c: RunConfig, distributed: bool = False):
     anneal = c.num_outer_metatraining_iterations if c.anneal_meta_lr else 0
     metalearner = registry.build_metalearner(
         c.metamodel, model, registry.default_meta_optimizer(c.metamodel, c.meta_lr, anneal),
-        jit_compile=(c.dataset == "sinusoid"), imaml_lambda_reg=c.imaml_lambda_reg,
+        jit_compile=c.resolved_jit_compile(), imaml_lambda_reg=c.imaml_lambda_reg,
         imaml_cg_steps=c.imaml_cg_steps, imaml_cg_damping=c.imaml_cg_damping,
         imaml_lam_damping=c.imaml_lam_damping, persistent_inner_state=c.persistent_inner_state,
         seqfomaml_variant=c.seqfomaml_variant)
@@ -160,6 +161,8 @@ def _metatrain(c, distributed, stop):
 
     if distributed is None:
         distributed = mpi.is_mpi_run()
+    check_config(c)
+    check_output_folders(c.model_save_filename, c.resolved_run_dir() + os.sep)  # before any work
     problem, model, metalearner = setup_run(c, distributed)
     is_root = getattr(metalearner, "is_root", True)
     log = logger.info if is_root else _silent
