@@ -23,6 +23,15 @@ from pymeta.model_io import kept_inner_state
 _NAME = re.compile(r"ckpt-(\d+)\.h5$")
 
 
+def all_finite(arrays):
+    """True if every floating-point array of `arrays` holds finite values only."""
+    for a in arrays:
+        a = np.asarray(a)
+        if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+            return False
+    return True
+
+
 def checkpoint_files(directory):
     """Checkpoint paths in `directory`, oldest first."""
     found = [(int(_NAME.search(p).group(1)), p) for p in glob.glob(os.path.join(directory, "ckpt-*.h5"))
@@ -67,6 +76,9 @@ def _groups(metalearner):
 def save_checkpoint(directory, iteration, metalearner, history, config, keep=3):
     """Write `ckpt-<iteration>.h5` in `directory` atomically; keep the newest `keep`. Returns its path."""
     path = os.path.join(directory, f"ckpt-{iteration:08d}.h5")
+    for group, variables in _groups(metalearner):
+        if not all_finite(v.numpy() for v in variables):
+            raise ValueError(f"not writing checkpoint {path}: its {group} values are not finite")
     with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["iteration"] = iteration
         f.attrs["config"] = json.dumps(config, sort_keys=True)

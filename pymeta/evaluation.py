@@ -76,6 +76,9 @@ def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
         c.num_train_samples_per_class, c.num_test_samples_per_class, c.batch, c.data_path or None,
         c.omniglot_protocol, inner_optimizer=c.inner_optimizer)
     load_weights_into(model, c.model)
+    if not all(np.all(np.isfinite(w)) for w in model.get_weights()):
+        raise ValueError(f"{c.model} holds non-finite weights (inf or nan; its training diverged?): "
+                         "nothing to meta-test")
     # evaluation only: the meta-learner just supplies the inner objective (iMAML's is proximal)
     imaml = c.metamodel == "imaml" and c.imaml_lambda_reg > 0
     kept = None if c.fresh_inner_state else load_inner_state(c.model)
@@ -87,6 +90,9 @@ def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
         if not store.fits(kept):
             raise ValueError(f"the inner optimizer state in {c.model!r} does not fit --inner_optimizer="
                              f"{c.inner_optimizer} (train with the same inner optimizer, or --fresh_inner_state)")
+        if not all(np.all(np.isfinite(a)) for a in kept if np.issubdtype(np.asarray(a).dtype, np.floating)):
+            raise ValueError(f"the inner optimizer state in {c.model!r} is not finite (inf or nan): "
+                             "pass --fresh_inner_state to start each task fresh")
         store.write(kept)  # flat arrays, in the order of store.variables
     dist = problem.metatest if c.split == "test" else problem.metaval
     losses, accs = [], []

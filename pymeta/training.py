@@ -197,6 +197,8 @@ def _metatrain(c, distributed, stop):
         entry = {"iteration": it, "val_loss": loss, "val_accuracy": acc,
                  "train_loss": float(np.mean(train_losses)) if train_losses else None,
                  "seconds": round(time.time() - start, 2)}
+        if not np.isfinite(loss):
+            _diverged(c, it, "the validation loss", run_dir)
         history.append(entry)
         train_losses.clear()
         if not is_root:
@@ -231,6 +233,7 @@ def _metatrain(c, distributed, stop):
             for tasks in batches:
                 train_losses.extend(_step_by_step_iteration(metalearner, tasks, T, B))
         it += steps
+        _check_finite(c, it, train_losses[-steps:], metalearner, run_dir)
         bar.update(steps)
         if train_losses:
             bar.set_postfix(loss=f"{train_losses[-1]:.3f}", refresh=False)
@@ -264,6 +267,26 @@ def _metatrain(c, distributed, stop):
             log(f"sinusoid plot: {path}")
         log(f"model saved to {c.model_save_filename} ({time.time() - start:.0f} s)")
     return history
+
+
+class Diverged(ValueError):
+    """The training loss or the meta-parameters stopped being finite; nothing non-finite was saved."""
+
+
+def _check_finite(c, it, losses, metalearner, run_dir):
+    """Stop the run (Diverged) if a training loss or a meta-parameter is not finite."""
+    if not np.all(np.isfinite(np.asarray(losses, dtype=np.float64))):
+        _diverged(c, it, "the training loss", run_dir)
+    if not all(np.all(np.isfinite(v.numpy())) for v in metalearner.meta_variables):
+        _diverged(c, it, "the meta-parameters", run_dir)
+
+
+def _diverged(c, it, what, run_dir):
+    last = ckpt.latest_checkpoint(run_dir)
+    kept = f"the last finite checkpoint, {last}, is kept" if last else "no checkpoint was written"
+    raise Diverged(f"training diverged at iteration {it}: {what} is not finite (inf or nan); the likely "
+                   f"cause is a learning rate too high (--meta_lr={c.meta_lr}, --inner_lr={c.inner_lr}): "
+                   f"nothing non-finite was saved, {kept}")
 
 
 def _step_by_step_iteration(metalearner, tasks, T, B):

@@ -106,3 +106,55 @@ def test_rotation_never_deletes_the_newest_checkpoint(tmp_path):
         path = ckpt.save_checkpoint(str(tmp_path), 10 * (i + 1), ml, [], {}, keep)
         assert ckpt.latest_checkpoint(str(tmp_path)) == path
     assert len(ckpt.checkpoint_files(str(tmp_path))) == 1
+
+
+# --- 2. divergence -------------------------------------------------------------------------------------------
+def test_divergence_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path):
+    from pymeta.training import Diverged
+    c = tiny(tmp_path)
+    metatrain(c)  # 30 finite iterations: checkpoints 10, 20, 30 and the model
+    finite = ckpt.checkpoint_files(c.resolved_run_dir())
+    weights = load_model(c.model_save_filename).get_weights()
+    bad = dataclasses.replace(c, num_outer_metatraining_iterations=60, run_dir=c.resolved_run_dir(),
+                              inner_lr=1e30)
+    # a run that diverges after resuming from the finite one (its other inner_lr accepted for the test)
+    import pymeta.training as training
+    original = training._find_resume_point
+    training._find_resume_point = lambda c, run_dir: ckpt.latest_checkpoint(run_dir)
+    try:
+        with pytest.raises(Diverged, match=r"training diverged at iteration \d+: .* not finite .*learning rate"):
+            metatrain(bad)
+    finally:
+        training._find_resume_point = original
+    assert ckpt.checkpoint_files(c.resolved_run_dir()) == finite
+    for a, b in zip(weights, load_model(c.model_save_filename).get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_divergence_is_a_one_line_error_and_nothing_non_finite_is_saved(tmp_path):
+    out = run_script("example_metatrain.py", "--dataset=sinusoid", "--meta_lr=1e30", "--noprogress",
+                     "--num_validation_batches=1", "--num_outer_metatraining_iterations=20",
+                     "--test_every_k_iterations=10", "--save_every_k_iterations=10", "--notensorboard",
+                     f"--model_save_filename={tmp_path}/m.h5")
+    assert out.returncode == 2
+    assert "training diverged at iteration" in one_error_line(out.stderr)
+    assert not (tmp_path / "m.h5").exists()
+    for path in glob.glob(f"{tmp_path}/**/ckpt-*.h5", recursive=True):
+        with h5py.File(path) as f:
+            assert all(np.all(np.isfinite(f["theta"][k][()])) for k in f["theta"])
+
+
+def test_metatest_refuses_non_finite_models_and_learning_rates(tmp_path):
+    c = tiny(tmp_path, num_outer_metatraining_iterations=10)
+    metatrain(c)
+    out = run_script("scripts/meta_test.py", f"--model={c.model_save_filename}", "--inner_lr=nan",
+                     "--num_tasks=4")
+    assert out.returncode == 2 and "--inner_lr must be a finite number > 0" in one_error_line(out.stderr)
+    with h5py.File(c.model_save_filename, "r+") as f:
+        names = []
+        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) and "kernel" in n else None)
+        data = f[names[0]][()]
+        data.flat[0] = np.nan
+        f[names[0]][...] = data
+    out = run_script("scripts/meta_test.py", f"--model={c.model_save_filename}", "--num_tasks=4")
+    assert out.returncode == 2 and "non-finite weights" in one_error_line(out.stderr)
