@@ -114,8 +114,8 @@ def _check_outputs(c, run_dir, resuming):
                      f"{run_dir}): choose another --model_save_filename or pass --overwrite")
 
 
-def _find_resume_point(c, run_dir):
-    path = ckpt.latest_checkpoint(run_dir) if c.resume else None
+def _find_resume_point(c, run_dir, is_root=True):
+    path = _newest_valid_checkpoint(run_dir, is_root) if c.resume else None
     if path is None:
         if not c.resume and ckpt.checkpoint_files(run_dir) and not c.overwrite:
             raise ValueError(f"{run_dir} holds checkpoints of an earlier run: resume it (drop --noresume), "
@@ -130,6 +130,23 @@ def _find_resume_point(c, run_dir):
                          f"({', '.join(f'{k}: {a} there, {b} here' for k, (a, b) in diff.items())}): "
                          "use the same flags to resume, or another --run_dir")
     return path
+
+
+def _newest_valid_checkpoint(run_dir, is_root=True):
+    """The newest checkpoint in `run_dir` that can be trusted; each newer one that cannot is set aside
+    (renamed to <name>.invalid, so that rotation never counts it) with a warning naming it."""
+    for path in reversed(ckpt.checkpoint_files(run_dir)):
+        problem = ckpt.checkpoint_problem(path)
+        if problem is None:
+            return path
+        if is_root:
+            logger.warning(f"checkpoint {path} is not usable ({problem}): set aside as {path}.invalid; "
+                           "resuming from the previous one")
+            try:
+                os.replace(path, path + ".invalid")
+            except OSError:
+                pass
+    return None
 
 
 def inner_loss_curve(metalearner, task, num_inner_iterations, inner_batch_size):
@@ -168,7 +185,11 @@ def _metatrain(c, distributed, stop):
     log = logger.info if is_root else _silent
     settings = model_settings(c, registry.inner_optimizer_name(c.metamodel, c.dataset, c.inner_optimizer))
     run_dir = c.resolved_run_dir()
-    resume_from = _find_resume_point(c, run_dir)
+    if is_root:  # files a killed run was writing
+        ckpt.remove_stale_temporaries(run_dir)
+        ckpt.remove_stale_temporaries(os.path.dirname(os.path.abspath(c.model_save_filename)),
+                                      "." + os.path.splitext(os.path.basename(c.model_save_filename))[0])
+    resume_from = _find_resume_point(c, run_dir, is_root)
     _check_outputs(c, run_dir, resume_from is not None)
     T, B = c.num_inner_training_iterations, c.resolved_inner_batch_size()
     n_iter = c.num_outer_metatraining_iterations

@@ -158,3 +158,57 @@ def test_metatest_refuses_non_finite_models_and_learning_rates(tmp_path):
         f[names[0]][...] = data
     out = run_script("scripts/meta_test.py", f"--model={c.model_save_filename}", "--num_tasks=4")
     assert out.returncode == 2 and "non-finite weights" in one_error_line(out.stderr)
+
+
+# --- 3. checkpoints ------------------------------------------------------------------------------------------
+def dead_pid():
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_corrupt_and_truncated_checkpoints_fall_back_to_the_newest_valid_one(tmp_path, caplog):
+    reference = tiny(tmp_path / "a", num_outer_metatraining_iterations=50)
+    metatrain(reference)
+    c = tiny(tmp_path / "b", num_outer_metatraining_iterations=30)
+    metatrain(c)
+    run_dir = c.resolved_run_dir()
+    first, second, newest = ckpt.checkpoint_files(run_dir)
+    with h5py.File(newest, "r") as f:  # flip bytes of the meta-parameters in the newest
+        offset = f["theta"]["0"].id.get_offset()
+    with open(newest, "r+b") as f:
+        f.seek(offset)
+        b = f.read(4)
+        f.seek(offset)
+        f.write(bytes(x ^ 0x5A for x in b))
+    size = os.path.getsize(second)  # and truncate the one before it
+    with open(second, "r+b") as f:
+        f.truncate(size // 2)
+    assert "checksum" in ckpt.checkpoint_problem(newest) and "cannot be read" in ckpt.checkpoint_problem(second)
+    assert ckpt.checkpoint_problem(first) is None
+    # a killed run's half-written files
+    stale = [os.path.join(run_dir, f".ckpt-00000040.tmp{dead_pid()}_0123abcd.h5"),
+             str(tmp_path / "b" / f".model.tmp{dead_pid()}_0123abcd.h5")]
+    for path in stale:
+        open(path, "wb").write(b"half")
+    with caplog.at_level("WARNING", logger="pymeta"):
+        history = metatrain(dataclasses.replace(c, num_outer_metatraining_iterations=50))
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert f"checkpoint {newest} is not usable" in warned and f"checkpoint {second} is not usable" in warned
+    assert not glob.glob(str(tmp_path / "b" / "**" / ".*tmp*"), recursive=True)
+    assert [h["iteration"] for h in history] == [0, 10, 20, 30, 40, 50]
+    for x, y in zip(load_model(reference.model_save_filename).get_weights(),
+                    load_model(c.model_save_filename).get_weights()):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_a_checkpoint_with_non_finite_values_is_not_resumed(tmp_path):
+    c = tiny(tmp_path, num_outer_metatraining_iterations=20)
+    metatrain(c)
+    older, newest = ckpt.checkpoint_files(c.resolved_run_dir())
+    with h5py.File(newest, "r+") as f:  # NaN with a matching checksum: still refused
+        f["theta"]["0"][...] = np.nan
+        f.attrs["sha256"] = ckpt._digest(f)
+    assert "not finite" in ckpt.checkpoint_problem(newest)
+    from pymeta.training import _newest_valid_checkpoint
+    assert _newest_valid_checkpoint(c.resolved_run_dir()) == older
