@@ -93,7 +93,8 @@ class RunConfig(TaskConfig):
     persistent_inner_state: bool = option(False, "keep the inner optimizer's state (Adam's moments, step "
                                           "count) from task to task, as the original Reptile code did (fomaml, "
                                           "reptile; saved in the .h5 model); default: fresh for every task")
-    run_dir: str = option("", "checkpoints and TensorBoard logs (default: <model file without extension>_run/)")
+    run_dir: str = option("", "checkpoints and TensorBoard logs (default: <model file>_run/, e.g. "
+                          "saved/model.h5_run/)")
     resume: bool = option(True, "continue from the last checkpoint in --run_dir if there is one")
     overwrite: bool = option(False, "allow replacing a model file / run directory of another run")
     keep_checkpoints: int = option(3, "checkpoints kept in --run_dir")
@@ -102,8 +103,9 @@ class RunConfig(TaskConfig):
                               "step (auto: for sinusoid with <= 20 inner steps only)", ("auto", "on", "off"))
 
     def resolved_run_dir(self) -> str:
-        """Checkpoints and TensorBoard logs: --run_dir, default <model file without extension>_run/."""
-        return self.run_dir or f"{os.path.splitext(self.model_save_filename)[0]}_run"
+        """Checkpoints and TensorBoard logs: --run_dir, default <model file>_run/ (the file's whole name:
+        model.h5 and model.keras never share a run folder)."""
+        return self.run_dir or f"{self.model_save_filename}_run"
 
     def resolved_jit_compile(self) -> bool:
         """--jit_compile: on / off, or auto: XLA for sinusoid with <= MAX_UNROLLED_INNER_STEPS inner
@@ -312,8 +314,9 @@ RUN_IDENTITY = ("dataset", "metamodel", "num_output_classes", "num_train_samples
 
 
 def run_identity(c: RunConfig) -> Dict[str, Any]:
-    """The settings of `c` a checkpoint records and a resuming run must share."""
-    return {k: getattr(c, k) for k in RUN_IDENTITY}
+    """The settings of `c` a checkpoint records and a resuming run must share, and the model file's
+    name (`model_file`, extension included)."""
+    return {**{k: getattr(c, k) for k in RUN_IDENTITY}, "model_file": os.path.basename(c.model_save_filename)}
 
 
 def artifact_path(model_save_filename: str, suffix: str) -> str:

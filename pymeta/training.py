@@ -2,7 +2,9 @@
 outer loop, validation, saving, checkpoints and resume, TensorBoard summaries, signals, and MPI (rank 0
 logs, reports validation and saves). Progress is logged to the `pymeta.training` logger."""
 
+import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
 import signal
@@ -110,8 +112,11 @@ def _check_outputs(c, run_dir, resuming):
     """Refuse to replace a model file from another run unless --overwrite."""
     if resuming or c.overwrite or not os.path.exists(c.model_save_filename):
         return
+    legacy = f"{os.path.splitext(c.model_save_filename)[0]}_run"  # the default run folder of pymeta <= 0.1.0
+    hint = (f"; if it is from a run in {legacy} (the default run folder of older pymeta versions), pass "
+            f"--run_dir={legacy} to resume it") if not c.run_dir and ckpt.checkpoint_files(legacy) else ""
     raise ValueError(f"{c.model_save_filename} already exists and is not from this run (no checkpoint in "
-                     f"{run_dir}): choose another --model_save_filename or pass --overwrite")
+                     f"{run_dir}): choose another --model_save_filename or pass --overwrite{hint}")
 
 
 def _find_resume_point(c, run_dir, is_root=True):
@@ -121,9 +126,10 @@ def _find_resume_point(c, run_dir, is_root=True):
             raise ValueError(f"{run_dir} holds checkpoints of an earlier run: resume it (drop --noresume), "
                              "pass --overwrite to start afresh, or choose another --run_dir")
         return None
-    # a setting added after the checkpoint was written had its default value in that run
-    saved = {**run_identity(RunConfig()), **ckpt.read_checkpoint_config(path)}
+    # a setting added after the checkpoint was written had its default value in that run; a checkpoint
+    # that does not record its model file's name is taken to be of this one
     mine = run_identity(c)
+    saved = {**run_identity(RunConfig()), "model_file": mine["model_file"], **ckpt.read_checkpoint_config(path)}
     diff = {k: (saved.get(k), mine[k]) for k in mine if saved.get(k) != mine[k]}
     if diff:
         raise ValueError(f"the checkpoint {path} is from a run with other settings "
@@ -169,17 +175,46 @@ def metatrain(c: RunConfig, distributed: Optional[bool] = None) -> List[dict]:
     (then `Interrupted` is raised); history JSON, learning-curve PNG (and for sinusoid a plot of one
     adapted task) next to the model; TensorBoard scalars in <run_dir>/tensorboard.
     """
-    with _SignalFlag() as stop:  # from the start: a signal during set-up still ends in a checkpoint
+    if distributed is None:
+        distributed = mpi.is_mpi_run()
+    check_config(c)
+    check_output_folders(c.model_save_filename, c.resolved_run_dir() + os.sep)  # before any work
+    root = not distributed or mpi.get_rank_and_size()[0] == 0
+    # from the start: a signal during set-up still ends in a checkpoint
+    with _SignalFlag() as stop, (run_lock(c.resolved_run_dir()) if root else contextlib.nullcontext()):
         return _metatrain(c, distributed, stop)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir):
+    """Hold the lock of `run_dir` (an flock on <run_dir>/run.lock, released when the process ends,
+    however it ends); ValueError at once if another run holds it."""
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, "run.lock")
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        raise ValueError(f"another run is using {run_dir} ({path} is locked"
+                         f"{' by process ' + holder if holder else ''}): wait for it to end, or choose another "
+                         "--model_save_filename or --run_dir") from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield path
+    finally:
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        f.close()
 
 
 def _metatrain(c, distributed, stop):
     from tqdm import tqdm
 
-    if distributed is None:
-        distributed = mpi.is_mpi_run()
-    check_config(c)
-    check_output_folders(c.model_save_filename, c.resolved_run_dir() + os.sep)  # before any work
     problem, model, metalearner = setup_run(c, distributed)
     is_root = getattr(metalearner, "is_root", True)
     log = logger.info if is_root else _silent
@@ -204,8 +239,11 @@ def _metatrain(c, distributed, stop):
     start = time.time() - (history[-1]["seconds"] if history else 0.0)
     last_time, last_it = time.time(), it
 
+    saved_at = []  # iterations at which this process wrote the model file
+
     def save():  # the model file records its settings (and the kept inner optimizer state)
         save_model(model, c.model_save_filename, inner_state=kept_inner_state(metalearner), settings=settings)
+        saved_at.append(it)
 
     def checkpoint():
         if is_root:
@@ -279,6 +317,9 @@ def _metatrain(c, distributed, stop):
                 save()
             raise Interrupted(signum, path)
     bar.close()
+    if is_root and not os.path.exists(c.model_save_filename):  # a finished run whose model was deleted
+        save()
+        log(f"{c.model_save_filename} was missing: written again from the checkpoint of iteration {it}")
     if is_root:
         plot_learning_curve(history, artifact_path(c.model_save_filename, "learning_curve.png"),
                             problem.is_classification)
@@ -286,7 +327,10 @@ def _metatrain(c, distributed, stop):
             task = problem.metaval.sample_batch(1)[0]
             path = plot_sinusoid(metalearner, task, T, B, artifact_path(c.model_save_filename, "sinusoid.png"))
             log(f"sinusoid plot: {path}")
-        log(f"model saved to {c.model_save_filename} ({time.time() - start:.0f} s)")
+        if saved_at:
+            log(f"model saved to {c.model_save_filename} ({time.time() - start:.0f} s)")
+        else:
+            log(f"the run had already finished at iteration {it}: its model is {c.model_save_filename}")
     return history
 
 

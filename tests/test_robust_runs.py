@@ -212,3 +212,47 @@ def test_a_checkpoint_with_non_finite_values_is_not_resumed(tmp_path):
     assert "not finite" in ckpt.checkpoint_problem(newest)
     from pymeta.training import _newest_valid_checkpoint
     assert _newest_valid_checkpoint(c.resolved_run_dir()) == older
+
+
+# --- 4. run folders ------------------------------------------------------------------------------------------
+def test_a_second_run_on_a_locked_run_folder_fails_at_once(tmp_path):
+    from pymeta.training import run_lock
+    c = tiny(tmp_path, num_outer_metatraining_iterations=10)
+    with run_lock(c.resolved_run_dir()):
+        with pytest.raises(ValueError, match="another run is using .* is locked by process"):
+            metatrain(c)
+    assert not os.path.exists(c.model_save_filename)
+    metatrain(c)  # released: the run goes ahead
+    assert os.path.exists(c.model_save_filename)
+
+
+def test_h5_and_keras_model_files_never_share_a_run_folder(tmp_path):
+    h5 = tiny(tmp_path, name="my model.h5", num_outer_metatraining_iterations=10)
+    keras_file = tiny(tmp_path, name="my model.keras", num_outer_metatraining_iterations=10)
+    assert h5.resolved_run_dir() != keras_file.resolved_run_dir()
+    metatrain(h5)
+    metatrain(keras_file)
+    assert (tmp_path / "my model.h5").exists() and (tmp_path / "my model.keras").exists()
+    # one run folder given for both: the other model file's checkpoints are not resumed
+    shared = dataclasses.replace(keras_file, run_dir=h5.resolved_run_dir(), overwrite=True)
+    with pytest.raises(ValueError, match="model_file: my model.h5 there, my model.keras here"):
+        metatrain(shared)
+
+
+def test_a_finished_run_whose_model_was_deleted_writes_it_again(tmp_path, caplog):
+    c = tiny(tmp_path, num_outer_metatraining_iterations=20)
+    metatrain(c)
+    weights = load_model(c.model_save_filename).get_weights()
+    os.remove(c.model_save_filename)
+    with caplog.at_level("INFO", logger="pymeta"):
+        metatrain(c)
+    log = " ".join(r.getMessage() for r in caplog.records)
+    assert "was missing: written again from the checkpoint of iteration 20" in log
+    for a, b in zip(weights, load_model(c.model_save_filename).get_weights()):
+        np.testing.assert_array_equal(a, b)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="pymeta"):
+        metatrain(c)  # nothing to do: nothing saved, and no line saying so
+    log = " ".join(r.getMessage() for r in caplog.records)
+    assert "model saved to" not in log and "had already finished at iteration 20" in log
+
