@@ -155,6 +155,29 @@ def _newest_valid_checkpoint(run_dir, is_root=True):
     return None
 
 
+@contextlib.contextmanager
+def monitoring_leaves_the_run_alone(metalearner=None):
+    """For monitoring (TensorBoard's extra validation task, plots): the random generators the run
+    draws from (numpy's and Python's global ones, TensorFlow's global generator) and the meta-learner's
+    kept inner optimizer state are restored afterwards, so that a run's parameters are the same with
+    monitoring on or off."""
+    import random
+
+    import tensorflow as tf
+    np_state, py_state = np.random.get_state(), random.getstate()
+    tf_state = tf.random.get_global_generator().state.numpy()
+    kept = kept_inner_state(metalearner) if metalearner is not None else None
+    kept_state = None if kept is None else kept.read()
+    try:
+        yield
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+        tf.random.get_global_generator().reset(tf_state)
+        if kept is not None:
+            kept.write(kept_state)
+
+
 def inner_loss_curve(metalearner, task, num_inner_iterations, inner_batch_size):
     """Training-set loss of `task` after 0, 1, ..., T inner steps from theta (step-by-step API)."""
     model = metalearner.model
@@ -265,8 +288,10 @@ def _metatrain(c, distributed, stop):
         metric = f"val acc {100 * acc:.2f}%  " if problem.is_classification else ""
         log(f"iter {it:6d}  {metric}val loss {loss:.4f}  ({entry['seconds']:.0f} s)")
         write_json_atomic(artifact_path(c.model_save_filename, "history.json"), history)
-        curve = inner_loss_curve(metalearner, problem.metaval.sample_batch(1)[0], T, B) \
-            if c.tensorboard and not distributed else []
+        curve = []
+        if c.tensorboard and not distributed:  # an extra task: drawn without touching the run's generators
+            with monitoring_leaves_the_run_alone(metalearner):
+                curve = inner_loss_curve(metalearner, problem.metaval.sample_batch(1)[0], T, B)
         values = {"validation/loss": loss, "train/last_inner_minibatch_loss": entry["train_loss"],
                   "learning_rate/meta": float(_current_lr(metalearner.optimizer)),
                   "learning_rate/inner": c.inner_lr}

@@ -256,3 +256,15 @@ def test_a_finished_run_whose_model_was_deleted_writes_it_again(tmp_path, caplog
     log = " ".join(r.getMessage() for r in caplog.records)
     assert "model saved to" not in log and "had already finished at iteration 20" in log
 
+
+# --- 5. monitoring -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("extra", [{}, dict(persistent_inner_state=True, metamodel="reptile", meta_lr=0.1)])
+def test_tensorboard_on_or_off_gives_the_same_parameters(tmp_path, extra):
+    finals = []
+    for tb in (True, False):
+        c = tiny(tmp_path, name=f"tb{tb}.h5", tensorboard=tb, num_outer_metatraining_iterations=20, **extra)
+        metatrain(c)
+        finals.append(load_model(c.model_save_filename).get_weights())
+    assert os.listdir(tmp_path / "tbTrue.h5_run" / "tensorboard")
+    for a, b in zip(*finals):
+        np.testing.assert_array_equal(a, b)
