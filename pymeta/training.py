@@ -8,6 +8,8 @@ import fcntl
 import logging
 import os
 import signal
+import sys
+import threading
 import time
 from typing import List, Optional
 
@@ -34,23 +36,78 @@ class Interrupted(Exception):
 
 
 class _SignalFlag:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between compiled calls."""
+    """Turns SIGINT/SIGTERM into a flag the loop checks between compiled calls (then a checkpoint is
+    written). A second signal, or a SIGTERM while a function is traced or compiled (`compiling`), ends
+    the process at once (exit code 128 + signal): a watcher thread reads the signal numbers Python's C
+    handler writes to a wakeup pipe, so this works even while the main thread is stuck in TensorFlow's
+    C++ code, where Python signal handlers cannot run."""
 
     def __init__(self):
         self.signum = None
+        self.compiling = False
         self._old = {}
+        self._wakeup = None
 
     def __enter__(self):
         for s in (signal.SIGINT, signal.SIGTERM):
             self._old[s] = signal.signal(s, self._handle)
+        try:
+            r, w = os.pipe()
+            os.set_blocking(w, False)
+            old = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        except (ValueError, OSError):  # not the main thread, or no pipes: the flag alone
+            return self
+        self._wakeup = (w, old)
+        threading.Thread(target=self._watch, args=(r,), name="pymeta-signals", daemon=True).start()
         return self
 
     def _handle(self, signum, frame):
-        self.signum = signum
+        self.signum = self.signum or signum
+
+    def _watch(self, r):
+        seen = 0
+        while True:
+            try:
+                data = os.read(r, 64)
+            except OSError:
+                data = b""
+            if not data:
+                os.close(r)
+                return
+            for signum in data:
+                if signum not in (signal.SIGINT, signal.SIGTERM):
+                    continue
+                seen += 1
+                if seen >= 2 or (signum == signal.SIGTERM and self.compiling):
+                    why = "a second signal" if seen >= 2 else "while compiling"
+                    try:
+                        sys.stderr.write(f"error: stopped at once by {signal.Signals(signum).name} ({why}); "
+                                         "the run resumes from its last checkpoint\n")
+                        sys.stderr.flush()
+                    finally:
+                        os._exit(128 + signum)
 
     def __exit__(self, *exc):
+        if self._wakeup is not None:
+            w, old = self._wakeup
+            signal.set_wakeup_fd(old)
+            os.close(w)  # the watcher reads end-of-file and ends
         for s, h in self._old.items():
             signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _compiling(stop, log, what, first):
+    """Log a 'compiling ...' line before a first compiled call; a SIGTERM meanwhile ends the process."""
+    if not first:
+        yield
+        return
+    log(f"compiling {what} (first call) ...")
+    stop.compiling = True
+    try:
+        yield
+    finally:
+        stop.compiling = False
 
 
 class _Summaries:
@@ -273,9 +330,13 @@ def _metatrain(c, distributed, stop):
             return ckpt.save_checkpoint(run_dir, it, metalearner, history, run_identity(c), c.keep_checkpoints)
         return None
 
+    first_calls = {"validation", "training"}  # not compiled yet
+
     def validation():
-        loss, acc = validate(metalearner, problem.metaval, c.num_validation_batches, T, B,
-                             c.transductive, c.fast)
+        with _compiling(stop, log, "the validation step", "validation" in first_calls):
+            loss, acc = validate(metalearner, problem.metaval, c.num_validation_batches, T, B,
+                                 c.transductive, c.fast)
+        first_calls.discard("validation")
         entry = {"iteration": it, "val_loss": loss, "val_accuracy": acc,
                  "train_loss": float(np.mean(train_losses)) if train_losses else None,
                  "seconds": round(time.time() - start, 2)}
@@ -311,7 +372,10 @@ def _metatrain(c, distributed, stop):
         steps = min(per_call, next_event - it)
         batches = [problem.metatrain.sample_batch() for _ in range(steps)]
         if c.fast:
-            results = metalearner.metatrain_steps(batches, T, B)
+            xla = "with XLA, every inner step unrolled" if c.resolved_jit_compile() else "without XLA"
+            with _compiling(stop, log, f"the meta-training step ({xla})", "training" in first_calls):
+                results = metalearner.metatrain_steps(batches, T, B)
+            first_calls.discard("training")
             train_losses.extend(r["last_minibatch_loss"] for r in results)
         else:
             for tasks in batches:

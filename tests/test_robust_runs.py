@@ -268,3 +268,38 @@ def test_tensorboard_on_or_off_gives_the_same_parameters(tmp_path, extra):
     assert os.listdir(tmp_path / "tbTrue.h5_run" / "tensorboard")
     for a, b in zip(*finals):
         np.testing.assert_array_equal(a, b)
+
+
+# --- 6. compilation ------------------------------------------------------------------------------------------
+def test_jit_compile_auto_uses_xla_only_for_short_sinusoid_inner_loops(tmp_path):
+    assert tiny(tmp_path).resolved_jit_compile()
+    assert not tiny(tmp_path, num_inner_training_iterations=150).resolved_jit_compile()
+    assert tiny(tmp_path, num_inner_training_iterations=150, jit_compile="on").resolved_jit_compile()
+    assert not tiny(tmp_path, jit_compile="off").resolved_jit_compile()
+    assert not tiny(tmp_path, dataset="omniglot").resolved_jit_compile()
+
+
+@pytest.mark.parametrize("signals,code", [((signal.SIGINT, signal.SIGINT), 130), ((signal.SIGTERM,), 143)])
+def test_signals_end_a_long_compilation_at_once(tmp_path, signals, code):
+    """150 unrolled inner steps take minutes to compile with XLA: a second Ctrl-C, or a SIGTERM while
+    compiling, ends the process without waiting for it."""
+    import time
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "example_metatrain.py"), "--dataset=sinusoid", "--jit_compile=on",
+         "--num_inner_training_iterations=150", "--noprogress", "--notensorboard", "--num_validation_batches=1",
+         f"--model_save_filename={tmp_path}/m.h5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    try:
+        for line in proc.stdout:
+            if "compiling the" in line:
+                break
+        time.sleep(1.0)
+        for s in signals:
+            proc.send_signal(s)
+            time.sleep(0.2)
+        _, err = proc.communicate(timeout=120)  # a guard against hanging, not a timing assertion
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err[-2000:]
+    assert "stopped at once by" in err
