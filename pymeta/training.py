@@ -31,7 +31,8 @@ class Interrupted(Exception):
     """SIGINT / SIGTERM arrived; a checkpoint was written."""
 
     def __init__(self, signum, path):
-        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint written to {path}")
+        where = f"; checkpoint written to {path}" if path else ""  # MPI: only rank 0 writes it
+        super().__init__(f"stopped by {signal.Signals(signum).name}{where}")
         self.signum, self.path = signum, path
 
 

@@ -303,3 +303,32 @@ def test_signals_end_a_long_compilation_at_once(tmp_path, signals, code):
         proc.kill()
     assert proc.returncode == code, err[-2000:]
     assert "stopped at once by" in err
+
+
+# --- 7. minor ------------------------------------------------------------------------------------------------
+def test_files_are_written_with_the_umask_permissions(tmp_path):
+    from pymeta.atomic import atomic_write
+    old = os.umask(0o027)
+    try:
+        with atomic_write(tmp_path / "m.h5") as tmp:  # a writer that creates its file 0600 (mkstemp)
+            os.close(os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600))
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "m.h5").st_mode & 0o777 == 0o640
+
+
+def test_a_rank_without_checkpoint_does_not_report_one():
+    from pymeta.training import Interrupted
+    assert str(Interrupted(signal.SIGTERM, None)) == "stopped by SIGTERM"
+    assert str(Interrupted(signal.SIGINT, "r/ckpt-1.h5")) == "stopped by SIGINT; checkpoint written to r/ckpt-1.h5"
+
+
+def test_metatest_has_num_threads():
+    from absl import flags
+    from pymeta.config import define_flags
+    fv = flags.FlagValues()
+    define_flags(MetaTestConfig, fv)
+    fv(["prog", "--model=m.h5", "--num_threads=1"])
+    assert fv.num_threads == 1
+    with pytest.raises(ValueError, match="--num_threads must be >= 0"):
+        check_metatest_config(MetaTestConfig(model="m.h5", num_threads=-1))
