@@ -24,6 +24,7 @@ def atomic_write(path: "str | os.PathLike") -> Iterator[str]:
     tmp = os.path.join(folder, f".{base}.tmp{os.getpid()}_{secrets.token_hex(4)}{ext}")
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # as a plain open() would (a writer may have used mkstemp's 0600)
         _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -39,6 +40,20 @@ def write_json_atomic(path: "str | os.PathLike", obj: Any) -> str:
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=1)
     return os.fspath(path)
+
+
+def _umask() -> int:
+    """The process's umask (read from /proc where possible: setting it to read it is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync(path):

@@ -3,11 +3,14 @@
 A checkpoint (`ckpt-<iteration>.h5`, written with h5py, atomically) holds the meta-parameters, the
 model's non-trainable state, the outer optimizer's variables, the inner optimizer's state when it is
 kept across tasks, the iteration, the validation history, the run's configuration and the state of
-every random generator (numpy's global one, Python's `random`, TensorFlow's global generator). The
-last `keep` checkpoints are kept.
+every random generator (numpy's global one, Python's `random`, TensorFlow's global generator), and
+the sha256 of all that (attribute `sha256`). The last `keep` checkpoints are kept (never fewer than
+one). `checkpoint_problem` says why a checkpoint cannot be trusted (unreadable or truncated, checksum
+mismatch, non-finite values): a resuming run then falls back to an older one.
 """
 
 import glob
+import hashlib
 import json
 import os
 import random
@@ -21,6 +24,15 @@ from pymeta.atomic import atomic_write
 from pymeta.model_io import kept_inner_state
 
 _NAME = re.compile(r"ckpt-(\d+)\.h5$")
+
+
+def all_finite(arrays):
+    """True if every floating-point array of `arrays` holds finite values only."""
+    for a in arrays:
+        a = np.asarray(a)
+        if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+            return False
+    return True
 
 
 def checkpoint_files(directory):
@@ -67,6 +79,9 @@ def _groups(metalearner):
 def save_checkpoint(directory, iteration, metalearner, history, config, keep=3):
     """Write `ckpt-<iteration>.h5` in `directory` atomically; keep the newest `keep`. Returns its path."""
     path = os.path.join(directory, f"ckpt-{iteration:08d}.h5")
+    for group, variables in _groups(metalearner):
+        if not all_finite(v.numpy() for v in variables):
+            raise ValueError(f"not writing checkpoint {path}: its {group} values are not finite")
     with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["iteration"] = iteration
         f.attrs["config"] = json.dumps(config, sort_keys=True)
@@ -81,9 +96,79 @@ def save_checkpoint(directory, iteration, metalearner, history, config, keep=3):
                 rng.attrs[k] = v
             else:
                 rng.create_dataset(k, data=v)
-    for old in checkpoint_files(directory)[:-keep]:
-        os.remove(old)
+        f.attrs["sha256"] = _digest(f)
+    for old in checkpoint_files(directory)[:-max(1, keep)]:  # never the newest, whatever `keep` says
+        if old != path:
+            os.remove(old)
     return path
+
+
+def _digest(f):
+    """sha256 of everything in the open checkpoint `f` but the checksum itself (as read back)."""
+    h = hashlib.sha256()
+    for key in ("iteration", "config", "history"):
+        h.update(f"{key}={f.attrs[key]}\n".encode())
+    h.update(f"rng.python_meta={f['rng'].attrs['python_meta']}\n".encode())
+    names = []
+    f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    for name in sorted(names):
+        a = np.ascontiguousarray(f[name][()])
+        h.update(f"{name} {a.dtype.str} {a.shape}\n".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def checkpoint_problem(path):
+    """Why the checkpoint `path` cannot be resumed (a one-line reason), or None if it can: unreadable
+    or truncated, checksum mismatch, non-finite values. A checkpoint without a checksum (written by
+    an older pymeta) is only checked for finite values."""
+    try:
+        with h5py.File(path, "r") as f:
+            stored = f.attrs.get("sha256")
+            if stored is not None and _digest(f) != (stored.decode() if isinstance(stored, bytes) else stored):
+                return "its checksum does not match its contents"
+            for group in ("theta", "model_state", "optimizer", "inner_optimizer_state"):
+                if group in f and not all_finite(f[group][k][()] for k in f[group]):
+                    return f"its {group} values are not finite"
+            int(f.attrs["iteration"]), json.loads(f.attrs["config"]), json.loads(f.attrs["history"])
+    except Exception as e:  # h5py reports truncation and corruption as OSError, KeyError, ValueError...
+        return f"it cannot be read: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return None
+
+
+_TEMPORARY = re.compile(r"^\..*\.tmp(\d+)_[0-9a-f]{8}")
+
+
+def remove_stale_temporaries(directory, prefix="."):
+    """Delete the temporary files `pymeta.atomic.atomic_write` left in `directory` (names starting with
+    `prefix`) when a process that no longer runs was killed during a write; returns their paths."""
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        m = _TEMPORARY.match(name)
+        if not m or not name.startswith(prefix) or _process_alive(int(m.group(1))):
+            continue
+        try:
+            os.remove(os.path.join(directory, name))
+            removed.append(os.path.join(directory, name))
+        except OSError:
+            pass
+    return removed
+
+
+def _process_alive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, not ours
+        return True
+    return True
 
 
 def read_checkpoint_config(path):

@@ -8,6 +8,7 @@ into meta-test defaults. No TensorFlow import here: `--help` stays fast.
 """
 
 import dataclasses
+import math
 import os
 import sys
 from typing import Any, Collection, Dict, Mapping, Optional, Tuple
@@ -28,6 +29,10 @@ def _redefault(cls, name: str, default: Any):
     """Field `name` of `cls` with another default (same help text and choices)."""
     base = {f.name: f for f in dataclasses.fields(cls)}[name]
     return dataclasses.field(default=default, metadata=base.metadata)
+
+
+JIT_COMPILE = ("auto", "on", "off")
+MAX_UNROLLED_INNER_STEPS = 20  # --jit_compile=auto: XLA compile time grows with the unrolled inner steps
 
 
 @dataclasses.dataclass
@@ -94,15 +99,26 @@ class RunConfig(TaskConfig):
     persistent_inner_state: bool = option(False, "keep the inner optimizer's state (Adam's moments, step "
                                           "count) from task to task, as the original Reptile code did (fomaml, "
                                           "reptile; saved in the .h5 model); default: fresh for every task")
-    run_dir: str = option("", "checkpoints and TensorBoard logs (default: <model file without extension>_run/)")
+    run_dir: str = option("", "checkpoints and TensorBoard logs (default: <model file>_run/, e.g. "
+                          "saved/model.h5_run/)")
     resume: bool = option(True, "continue from the last checkpoint in --run_dir if there is one")
     overwrite: bool = option(False, "allow replacing a model file / run directory of another run")
     keep_checkpoints: int = option(3, "checkpoints kept in --run_dir")
     tensorboard: bool = option(True, "write TensorBoard summaries to <run_dir>/tensorboard")
+    jit_compile: str = option("auto", "compile the meta-training step with XLA, which unrolls every inner "
+                              "step (auto: for sinusoid with <= 20 inner steps only)", ("auto", "on", "off"))
 
     def resolved_run_dir(self) -> str:
-        """Checkpoints and TensorBoard logs: --run_dir, default <model file without extension>_run/."""
-        return self.run_dir or f"{os.path.splitext(self.model_save_filename)[0]}_run"
+        """Checkpoints and TensorBoard logs: --run_dir, default <model file>_run/ (the file's whole name:
+        model.h5 and model.keras never share a run folder)."""
+        return self.run_dir or f"{self.model_save_filename}_run"
+
+    def resolved_jit_compile(self) -> bool:
+        """--jit_compile: on / off, or auto: XLA for sinusoid with <= MAX_UNROLLED_INNER_STEPS inner
+        steps (XLA unrolls every inner step: compiling many takes minutes)."""
+        if self.jit_compile != "auto":
+            return self.jit_compile == "on"
+        return self.dataset == "sinusoid" and self.num_inner_training_iterations <= MAX_UNROLLED_INNER_STEPS
 
     def resolved_inner_batch_size(self) -> int:
         """-1 means N*K (the whole support set), as in the original; sinusoid has N = 1."""
@@ -127,6 +143,8 @@ class MetaTestConfig(TaskConfig):
     fresh_inner_state: bool = option(False, "ignore an inner optimizer state saved with the model (start each "
                                      "task fresh)")
     output: str = option("", "also write the result as JSON here")
+    num_threads: int = option(0, "TensorFlow threads per op (0: the default layout, several tasks of a batch "
+                              "at once)")
 
 
 @dataclasses.dataclass
@@ -214,9 +232,20 @@ def check_config(c: RunConfig) -> None:
     if c.num_test_samples_per_class < 1 and not (c.dataset != "sinusoid" and c.num_test_samples_per_class == -1):
         raise ValueError(f"--num_test_samples_per_class must be >= 1, got {c.num_test_samples_per_class}")
     for name in ("meta_lr", "inner_lr"):
-        if not getattr(c, name) > 0:
-            raise ValueError(f"--{name} must be > 0, got {getattr(c, name)}")
+        _check_learning_rate(name, getattr(c, name))
+    for name in ("imaml_lambda_reg", "imaml_cg_damping", "imaml_lam_damping"):
+        if not math.isfinite(getattr(c, name)):
+            raise ValueError(f"--{name} must be finite, got {getattr(c, name)}")
+    if c.iterations_per_call < 0:
+        raise ValueError(f"--iterations_per_call must be >= 1 (or 0: 10 for sinusoid, 1 otherwise), "
+                         f"got {c.iterations_per_call}")
+    if c.keep_checkpoints < 1:
+        raise ValueError(f"--keep_checkpoints must be >= 1 (the newest checkpoint is always kept), "
+                         f"got {c.keep_checkpoints}")
+    _check_choice(c, "jit_compile", JIT_COMPILE)
     support = (1 if c.dataset == "sinusoid" else c.num_output_classes) * c.num_train_samples_per_class
+    if c.inner_batch_size < -1:
+        raise ValueError(f"--inner_batch_size must be -1 (the whole support set) or >= 1, got {c.inner_batch_size}")
     if c.inner_batch_size == 0 or c.inner_batch_size > support:
         raise ValueError(f"--inner_batch_size={c.inner_batch_size} is not possible with a support set of "
                          f"{support} examples: use 1..{support}, or -1 for all of them")
@@ -246,8 +275,38 @@ def check_metatest_config(c: MetaTestConfig) -> None:
             raise ValueError(f"--{name} must be >= 1, got {getattr(c, name)}")
     if c.num_inner_iterations < 0:
         raise ValueError(f"--num_inner_iterations must be >= 0, got {c.num_inner_iterations}")
-    if not c.inner_lr > 0:
-        raise ValueError(f"--inner_lr must be > 0, got {c.inner_lr}")
+    _check_learning_rate("inner_lr", c.inner_lr)
+    if not math.isfinite(c.imaml_lambda_reg):
+        raise ValueError(f"--imaml_lambda_reg must be finite, got {c.imaml_lambda_reg}")
+    if c.inner_batch_size < -1 or c.inner_batch_size == 0:
+        raise ValueError(f"--inner_batch_size must be -1 (the whole support set) or >= 1, got {c.inner_batch_size}")
+    if c.num_threads < 0:
+        raise ValueError(f"--num_threads must be >= 0 (0: the default layout), got {c.num_threads}")
+
+
+def _check_learning_rate(name: str, value: float) -> None:
+    """A learning rate must be a finite number > 0 (inf / nan are refused; there is no upper bound,
+    since a sane one depends on the model and optimizer: a rate that makes training diverge is caught
+    when the loss or the meta-parameters stop being finite)."""
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"--{name} must be a finite number > 0, got {value}")
+
+
+def check_output_folders(*paths: str) -> None:
+    """Raise ValueError naming the folder if a file cannot be created at each of `paths` (a path
+    ending in os.sep is a folder itself): the nearest existing folder must be a writable directory."""
+    for path in paths:
+        folder = os.path.abspath(path if path.endswith(os.sep) else (os.path.dirname(path) or "."))
+        probe = folder
+        while not os.path.exists(probe):
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                break
+            probe = parent
+        if not os.path.isdir(probe):
+            raise ValueError(f"cannot write to {folder}: {probe} is not a folder")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise ValueError(f"cannot write to {folder}: {probe} is not writable")
 
 
 # --- runs and their files ------------------------------------------------------------------------------------
@@ -262,8 +321,9 @@ RUN_IDENTITY = ("dataset", "metamodel", "num_output_classes", "num_train_samples
 
 
 def run_identity(c: RunConfig) -> Dict[str, Any]:
-    """The settings of `c` a checkpoint records and a resuming run must share."""
-    return {k: getattr(c, k) for k in RUN_IDENTITY}
+    """The settings of `c` a checkpoint records and a resuming run must share, and the model file's
+    name (`model_file`, extension included)."""
+    return {**{k: getattr(c, k) for k in RUN_IDENTITY}, "model_file": os.path.basename(c.model_save_filename)}
 
 
 def artifact_path(model_save_filename: str, suffix: str) -> str:

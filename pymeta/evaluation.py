@@ -8,7 +8,7 @@ from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
-from pymeta.config import MetaTestConfig, RunConfig, check_metatest_config
+from pymeta.config import MetaTestConfig, RunConfig, check_metatest_config, check_output_folders
 from pymeta.model_io import kept_inner_state
 
 logger = logging.getLogger(__name__)
@@ -65,13 +65,20 @@ def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
     from pymeta.registry import build_metalearner, seeded_problem_and_model
     from pymeta.runtime import apply_thread_layout, thread_layout
     check_metatest_config(c)
-    # the tasks of a compiled batch run side by side, as in training (default layout of a training run)
-    apply_thread_layout(*thread_layout(RunConfig(dataset=c.dataset, meta_batch_size=c.batch)), explicit=False)
+    if c.output:
+        check_output_folders(c.output)  # before evaluating
+    # the tasks of a compiled batch run side by side, as in training (default layout of a training run),
+    # unless --num_threads says otherwise
+    layout = RunConfig(dataset=c.dataset, meta_batch_size=c.batch, num_threads=c.num_threads)
+    apply_thread_layout(*thread_layout(layout), explicit=c.num_threads > 0)
     problem, model = seeded_problem_and_model(
         c.seed, c.precision, c.dataset, c.metamodel, c.inner_lr, c.num_output_classes,
         c.num_train_samples_per_class, c.num_test_samples_per_class, c.batch, c.data_path or None,
         c.omniglot_protocol, inner_optimizer=c.inner_optimizer)
     load_weights_into(model, c.model)
+    if not all(np.all(np.isfinite(w)) for w in model.get_weights()):
+        raise ValueError(f"{c.model} holds non-finite weights (inf or nan; its training diverged?): "
+                         "nothing to meta-test")
     # evaluation only: the meta-learner just supplies the inner objective (iMAML's is proximal)
     # iMAML's proximal mode adapts on the proximal objective at test time too; pullback mode, plain steps
     imaml = c.metamodel == "imaml" and c.imaml_inner == "proximal" and c.imaml_lambda_reg > 0
@@ -84,6 +91,9 @@ def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
         if not store.fits(kept):
             raise ValueError(f"the inner optimizer state in {c.model!r} does not fit --inner_optimizer="
                              f"{c.inner_optimizer} (train with the same inner optimizer, or --fresh_inner_state)")
+        if not all(np.all(np.isfinite(a)) for a in kept if np.issubdtype(np.asarray(a).dtype, np.floating)):
+            raise ValueError(f"the inner optimizer state in {c.model!r} is not finite (inf or nan): "
+                             "pass --fresh_inner_state to start each task fresh")
         store.write(kept)  # flat arrays, in the order of store.variables
     dist = problem.metatest if c.split == "test" else problem.metaval
     losses, accs = [], []

@@ -2,10 +2,14 @@
 outer loop, validation, saving, checkpoints and resume, TensorBoard summaries, signals, and MPI (rank 0
 logs, reports validation and saves). Progress is logged to the `pymeta.training` logger."""
 
+import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
 import signal
+import sys
+import threading
 import time
 from typing import List, Optional
 
@@ -14,7 +18,8 @@ import numpy as np
 from pymeta import checkpoint as ckpt
 from pymeta import mpi, registry, runtime
 from pymeta.atomic import write_json_atomic
-from pymeta.config import RunConfig, artifact_path, check_config, model_settings, run_identity
+from pymeta.config import (RunConfig, artifact_path, check_config, check_output_folders, model_settings,
+                           run_identity)
 from pymeta.evaluation import validate
 from pymeta.model_io import kept_inner_state, save_model
 from pymeta.plots import plot_learning_curve, plot_sinusoid
@@ -26,28 +31,84 @@ class Interrupted(Exception):
     """SIGINT / SIGTERM arrived; a checkpoint was written."""
 
     def __init__(self, signum, path):
-        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint written to {path}")
+        where = f"; checkpoint written to {path}" if path else ""  # MPI: only rank 0 writes it
+        super().__init__(f"stopped by {signal.Signals(signum).name}{where}")
         self.signum, self.path = signum, path
 
 
 class _SignalFlag:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between compiled calls."""
+    """Turns SIGINT/SIGTERM into a flag the loop checks between compiled calls (then a checkpoint is
+    written). A second signal, or a SIGTERM while a function is traced or compiled (`compiling`), ends
+    the process at once (exit code 128 + signal): a watcher thread reads the signal numbers Python's C
+    handler writes to a wakeup pipe, so this works even while the main thread is stuck in TensorFlow's
+    C++ code, where Python signal handlers cannot run."""
 
     def __init__(self):
         self.signum = None
+        self.compiling = False
         self._old = {}
+        self._wakeup = None
 
     def __enter__(self):
         for s in (signal.SIGINT, signal.SIGTERM):
             self._old[s] = signal.signal(s, self._handle)
+        try:
+            r, w = os.pipe()
+            os.set_blocking(w, False)
+            old = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        except (ValueError, OSError):  # not the main thread, or no pipes: the flag alone
+            return self
+        self._wakeup = (w, old)
+        threading.Thread(target=self._watch, args=(r,), name="pymeta-signals", daemon=True).start()
         return self
 
     def _handle(self, signum, frame):
-        self.signum = signum
+        self.signum = self.signum or signum
+
+    def _watch(self, r):
+        seen = 0
+        while True:
+            try:
+                data = os.read(r, 64)
+            except OSError:
+                data = b""
+            if not data:
+                os.close(r)
+                return
+            for signum in data:
+                if signum not in (signal.SIGINT, signal.SIGTERM):
+                    continue
+                seen += 1
+                if seen >= 2 or (signum == signal.SIGTERM and self.compiling):
+                    why = "a second signal" if seen >= 2 else "while compiling"
+                    try:
+                        sys.stderr.write(f"error: stopped at once by {signal.Signals(signum).name} ({why}); "
+                                         "the run resumes from its last checkpoint\n")
+                        sys.stderr.flush()
+                    finally:
+                        os._exit(128 + signum)
 
     def __exit__(self, *exc):
+        if self._wakeup is not None:
+            w, old = self._wakeup
+            signal.set_wakeup_fd(old)
+            os.close(w)  # the watcher reads end-of-file and ends
         for s, h in self._old.items():
             signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _compiling(stop, log, what, first):
+    """Log a 'compiling ...' line before a first compiled call; a SIGTERM meanwhile ends the process."""
+    if not first:
+        yield
+        return
+    log(f"compiling {what} (first call) ...")
+    stop.compiling = True
+    try:
+        yield
+    finally:
+        stop.compiling = False
 
 
 class _Summaries:
@@ -93,7 +154,7 @@ def setup_run(c: RunConfig, distributed: bool = False):
     anneal = c.num_outer_metatraining_iterations if c.anneal_meta_lr else 0
     metalearner = registry.build_metalearner(
         c.metamodel, model, registry.default_meta_optimizer(c.metamodel, c.meta_lr, anneal),
-        jit_compile=(c.dataset == "sinusoid"), imaml_lambda_reg=c.imaml_lambda_reg,
+        jit_compile=c.resolved_jit_compile(), imaml_lambda_reg=c.imaml_lambda_reg,
         imaml_cg_steps=c.imaml_cg_steps, imaml_cg_damping=c.imaml_cg_damping,
         imaml_lam_damping=c.imaml_lam_damping, persistent_inner_state=c.persistent_inner_state,
         imaml_inner=c.imaml_inner, imaml_cg_tol=c.imaml_cg_tol,
@@ -110,26 +171,70 @@ def _check_outputs(c, run_dir, resuming):
     """Refuse to replace a model file from another run unless --overwrite."""
     if resuming or c.overwrite or not os.path.exists(c.model_save_filename):
         return
+    legacy = f"{os.path.splitext(c.model_save_filename)[0]}_run"  # the default run folder of pymeta <= 0.1.0
+    hint = (f"; if it is from a run in {legacy} (the default run folder of older pymeta versions), pass "
+            f"--run_dir={legacy} to resume it") if not c.run_dir and ckpt.checkpoint_files(legacy) else ""
     raise ValueError(f"{c.model_save_filename} already exists and is not from this run (no checkpoint in "
-                     f"{run_dir}): choose another --model_save_filename or pass --overwrite")
+                     f"{run_dir}): choose another --model_save_filename or pass --overwrite{hint}")
 
 
-def _find_resume_point(c, run_dir):
-    path = ckpt.latest_checkpoint(run_dir) if c.resume else None
+def _find_resume_point(c, run_dir, is_root=True):
+    path = _newest_valid_checkpoint(run_dir, is_root) if c.resume else None
     if path is None:
         if not c.resume and ckpt.checkpoint_files(run_dir) and not c.overwrite:
             raise ValueError(f"{run_dir} holds checkpoints of an earlier run: resume it (drop --noresume), "
                              "pass --overwrite to start afresh, or choose another --run_dir")
         return None
-    # a setting added after the checkpoint was written had its default value in that run
-    saved = {**run_identity(RunConfig()), **ckpt.read_checkpoint_config(path)}
+    # a setting added after the checkpoint was written had its default value in that run; a checkpoint
+    # that does not record its model file's name is taken to be of this one
     mine = run_identity(c)
+    saved = {**run_identity(RunConfig()), "model_file": mine["model_file"], **ckpt.read_checkpoint_config(path)}
     diff = {k: (saved.get(k), mine[k]) for k in mine if saved.get(k) != mine[k]}
     if diff:
         raise ValueError(f"the checkpoint {path} is from a run with other settings "
                          f"({', '.join(f'{k}: {a} there, {b} here' for k, (a, b) in diff.items())}): "
                          "use the same flags to resume, or another --run_dir")
     return path
+
+
+def _newest_valid_checkpoint(run_dir, is_root=True):
+    """The newest checkpoint in `run_dir` that can be trusted; each newer one that cannot is set aside
+    (renamed to <name>.invalid, so that rotation never counts it) with a warning naming it."""
+    for path in reversed(ckpt.checkpoint_files(run_dir)):
+        problem = ckpt.checkpoint_problem(path)
+        if problem is None:
+            return path
+        if is_root:
+            logger.warning(f"checkpoint {path} is not usable ({problem}): set aside as {path}.invalid; "
+                           "resuming from the previous one")
+            try:
+                os.replace(path, path + ".invalid")
+            except OSError:
+                pass
+    return None
+
+
+@contextlib.contextmanager
+def monitoring_leaves_the_run_alone(metalearner=None):
+    """For monitoring (TensorBoard's extra validation task, plots): the random generators the run
+    draws from (numpy's and Python's global ones, TensorFlow's global generator) and the meta-learner's
+    kept inner optimizer state are restored afterwards, so that a run's parameters are the same with
+    monitoring on or off."""
+    import random
+
+    import tensorflow as tf
+    np_state, py_state = np.random.get_state(), random.getstate()
+    tf_state = tf.random.get_global_generator().state.numpy()
+    kept = kept_inner_state(metalearner) if metalearner is not None else None
+    kept_state = None if kept is None else kept.read()
+    try:
+        yield
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+        tf.random.get_global_generator().reset(tf_state)
+        if kept is not None:
+            kept.write(kept_state)
 
 
 def inner_loss_curve(metalearner, task, num_inner_iterations, inner_batch_size):
@@ -152,21 +257,56 @@ def metatrain(c: RunConfig, distributed: Optional[bool] = None) -> List[dict]:
     (then `Interrupted` is raised); history JSON, learning-curve PNG (and for sinusoid a plot of one
     adapted task) next to the model; TensorBoard scalars in <run_dir>/tensorboard.
     """
-    with _SignalFlag() as stop:  # from the start: a signal during set-up still ends in a checkpoint
+    if distributed is None:
+        distributed = mpi.is_mpi_run()
+    check_config(c)
+    check_output_folders(c.model_save_filename, c.resolved_run_dir() + os.sep)  # before any work
+    root = not distributed or mpi.get_rank_and_size()[0] == 0
+    # from the start: a signal during set-up still ends in a checkpoint
+    with _SignalFlag() as stop, (run_lock(c.resolved_run_dir()) if root else contextlib.nullcontext()):
         return _metatrain(c, distributed, stop)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir):
+    """Hold the lock of `run_dir` (an flock on <run_dir>/run.lock, released when the process ends,
+    however it ends); ValueError at once if another run holds it."""
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, "run.lock")
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        raise ValueError(f"another run is using {run_dir} ({path} is locked"
+                         f"{' by process ' + holder if holder else ''}): wait for it to end, or choose another "
+                         "--model_save_filename or --run_dir") from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield path
+    finally:
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        f.close()
 
 
 def _metatrain(c, distributed, stop):
     from tqdm import tqdm
 
-    if distributed is None:
-        distributed = mpi.is_mpi_run()
     problem, model, metalearner = setup_run(c, distributed)
     is_root = getattr(metalearner, "is_root", True)
     log = logger.info if is_root else _silent
     settings = model_settings(c, registry.inner_optimizer_name(c.metamodel, c.dataset, c.inner_optimizer))
     run_dir = c.resolved_run_dir()
-    resume_from = _find_resume_point(c, run_dir)
+    if is_root:  # files a killed run was writing
+        ckpt.remove_stale_temporaries(run_dir)
+        ckpt.remove_stale_temporaries(os.path.dirname(os.path.abspath(c.model_save_filename)),
+                                      "." + os.path.splitext(os.path.basename(c.model_save_filename))[0])
+    resume_from = _find_resume_point(c, run_dir, is_root)
     _check_outputs(c, run_dir, resume_from is not None)
     T, B = c.num_inner_training_iterations, c.resolved_inner_batch_size()
     n_iter = c.num_outer_metatraining_iterations
@@ -182,20 +322,29 @@ def _metatrain(c, distributed, stop):
     start = time.time() - (history[-1]["seconds"] if history else 0.0)
     last_time, last_it = time.time(), it
 
+    saved_at = []  # iterations at which this process wrote the model file
+
     def save():  # the model file records its settings (and the kept inner optimizer state)
         save_model(model, c.model_save_filename, inner_state=kept_inner_state(metalearner), settings=settings)
+        saved_at.append(it)
 
     def checkpoint():
         if is_root:
             return ckpt.save_checkpoint(run_dir, it, metalearner, history, run_identity(c), c.keep_checkpoints)
         return None
 
+    first_calls = {"validation", "training"}  # not compiled yet
+
     def validation():
-        loss, acc = validate(metalearner, problem.metaval, c.num_validation_batches, T, B,
-                             c.transductive, c.fast)
+        with _compiling(stop, log, "the validation step", "validation" in first_calls):
+            loss, acc = validate(metalearner, problem.metaval, c.num_validation_batches, T, B,
+                                 c.transductive, c.fast)
+        first_calls.discard("validation")
         entry = {"iteration": it, "val_loss": loss, "val_accuracy": acc,
                  "train_loss": float(np.mean(train_losses)) if train_losses else None,
                  "seconds": round(time.time() - start, 2)}
+        if not np.isfinite(loss):
+            _diverged(c, it, "the validation loss", run_dir)
         history.append(entry)
         train_losses.clear()
         if not is_root:
@@ -203,8 +352,10 @@ def _metatrain(c, distributed, stop):
         metric = f"val acc {100 * acc:.2f}%  " if problem.is_classification else ""
         log(f"iter {it:6d}  {metric}val loss {loss:.4f}  ({entry['seconds']:.0f} s)")
         write_json_atomic(artifact_path(c.model_save_filename, "history.json"), history)
-        curve = inner_loss_curve(metalearner, problem.metaval.sample_batch(1)[0], T, B) \
-            if c.tensorboard and not distributed else []
+        curve = []
+        if c.tensorboard and not distributed:  # an extra task: drawn without touching the run's generators
+            with monitoring_leaves_the_run_alone(metalearner):
+                curve = inner_loss_curve(metalearner, problem.metaval.sample_batch(1)[0], T, B)
         values = {"validation/loss": loss, "train/last_inner_minibatch_loss": entry["train_loss"],
                   "learning_rate/meta": float(_current_lr(metalearner.optimizer)),
                   "learning_rate/inner": c.inner_lr}
@@ -224,7 +375,10 @@ def _metatrain(c, distributed, stop):
         steps = min(per_call, next_event - it)
         batches = [problem.metatrain.sample_batch() for _ in range(steps)]
         if c.fast:
-            results = metalearner.metatrain_steps(batches, T, B)
+            xla = "with XLA, every inner step unrolled" if c.resolved_jit_compile() else "without XLA"
+            with _compiling(stop, log, f"the meta-training step ({xla})", "training" in first_calls):
+                results = metalearner.metatrain_steps(batches, T, B)
+            first_calls.discard("training")
             train_losses.extend(r["last_minibatch_loss"] for r in results)
             extra_aux = {k: float(np.mean([r[k] for r in results])) for k in results[0]
                          if k != "last_minibatch_loss"} if results else {}
@@ -232,6 +386,7 @@ def _metatrain(c, distributed, stop):
             for tasks in batches:
                 train_losses.extend(_step_by_step_iteration(metalearner, tasks, T, B))
         it += steps
+        _check_finite(c, it, train_losses[-steps:], metalearner, run_dir)
         bar.update(steps)
         if train_losses:
             bar.set_postfix(loss=f"{train_losses[-1]:.3f}", refresh=False)
@@ -258,6 +413,9 @@ def _metatrain(c, distributed, stop):
                 save()
             raise Interrupted(signum, path)
     bar.close()
+    if is_root and not os.path.exists(c.model_save_filename):  # a finished run whose model was deleted
+        save()
+        log(f"{c.model_save_filename} was missing: written again from the checkpoint of iteration {it}")
     if is_root:
         plot_learning_curve(history, artifact_path(c.model_save_filename, "learning_curve.png"),
                             problem.is_classification)
@@ -265,8 +423,31 @@ def _metatrain(c, distributed, stop):
             task = problem.metaval.sample_batch(1)[0]
             path = plot_sinusoid(metalearner, task, T, B, artifact_path(c.model_save_filename, "sinusoid.png"))
             log(f"sinusoid plot: {path}")
-        log(f"model saved to {c.model_save_filename} ({time.time() - start:.0f} s)")
+        if saved_at:
+            log(f"model saved to {c.model_save_filename} ({time.time() - start:.0f} s)")
+        else:
+            log(f"the run had already finished at iteration {it}: its model is {c.model_save_filename}")
     return history
+
+
+class Diverged(ValueError):
+    """The training loss or the meta-parameters stopped being finite; nothing non-finite was saved."""
+
+
+def _check_finite(c, it, losses, metalearner, run_dir):
+    """Stop the run (Diverged) if a training loss or a meta-parameter is not finite."""
+    if not np.all(np.isfinite(np.asarray(losses, dtype=np.float64))):
+        _diverged(c, it, "the training loss", run_dir)
+    if not all(np.all(np.isfinite(v.numpy())) for v in metalearner.meta_variables):
+        _diverged(c, it, "the meta-parameters", run_dir)
+
+
+def _diverged(c, it, what, run_dir):
+    last = ckpt.latest_checkpoint(run_dir)
+    kept = f"the last finite checkpoint, {last}, is kept" if last else "no checkpoint was written"
+    raise Diverged(f"training diverged at iteration {it}: {what} is not finite (inf or nan); the likely "
+                   f"cause is a learning rate too high (--meta_lr={c.meta_lr}, --inner_lr={c.inner_lr}): "
+                   f"nothing non-finite was saved, {kept}")
 
 
 def _step_by_step_iteration(metalearner, tasks, T, B):

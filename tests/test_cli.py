@@ -134,7 +134,7 @@ def test_tensorflow_start_up_lines_stay_off_the_terminal():
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     out = run_module("pymeta.cli.train", "--dataset=sinusoid", "--meta_lr=0", env=env, timeout=300)
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == ["error: --meta_lr must be > 0, got 0.0"], out.stderr[-3000:]
+    assert out.stderr.strip().splitlines() == ["error: --meta_lr must be a finite number > 0, got 0.0"], out.stderr[-3000:]
     for noise in ("cpu_feature_guard", "cuda", "oneDNN", "InitializeLog"):
         assert noise not in out.stderr
 

@@ -83,7 +83,7 @@ def test_readme_sinusoid_commands_run_unchanged(tmp_path, metamodel):
     (["--dataset=sinusoid", "--metamodel=maml2"], "unknown --metamodel='maml2'"),
     (["--dataset=sinusoid", "--inner_batch_size=50", "--num_train_samples_per_class=10"],
      "--inner_batch_size=50 is not possible with a support set of 10"),
-    (["--dataset=sinusoid", "--meta_lr=0"], "--meta_lr must be > 0"),
+    (["--dataset=sinusoid", "--meta_lr=0"], "--meta_lr must be a finite number > 0"),
     (["--dataset=sinusoid", "--num_outer_metatraining_iterations=0"], "must be >= 1"),
     (["--dataset=omniglot", "--data_path=/nonexistent/omniglot.pkl"], "fetch_data.sh"),
     (["--dataset=sinusoid", "--model_save_filename=out.txt"], "must end in .h5"),

@@ -139,7 +139,7 @@ def test_model_file_checkpoint_and_meta_test_carry_the_state(tmp_path):
     model.compile(optimizer=keras.optimizers.Adam(0.01, beta_1=0.0), loss="mse")
     ml = ReptileMetaLearner(model, keras.optimizers.SGD(1.0), persistent_inner_state=True)
     ml.initialize()
-    ckpt.load_checkpoint(ckpt.latest_checkpoint(str(tmp_path / "model_run")), ml)
+    ckpt.load_checkpoint(ckpt.latest_checkpoint(str(tmp_path / "model.h5_run")), ml)
     assert_lists_close(kept(ml), saved, rtol=0, atol=0)
 
     from pymeta.cli.metatest import parse_args

@@ -17,8 +17,8 @@ from typing import List, Sequence
 from absl import app, flags
 
 from pymeta.cli._common import run_program, start
-from pymeta.config import (CliOptions, MetaTestConfig, apply_model_settings, config_from_flags, define_flags,
-                           flags_given)
+from pymeta.config import (CliOptions, MetaTestConfig, apply_model_settings, check_output_folders,
+                           config_from_flags, define_flags, flags_given)
 
 logger = logging.getLogger("pymeta.cli")
 
@@ -39,6 +39,8 @@ def config_with_model_settings(flag_values) -> MetaTestConfig:
     c = config_from_flags(MetaTestConfig, flag_values)
     if not c.model:
         raise ValueError("--model is required: the model file written by meta-training")
+    if c.output:
+        check_output_folders(c.output)  # before anything is read or evaluated
     settings = load_settings(c.model)
     if settings is None:
         logger.warning(f"{c.model} does not record how it was trained (written by an older pymeta?): "
