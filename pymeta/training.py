@@ -105,10 +105,12 @@ def _compiling(stop, log, what, first):
         return
     log(f"compiling {what} (first call) ...")
     stop.compiling = True
+    start = time.time()
     try:
         yield
     finally:
         stop.compiling = False
+    log(f"compiled {what}; first call done in {time.time() - start:.0f} s")
 
 
 class _Summaries:

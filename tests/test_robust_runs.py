@@ -120,7 +120,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path)
     # a run that diverges after resuming from the finite one (its other inner_lr accepted for the test)
     import pymeta.training as training
     original = training._find_resume_point
-    training._find_resume_point = lambda c, run_dir: ckpt.latest_checkpoint(run_dir)
+    training._find_resume_point = lambda c, run_dir, *rest: ckpt.latest_checkpoint(run_dir)
     try:
         with pytest.raises(Diverged, match=r"training diverged at iteration \d+: .* not finite .*learning rate"):
             metatrain(bad)
