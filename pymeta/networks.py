@@ -15,6 +15,11 @@ def _conv_classifier(num_output_classes, input_shape, filters, pool_padding, nam
     """
     if num_output_classes < 1:
         raise ValueError(f"num_output_classes must be >= 1, got {num_output_classes}")
+    # four 2x2 poolings: "valid" needs 16 pixels a side (16 -> 8 -> 4 -> 2 -> 1), "same" one
+    smallest = 16 if pool_padding == "valid" else 1
+    if len(input_shape) != 3 or min(input_shape[:2]) < smallest:
+        raise ValueError(f"images of shape {tuple(input_shape)} are too small for this network ({name}: four "
+                         f"2x2 poolings need at least {smallest}x{smallest} pixels and a channel axis)")
     inputs = keras.Input(shape=input_shape)
     x = inputs
     for i in range(4):

@@ -99,3 +99,12 @@ def test_zero_inner_steps_with_a_minibatch_size():
     task = ClassificationTask(X, y, 3, 2, 2)
     assert task.inner_batch_indices(0, 2).shape == (0, 2)
     assert task.task_data(0, 2).inner[0].shape == (0, 2, 2)
+
+
+def test_images_too_small_for_the_network_get_a_one_line_error():
+    """2x2 images used to end in Keras' multi-line pooling error."""
+    from pymeta.networks import make_miniimagenet_cnn_model, make_omniglot_cnn_model
+    with pytest.raises(ValueError, match=r"images of shape \(2, 2, 1\) are too small for this network"):
+        make_omniglot_cnn_model(5, input_shape=(2, 2, 1))
+    assert make_omniglot_cnn_model(5, input_shape=(16, 16, 1)).output_shape == (None, 5)
+    assert make_miniimagenet_cnn_model(5, input_shape=(2, 2, 3)).output_shape == (None, 5)  # "same" pooling
