@@ -15,7 +15,7 @@ import copy
 
 import numpy as np
 
-from pymeta.core.counts import as_count
+from pymeta.core.counts import as_count, as_int
 from pymeta.core.learner import default_learner
 from pymeta.core.task_data import TaskData
 
@@ -171,8 +171,10 @@ class ClassificationTask(SupervisedTask):
         self.X, self.y = X, y
         self._class_to_rows = _rows_by_class(y)
 
-        K = as_count(num_training_samples_per_class, "num_training_samples_per_class", allow_all=True)
-        Q = as_count(num_test_samples_per_class, "num_test_samples_per_class", allow_all=True)
+        K = as_int(num_training_samples_per_class, "num_training_samples_per_class")
+        Q = as_int(num_test_samples_per_class, "num_test_samples_per_class")
+        if K == 0 or K < -1 or Q == 0 or Q < -1:
+            raise ValueError(f"samples per class must be >= 1 or -1 (all), got train {K}, test {Q}")
         if split_train_test < 0:
             if K < 1 or Q < 1:
                 raise ValueError("split_train_test < 0 means K/(K+Q): it needs both "
