@@ -13,7 +13,8 @@ import os
 import sys
 from typing import Any, Collection, Dict, Mapping, Optional, Tuple
 
-from pymeta.registry import DATASETS, INNER_OPTIMIZERS, METAMODELS, OMNIGLOT_PROTOCOLS, SEQ_FOMAML_VARIANTS
+from pymeta.registry import (DATASETS, INNER_OPTIMIZERS, METAMODELS, OMNIGLOT_PROTOCOLS, RL_DATASETS, RL_DEFAULTS,
+                             RL_METAMODELS, SEQ_FOMAML_VARIANTS)
 from pymeta.runtime import PRECISIONS
 
 
@@ -38,7 +39,8 @@ MAX_UNROLLED_INNER_STEPS = 20  # --jit_compile=auto: XLA compile time grows with
 @dataclasses.dataclass
 class TaskConfig:
     """What the tasks are and how a task is learnt (the inner loop): shared by training and meta-test."""
-    dataset: str = option("omniglot", "the task family", DATASETS)
+    dataset: str = option("omniglot", "the task family (navigation2d, halfcheetah_vel, halfcheetah_dir: "
+                          "meta-reinforcement learning with pymeta.rl)", DATASETS)
     data_path: str = option("", "dataset file (default datasets/<dataset>/<dataset>.pkl)")
     omniglot_protocol: str = option("standard", "standard: 1200 rotated training characters (literature); "
                                     "allcharacters: the original pyMeta's alphabet split", OMNIGLOT_PROTOCOLS)
@@ -49,7 +51,9 @@ class TaskConfig:
                                               "sinusoid: training points")
     num_test_samples_per_class: int = option(15, "Q: test (query) samples per class; sinusoid: test points")
     inner_batch_size: int = option(-1, "inner minibatch size; -1 = N*K (the whole support set)")
-    inner_lr: float = option(0.001, "inner learning rate (SGD, or Adam with beta_1=0 for Reptile and sinusoid)")
+    inner_lr: float = option(0.001, "inner learning rate (SGD, or Adam with beta_1=0 for Reptile and sinusoid); "
+                             "RL: the step size of the inner policy-gradient steps (SGD), when not given "
+                             "the dataset's (navigation2d 0.5, halfcheetah 0.1)")
     inner_optimizer: str = option("auto", "auto: the original's choice (Adam with beta_1=0 for Reptile and "
                                   "sinusoid, SGD otherwise)", INNER_OPTIMIZERS)
     imaml_lambda_reg: float = option(2.0, "iMAML: strength lambda of the proximal term "
@@ -63,18 +67,32 @@ class TaskConfig:
     precision: str = option("float32", "mixed_bfloat16 computes convolutions in bfloat16 (faster on CPUs "
                             "with bf16)", PRECISIONS)
     seed: int = option(100, "random seed (numpy, Python, TensorFlow)")
+    horizon: int = option(0, "RL: steps per episode (0: the environment's, 100 for navigation2d, 200 for "
+                          "halfcheetah)")
+    gamma: float = option(0.99, "RL: discount of the returns the advantages are computed from")
+    gae_lambda: float = option(1.0, "RL: lambda of the generalised advantage estimate (1: plain returns minus "
+                               "the linear baseline)")
 
 
 @dataclasses.dataclass
 class RunConfig(TaskConfig):
     """Everything a meta-training run needs; the flags of `pymeta-train` / `example_metatrain.py`."""
     num_outer_metatraining_iterations: int = option(10000, "meta-iterations (outer loop)")
-    meta_batch_size: int = option(5, "tasks per meta-iteration")
-    meta_lr: float = option(0.001, "outer learning rate (Adam for FOMAML, SGD for Reptile)")
-    num_validation_batches: int = option(10, "meta-batches of validation tasks averaged at each validation")
-    num_inner_training_iterations: int = option(5, "inner steps per task")
-    save_every_k_iterations: int = option(1000, "save the model every k")
-    test_every_k_iterations: int = option(100, "validate every k")
+    meta_batch_size: int = option(5, "tasks per meta-iteration (RL, when not given: navigation2d 20, "
+                                  "halfcheetah 40)")
+    meta_lr: float = option(0.001, "outer learning rate (Adam for FOMAML, SGD for Reptile; RL: Adam's, when "
+                            "not given 0.01; unused by TRPO)")
+    num_validation_batches: int = option(10, "meta-batches of validation tasks averaged at each validation "
+                                         "(RL, when not given: 1, i.e. meta_batch_size fixed validation tasks)")
+    num_inner_training_iterations: int = option(5, "inner steps per task (RL: inner policy-gradient steps, "
+                                                "when not given 1)")
+    save_every_k_iterations: int = option(1000, "save the model every k (RL, when not given: 10)")
+    test_every_k_iterations: int = option(100, "validate every k (RL, when not given: 10)")
+    episodes_per_task: int = option(20, "RL: episodes collected per task for each inner step and after "
+                                    "adaptation")
+    outer_optimizer: str = option("auto", "RL: the outer step (auto: trpo for maml, adam for fomaml and "
+                                  "reptile; trpo is for maml only)", ("auto", "trpo", "adam"))
+    max_kl: float = option(0.01, "RL, TRPO: largest mean KL divergence of an outer step")
     model_save_filename: str = option("saved/model.h5", "where to save the model (.h5)",
                                       aliases=("model_save_filaname",))  # the original's spelling
     fast: bool = option(True, "one compiled call per meta-batch (--nofast: the step-by-step task_begin / "
@@ -143,6 +161,11 @@ class MetaTestConfig(TaskConfig):
     fresh_inner_state: bool = option(False, "ignore an inner optimizer state saved with the model (start each "
                                      "task fresh)")
     output: str = option("", "also write the result as JSON here")
+    episodes_per_task: int = option(0, "RL: episodes per task and adaptation step (0: the MAML evaluation's, "
+                                    "40 for navigation2d, 20 for halfcheetah)")
+    init: str = option("trained", "RL: evaluate the --model's initialisation, or a fresh random "
+                       "initialisation of the same policy (seeded by --seed)", ("trained", "random"))
+    plot: str = option("", "RL: also draw the return against the adaptation steps to this PNG")
     num_threads: int = option(0, "TensorFlow threads per op (0: the default layout, several tasks of a batch "
                               "at once)")
 
@@ -214,6 +237,8 @@ def _check_task(c: TaskConfig) -> None:
 def check_config(c: RunConfig) -> None:
     """Raise ValueError with a one-line message naming the fix for any impossible training setting."""
     _check_task(c)
+    if c.dataset in RL_DATASETS:
+        _check_rl(c)
     if (not c.imaml_lambda_reg > 0 or c.imaml_cg_steps < 0 or c.imaml_cg_damping < 0
             or c.imaml_lam_damping < 0 or not c.imaml_cg_tol >= 0):
         raise ValueError("--imaml_lambda_reg must be > 0, --imaml_cg_steps, --imaml_cg_damping, "
@@ -259,11 +284,66 @@ def check_config(c: RunConfig) -> None:
         raise ValueError(f"--model_save_filename must end in .h5 or .keras, got {c.model_save_filename!r}")
 
 
+def _check_rl(c: TaskConfig) -> None:
+    """The settings shared by RL training and meta-test."""
+    if c.horizon < 0:
+        raise ValueError(f"--horizon must be >= 1 (or 0: the environment's), got {c.horizon}")
+    if not 0 < c.gamma <= 1 or not 0 <= c.gae_lambda <= 1:
+        raise ValueError(f"--gamma must be in (0, 1] and --gae_lambda in [0, 1], got {c.gamma} and {c.gae_lambda}")
+    if not isinstance(c, RunConfig):
+        return
+    if c.metamodel not in RL_METAMODELS:
+        raise ValueError(f"--metamodel={c.metamodel} does not do reinforcement learning (--dataset={c.dataset}): "
+                         f"use one of {', '.join(RL_METAMODELS)}")
+    _check_choice(c, "outer_optimizer", ("auto", "trpo", "adam"))
+    if c.outer_optimizer == "trpo" and c.metamodel != "maml":
+        raise ValueError(f"--outer_optimizer=trpo is MAML's outer step: use --outer_optimizer=adam (or auto) with "
+                         f"--metamodel={c.metamodel}")
+    if c.episodes_per_task < 1:
+        raise ValueError(f"--episodes_per_task must be >= 1, got {c.episodes_per_task}")
+    if not (math.isfinite(c.max_kl) and c.max_kl > 0):
+        raise ValueError(f"--max_kl must be a finite number > 0, got {c.max_kl}")
+    if c.persistent_inner_state or c.inner_optimizer == "adam":
+        raise ValueError("RL's inner steps are plain policy-gradient steps (SGD): drop --persistent_inner_state "
+                         "and --inner_optimizer=adam")
+
+
+# RL runs: the defaults of the flags whose supervised default does not fit RL, used when the flag is not
+# given (see resolve_rl_defaults); meta_batch_size, inner_lr and horizon come from RL_DEFAULTS
+RL_RUN_DEFAULTS = {"num_inner_training_iterations": 1, "meta_lr": 0.01, "num_validation_batches": 1,
+                   "test_every_k_iterations": 10, "save_every_k_iterations": 10}
+
+
+def resolve_rl_defaults(c: RunConfig, given: Optional[Collection[str]] = None) -> RunConfig:
+    """For an RL dataset: `c` with the dataset's defaults (RL_DEFAULTS: meta-batch, inner lr, horizon;
+    RL_RUN_DEFAULTS) for the flags not in `given` (the flags set on the command line; None: the fields
+    that still have their dataclass default count as not given), --horizon=0 replaced by the
+    environment's and --outer_optimizer=auto by trpo (maml) or adam. Other datasets: `c` unchanged."""
+    if c.dataset not in RL_DATASETS:
+        return c
+    if given is None:
+        defaults = RunConfig()
+        given = {f.name for f in dataclasses.fields(RunConfig) if getattr(c, f.name) != getattr(defaults, f.name)}
+    values = {**RL_RUN_DEFAULTS, **{k: v for k, v in RL_DEFAULTS[c.dataset].items() if k != "horizon"}}
+    changes = {k: v for k, v in values.items() if k not in given}
+    if c.horizon == 0:
+        changes["horizon"] = RL_DEFAULTS[c.dataset]["horizon"]
+    if c.outer_optimizer == "auto":
+        changes["outer_optimizer"] = "trpo" if c.metamodel == "maml" else "adam"
+    return dataclasses.replace(c, **changes)
+
+
 def check_metatest_config(c: MetaTestConfig) -> None:
     """Raise ValueError with a one-line message for any impossible meta-test setting."""
     if not c.model:
         raise ValueError("--model is required: the model file written by meta-training")
     _check_task(c)
+    if c.dataset in RL_DATASETS:
+        _check_rl(c)
+        _check_choice(c, "init", ("trained", "random"))
+        if c.episodes_per_task < 0:
+            raise ValueError(f"--episodes_per_task must be >= 1 (or 0: the MAML evaluation's), "
+                             f"got {c.episodes_per_task}")
     _check_choice(c, "split", ("test", "val"))
     _check_choice(c, "imaml_inner", ("pullback", "proximal"))
     if c.num_tasks < 2:
@@ -317,7 +397,8 @@ RUN_IDENTITY = ("dataset", "metamodel", "num_output_classes", "num_train_samples
                 "precision", "anneal_meta_lr", "inner_optimizer", "fast", "iterations_per_call",
                 "test_every_k_iterations", "num_validation_batches", "imaml_lambda_reg", "imaml_cg_steps",
                 "imaml_cg_damping", "imaml_lam_damping", "persistent_inner_state", "seqfomaml_variant",
-                "seqfomaml_sequence_length", "imaml_inner", "imaml_cg_tol")
+                "seqfomaml_sequence_length", "imaml_inner", "imaml_cg_tol", "episodes_per_task", "horizon",
+                "gamma", "gae_lambda", "outer_optimizer", "max_kl")
 
 
 def run_identity(c: RunConfig) -> Dict[str, Any]:
@@ -342,7 +423,8 @@ MODEL_SETTINGS = {
     "imaml_inner": "imaml_inner", "imaml_cg_tol": None,
     "transductive": "transductive", "imaml_cg_steps": None, "imaml_cg_damping": None,
     "imaml_lam_damping": None, "persistent_inner_state": None, "seqfomaml_variant": None,
-    "seqfomaml_sequence_length": None,
+    "seqfomaml_sequence_length": None, "horizon": "horizon", "gamma": "gamma", "gae_lambda": "gae_lambda",
+    "episodes_per_task": None, "outer_optimizer": None, "max_kl": None, "meta_batch_size": None,
 }
 
 

@@ -1,5 +1,6 @@
 """The pictures a run leaves next to its model: the learning curve and, for sinusoid, one task before
-and after adaptation (PNG, matplotlib's Agg backend)."""
+and after adaptation; for RL the returns' learning curve, 2D-navigation trajectories and the meta-test's
+return against the adaptation steps (PNG, matplotlib's Agg backend)."""
 
 from typing import List
 
@@ -11,6 +12,14 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def _save(plt, fig, path):
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def plot_learning_curve(history: List[dict], path: str, is_classification: bool) -> str:
@@ -27,11 +36,7 @@ def plot_learning_curve(history: List[dict], path: str, is_classification: bool)
         ax.set_yscale("log")
     ax.set_xlabel("meta-iteration")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_sinusoid(metalearner, task, num_inner_iterations: int, inner_batch_size: int, path: str) -> str:
@@ -53,8 +58,63 @@ def plot_sinusoid(metalearner, task, num_inner_iterations: int, inner_batch_size
     ax.legend(fontsize=8)
     ax.set_xlabel("x")
     ax.set_ylabel("y")
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
+
+
+def plot_rl_learning_curve(history: List[dict], path: str) -> str:
+    """PNG: mean return per episode before and after adaptation (and on the validation tasks) against
+    the meta-iteration (left) and the wall-clock time (right), from an RL run's history."""
+    plt = _pyplot()
+    train = [h for h in history if "return_before" in h]
+    val = [h for h in history if "validation_returns_by_step" in h]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, label in ((axes[0], "iteration", "meta-iteration"), (axes[1], "seconds", "seconds")):
+        ax.plot([h[key] for h in train], [h["return_before"] for h in train], "-", label="before adaptation")
+        ax.plot([h[key] for h in train], [h["return_after"] for h in train], "-", label="after adaptation")
+        if val:
+            ax.plot([h[key] for h in val], [h["validation_returns_by_step"][-1] for h in val], "o--",
+                    label="validation tasks, after adaptation")
+        ax.set_xlabel(label)
+        ax.set_ylabel("mean return per episode")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return _save(plt, fig, path)
+
+
+def plot_navigation_trajectories(metalearner, tasks, num_steps: int, path: str, episodes: int = 2) -> str:
+    """PNG: 2D-navigation trajectories of a few tasks (goals: stars) before adaptation (dashed) and
+    after `num_steps` inner steps (solid), `episodes` per task. The generators are used as they are."""
+    from pymeta.rl.task import adapt_and_collect
+    plt = _pyplot()
+    collected, _ = adapt_and_collect(list(tasks), metalearner, num_steps, episodes)
+    fig, ax = plt.subplots(figsize=(6, 6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, task in enumerate(tasks):
+        color = colors[i % len(colors)]
+        for style, eps in (("--", collected[0]), ("-", collected[-1])):
+            for e in range(episodes):
+                alive = eps.mask[i, e] > 0
+                xy = eps.obs[i, e][alive]
+                ax.plot(xy[:, 0], xy[:, 1], style, color=color, alpha=0.8)
+        ax.plot(*task.goal, "*", color=color, markersize=15)
+    ax.plot([], [], "k--", label="before adaptation")
+    ax.plot([], [], "k-", label=f"after {num_steps} inner step{'s' if num_steps != 1 else ''}")
+    ax.plot(0, 0, "ko", label="start")
+    ax.legend(fontsize=8)
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    return _save(plt, fig, path)
+
+
+def plot_adaptation_returns(curves, path: str) -> str:
+    """PNG: mean return against the adaptation steps with 95% CI bars; curves: {label: (returns_by_step,
+    ci95_by_step)}."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (returns, ci) in curves.items():
+        ax.errorbar(range(len(returns)), returns, yerr=ci, fmt="o-", capsize=3, label=label)
+    ax.set_xlabel("adaptation (policy-gradient) steps")
+    ax.set_ylabel("mean return per episode")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(plt, fig, path)

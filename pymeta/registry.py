@@ -8,7 +8,17 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-DATASETS = ("sinusoid", "omniglot", "miniimagenet")
+SUPERVISED_DATASETS = ("sinusoid", "omniglot", "miniimagenet")
+# reinforcement learning (pymeta.rl): the MAML experiments' defaults of each task distribution
+# (cbfinn/maml_rl; `pymeta.rl.problems.DEFAULTS` is this dict)
+RL_DEFAULTS = {
+    "navigation2d": {"meta_batch_size": 20, "inner_lr": 0.5, "horizon": 100},
+    "halfcheetah_vel": {"meta_batch_size": 40, "inner_lr": 0.1, "horizon": 200},
+    "halfcheetah_dir": {"meta_batch_size": 40, "inner_lr": 0.1, "horizon": 200},
+}
+RL_DATASETS = tuple(RL_DEFAULTS)
+RL_METAMODELS = ("maml", "fomaml", "reptile")
+DATASETS = SUPERVISED_DATASETS + RL_DATASETS
 METAMODELS = ("fomaml", "reptile", "imaml", "maml", "seqfomaml")
 OMNIGLOT_PROTOCOLS = ("standard", "allcharacters")
 INNER_OPTIMIZERS = ("auto", "sgd", "adam")
@@ -52,8 +62,8 @@ def build_problem(dataset: str, num_output_classes: int = 5, num_train_samples_p
         dists = create_sinusoid_task_distribution(num_training_samples=K, num_test_samples=Q,
                                                   batch_size=meta_batch_size)
         return Problem(*dists, make_model=make_sinusoid_model, is_classification=False)
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
+    if dataset not in SUPERVISED_DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}: use one of {', '.join(SUPERVISED_DATASETS)}")
     path = data_path or default_data_path(dataset)
     if not os.path.exists(path):
         script = f"scripts/make_{dataset}_dataset.py"

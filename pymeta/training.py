@@ -257,15 +257,23 @@ def metatrain(c: RunConfig, distributed: Optional[bool] = None) -> List[dict]:
     Validation every `test_every_k_iterations` (and at iteration 0); the model (`.h5`) saved every
     `save_every_k_iterations` and at the end; a checkpoint at the same points and on SIGINT/SIGTERM
     (then `Interrupted` is raised); history JSON, learning-curve PNG (and for sinusoid a plot of one
-    adapted task) next to the model; TensorBoard scalars in <run_dir>/tensorboard.
+    adapted task) next to the model; TensorBoard scalars in <run_dir>/tensorboard. An RL dataset runs
+    `pymeta.rl.training.run` (call `config.resolve_rl_defaults(c)` first for the dataset's defaults).
     """
     if distributed is None:
         distributed = mpi.is_mpi_run()
     check_config(c)
     check_output_folders(c.model_save_filename, c.resolved_run_dir() + os.sep)  # before any work
+    rl = c.dataset in registry.RL_DATASETS
+    if rl and distributed:
+        raise ValueError(f"--dataset={c.dataset} (reinforcement learning) does not run under MPI: start it "
+                         "without mpiexec")
     root = not distributed or mpi.get_rank_and_size()[0] == 0
     # from the start: a signal during set-up still ends in a checkpoint
     with _SignalFlag() as stop, (run_lock(c.resolved_run_dir()) if root else contextlib.nullcontext()):
+        if rl:  # pymeta.rl's run loop (its per-dataset defaults: see config.resolve_rl_defaults)
+            from pymeta.rl.training import run
+            return run(c, stop)
         return _metatrain(c, distributed, stop)
 
 

@@ -5,6 +5,8 @@ of the original pyMeta's example_metatrain.py; `--helpfull` lists every flag).
         --num_test_samples_per_class=100 --num_inner_training_iterations=5 --inner_batch_size=10 \
         --meta_lr=0.001 --inner_lr=0.01 --meta_batch_size=5 --num_validation_batches=10 \
         --model_save_filename=saved/model.h5 --num_outer_metatraining_iterations=10000
+    pymeta-train --dataset=navigation2d --metamodel=maml --num_outer_metatraining_iterations=100 \
+        --model_save_filename=runs/nav2d/model.h5
 """
 
 import logging
@@ -13,7 +15,7 @@ from typing import List
 from absl import app
 
 from pymeta.cli._common import run_program, start
-from pymeta.config import CliOptions, RunConfig, config_from_flags, define_flags
+from pymeta.config import CliOptions, RunConfig, config_from_flags, define_flags, flags_given, resolve_rl_defaults
 from pymeta.mpi import is_mpi_run, mpi_abort_on_exception
 
 logger = logging.getLogger("pymeta.cli")
@@ -28,8 +30,9 @@ def main(argv: List[str]) -> int:
         mpi_abort_on_exception()  # a failing rank ends the whole job instead of hanging the others
     from pymeta.training import Interrupted, metatrain
     try:
-        metatrain(config_from_flags(RunConfig))
-    except (ValueError, FileNotFoundError) as e:
+        # RL datasets: their own defaults for the flags not given (--help: 'RL, when not given')
+        metatrain(resolve_rl_defaults(config_from_flags(RunConfig), flags_given(RunConfig)))
+    except (ValueError, FileNotFoundError, ImportError) as e:
         logger.error(str(e))
         if is_mpi_run():
             raise  # -> MPI abort of every rank

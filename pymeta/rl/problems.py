@@ -12,16 +12,13 @@ from typing import Any, Dict, NamedTuple, Optional, Sequence
 import keras
 
 from pymeta import optim
+from pymeta.registry import RL_DEFAULTS, RL_METAMODELS
 from pymeta.rl.agent import Agent
 from pymeta.rl.policies import make_categorical_policy, make_gaussian_policy
 from pymeta.rl.spaces import space_kind
 
-DEFAULTS: Dict[str, Dict[str, Any]] = {
-    "navigation2d": {"meta_batch_size": 20, "inner_lr": 0.5, "horizon": 100},
-    "halfcheetah_vel": {"meta_batch_size": 40, "inner_lr": 0.1, "horizon": 200},
-    "halfcheetah_dir": {"meta_batch_size": 40, "inner_lr": 0.1, "horizon": 200},
-}
-METAMODELS = ("maml", "fomaml", "reptile")
+DEFAULTS: Dict[str, Dict[str, Any]] = RL_DEFAULTS  # one definition, importable without TensorFlow
+METAMODELS = RL_METAMODELS
 
 
 class RLProblem(NamedTuple):

@@ -144,13 +144,16 @@ class RLTask(Task):
         return stack_task_data(datas)
 
 
-def adapt_and_collect(tasks: Sequence[RLTask], learner, num_steps: int, episodes_per_task: int):
+def adapt_and_collect(tasks: Sequence[RLTask], learner, num_steps: int, episodes_per_task: int,
+                      step_learners: Optional[Sequence] = None):
     """Collect with theta (the learner's meta-parameters, else its model's weights), adapt every task
     one inner step on its batch (one compiled call of the learner's `adapt` for all tasks), collect
-    again, ... `num_steps` times. Returns (episodes of each collection [num_steps + 1] (leaves
-    [M, E, H, ...]), their batches [num_steps + 1] (leaves [M, E H, ...]))."""
+    again, ... `num_steps` times. step_learners: the learner of each inner step (e.g. one per step size;
+    the last one for the later steps), default `learner` for all. Returns (episodes of each collection
+    [num_steps + 1] (leaves [M, E, H, ...]), their batches [num_steps + 1] (leaves [M, E H, ...]))."""
     agent = agent_of_learner(learner, tasks[0].action_space)
     theta = learner.anchor() or agent.read_params()
+    step_learners = list(step_learners or [learner])
     phis, all_episodes, all_batches = None, [], []
     for step in range(int(num_steps) + 1):
         episodes = collect(tasks, agent, episodes_per_task, phis)
@@ -158,16 +161,26 @@ def adapt_and_collect(tasks: Sequence[RLTask], learner, num_steps: int, episodes
         all_episodes.append(episodes)
         all_batches.append(batches)
         if step < num_steps:
-            phis = _adapt_each(learner, theta, phis, batches)
+            phis = _adapt_each(step_learners[min(step, len(step_learners) - 1)], theta, phis, batches)
     return all_episodes, all_batches
 
 
-def adaptation_returns(learner, tasks: Sequence[RLTask], num_steps: int = 3,
-                       episodes_per_task: int = 20) -> np.ndarray:
+def adaptation_returns(learner, tasks: Sequence[RLTask], num_steps: int = 3, episodes_per_task: int = 20,
+                       step_lrs: Optional[Sequence[float]] = None, per_task: bool = False) -> np.ndarray:
     """Mean undiscounted return per episode after 0, 1, ..., num_steps inner steps from the learner's
-    theta (the learner's inner optimizer at every step), averaged over `tasks`: [num_steps + 1]."""
-    episodes, _ = adapt_and_collect(list(tasks), learner, num_steps, episodes_per_task)
-    return np.array([e.returns().mean() for e in episodes])
+    theta, averaged over `tasks`: [num_steps + 1] (per_task: not averaged, [num_steps + 1, M]).
+
+    step_lrs: plain policy-gradient (SGD) steps of these sizes, the last one for all later steps (the
+    MAML evaluation: [lr, lr / 2]); default: the learner's inner optimizer at every step."""
+    step_learners = None
+    if step_lrs is not None:
+        from pymeta import optim
+        cache = learner.__dict__.setdefault("_sgd_step_learners", {})  # compiled once per step size
+        step_learners = [cache.setdefault(float(lr), Learner(learner.model, inner_optimizer=optim.sgd(lr),
+                                                             objective=learner.objective)) for lr in step_lrs]
+    episodes, _ = adapt_and_collect(list(tasks), learner, num_steps, episodes_per_task, step_learners)
+    per = np.array([e.returns().mean(-1) for e in episodes])
+    return per if per_task else per.mean(-1)
 
 
 def agent_of_learner(learner, action_space) -> Agent:
