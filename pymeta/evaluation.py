@@ -67,6 +67,12 @@ def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
     check_metatest_config(c)
     if c.output:
         check_output_folders(c.output)  # before evaluating
+    if c.plot:
+        check_output_folders(c.plot)
+    from pymeta.registry import RL_DATASETS
+    if c.dataset in RL_DATASETS:  # the MAML evaluation protocol (pymeta.rl.evaluation)
+        from pymeta.rl.evaluation import meta_test_rl
+        return meta_test_rl(c)
     # the tasks of a compiled batch run side by side, as in training (default layout of a training run),
     # unless --num_threads says otherwise
     layout = RunConfig(dataset=c.dataset, meta_batch_size=c.batch, num_threads=c.num_threads)

@@ -9,6 +9,13 @@ to the settings the model file records about its training; flags given on the co
 usually adapt with more steps at test time than during training (`--num_inner_iterations`). A model
 trained with `--persistent_inner_state` carries its inner optimizer state: every test task starts from
 it, as the original Reptile evaluation did (`--fresh_inner_state` starts from zero instead).
+
+An RL model (navigation2d, halfcheetah_vel / dir) is evaluated with the MAML paper's protocol
+(`pymeta.rl.evaluation`): plain policy-gradient steps, lr then lr / 2, 40 (2D navigation) or 20
+(locomotion) episodes per step; the JSON has "returns_by_step" and "ci95_by_step"; `--init random`
+evaluates a fresh random initialisation, `--plot FILE.png` draws the return against the steps.
+
+    pymeta-metatest --model runs/nav2d/model.h5 --num_tasks 40 --num_inner_iterations 3 --output r.json
 """
 
 import logging
@@ -66,7 +73,7 @@ def main(argv: List[str]) -> int:
     from pymeta.evaluation import meta_test
     try:
         meta_test(config_with_model_settings(flags.FLAGS))
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ImportError) as e:
         logger.error(str(e))
         return 2
     return 0

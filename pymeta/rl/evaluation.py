@@ -1,0 +1,74 @@
+"""The meta-test of an RL model (`scripts/meta_test.py --dataset=navigation2d ...`) with the MAML
+paper's evaluation protocol: from the saved initialisation (or, `--init random`, a fresh random one of
+the same policy), `num_inner_iterations` plain policy-gradient steps with the linear baseline on
+`episodes_per_task` fresh episodes each (default 40 for 2D navigation, 20 for locomotion), step size
+inner_lr for the first step and inner_lr / 2 for the later ones, on `num_tasks` test tasks drawn with
+`seed`. Reports the mean undiscounted return per episode after 0, 1, ..., T steps and its 95% CI over
+the tasks."""
+
+import dataclasses
+import logging
+import sys
+import time
+from typing import Any, Dict
+
+import numpy as np
+
+from pymeta.registry import RL_DEFAULTS
+
+logger = logging.getLogger("pymeta.evaluation")
+PROTOCOL_EPISODES = {"navigation2d": 40, "halfcheetah_vel": 20, "halfcheetah_dir": 20}
+
+
+def step_sizes(inner_lr: float, num_steps: int):
+    """The MAML evaluation's step sizes: lr, then lr / 2 for every later step."""
+    return [inner_lr] + [inner_lr / 2] * (num_steps - 1) if num_steps > 0 else []
+
+
+def meta_test_rl(c) -> Dict[str, Any]:
+    """Meta-test config `c` (a checked `MetaTestConfig` of an RL dataset); returns the result dict
+    (written to c.output as JSON, drawn to c.plot)."""
+    from pymeta.atomic import write_json_atomic
+    from pymeta.core.learner import Learner
+    from pymeta.evaluation import mean_confidence_interval
+    from pymeta.model_io import load_weights_into
+    from pymeta.rl.problems import build_problem
+    from pymeta.rl.task import adaptation_returns
+    episodes = c.episodes_per_task or PROTOCOL_EPISODES[c.dataset]
+    horizon = c.horizon or RL_DEFAULTS[c.dataset]["horizon"]
+    problem = build_problem(c.dataset, "fomaml", "adam", c.inner_lr, meta_batch_size=min(c.batch, c.num_tasks),
+                            episodes_per_task=episodes, horizon=horizon, gamma=c.gamma, gae_lambda=c.gae_lambda,
+                            seed=c.seed)
+    model = problem.model
+    if c.init == "trained":
+        load_weights_into(model, c.model)
+        if not all(np.all(np.isfinite(w)) for w in model.get_weights()):
+            raise ValueError(f"{c.model} holds non-finite weights (inf or nan; its training diverged?): "
+                             "nothing to meta-test")
+    learner = Learner(model, inner_optimizer=problem.metalearner.inner_optimizer, objective=problem.agent.objective)
+    lrs = step_sizes(c.inner_lr, c.num_inner_iterations)
+    np.random.seed(c.seed)
+    start, per_task = time.time(), []
+    while sum(p.shape[1] for p in per_task) < c.num_tasks:
+        n = min(c.batch, c.num_tasks - sum(p.shape[1] for p in per_task))
+        tasks = problem.distribution.sample_batch(n)
+        per_task.append(adaptation_returns(learner, tasks, c.num_inner_iterations, episodes,
+                                           step_lrs=lrs or None, per_task=True))
+    per_task = np.concatenate(per_task, axis=1)  # [T + 1, num_tasks]
+    stats = [mean_confidence_interval(r) for r in per_task]
+    result = {"returns_by_step": [m for m, _ in stats], "ci95_by_step": [ci for _, ci in stats],
+              "num_tasks": int(per_task.shape[1]), "num_inner_iterations": c.num_inner_iterations,
+              "episodes_per_task": episodes, "horizon": horizon, "step_sizes": lrs, "init": c.init,
+              "model": c.model, "dataset": c.dataset, "seconds": round(time.time() - start, 1),
+              "settings": dataclasses.asdict(c), "command": " ".join(sys.argv)}
+    label = f"{c.metamodel} init" if c.init == "trained" else "random init"
+    logger.info(f"{c.dataset} ({label}), {result['num_tasks']} tasks x {episodes} episodes, return after "
+                "0.." + f"{c.num_inner_iterations} steps: "
+                + " | ".join(f"{k}: {m:.2f} ± {ci:.2f}" for k, (m, ci) in enumerate(stats)))
+    if c.output:
+        write_json_atomic(c.output, result)
+    if c.plot:
+        from pymeta.plots import plot_adaptation_returns
+        plot_adaptation_returns({f"{label} ({c.model})" if c.init == "trained" else label:
+                                 (result["returns_by_step"], result["ci95_by_step"])}, c.plot)
+    return result
