@@ -1,0 +1,222 @@
+"""RL through the command line (#13): example_metatrain.py --dataset=navigation2d / halfcheetah_*, resume
+after SIGKILL, SIGTERM, one-line errors, and scripts/meta_test.py's MAML evaluation protocol. Tiny
+settings (meta-batch 2, 2 episodes, horizon 10; FOMAML, whose outer step compiles in seconds, where
+TRPO's takes a minute on a loaded machine)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+TINY = ["--dataset=navigation2d", "--metamodel=fomaml", "--meta_batch_size=2", "--episodes_per_task=2",
+        "--horizon=10", "--notensorboard", "--seed=3"]
+
+
+def _env():
+    env = {**os.environ, "PYTHONPATH": REPO}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the CLI quiets TensorFlow's start-up lines itself
+    return env
+
+
+def _cmd(script, *args):
+    return [sys.executable, os.path.join(REPO, script), *map(str, args)]
+
+
+def _run(script, *args, timeout=300):
+    return subprocess.run(_cmd(script, *args), capture_output=True, text=True, cwd=REPO, env=_env(),
+                          timeout=timeout)
+
+
+def _train_args(model, iterations, *extra):
+    return [*TINY, f"--model_save_filename={model}", f"--num_outer_metatraining_iterations={iterations}",
+            "--save_every_k_iterations=1", "--test_every_k_iterations=5", *extra]
+
+
+def _weights(path):
+    import pymeta.rl  # noqa: F401  (registers the policy's layers)
+    from pymeta.model_io import load_model
+    return load_model(path).get_weights()
+
+
+def _without_seconds(history):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+N = 40  # iterations of the resume test (long enough to SIGKILL the run in the middle)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted tiny run of N iterations: its model file, history and output."""
+    model = str(tmp_path_factory.mktemp("ref") / "model.h5")
+    out = _run("example_metatrain.py", *_train_args(model, N))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return model, out
+
+
+def test_cli_trains_navigation2d_and_writes_its_files(reference):
+    model, out = reference
+    assert "settings: --dataset=navigation2d --metamodel=fomaml --outer_optimizer=adam --meta_batch_size=2" \
+        in out.stdout
+    assert "--num_inner_training_iterations=1 --inner_lr=0.5 --meta_lr=0.01" in out.stdout  # RL defaults
+    assert "return before adaptation" in out.stdout and "validation: return after 0..1" in out.stdout
+    base = model[:-3]
+    for suffix in ("_history.json", "_learning_curve.png", "_trajectories.png"):
+        assert os.path.getsize(base + suffix) > 0, suffix
+    data = json.load(open(base + "_history.json"))
+    train = [h for h in data["history"] if "return_before" in h]
+    assert [h["iteration"] for h in train] == list(range(1, N + 1))
+    val = [h for h in data["history"] if "validation_returns_by_step" in h]
+    assert [h["iteration"] for h in val] == list(range(0, N + 1, 5))
+    assert all(len(h["validation_returns_by_step"]) == 2 for h in val)
+    with h5py.File(model, "r") as f:
+        settings = json.loads(f.attrs["pymeta_settings"])
+    assert settings["dataset"] == "navigation2d" and settings["horizon"] == 10 and settings["inner_lr"] == 0.5
+
+
+def test_resume_after_sigkill_continues_exactly(reference, tmp_path):
+    model = str(tmp_path / "model.h5")  # same file name: same run identity as the reference
+    proc = subprocess.Popen(_cmd("example_metatrain.py", *_train_args(model, N)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=REPO, env=_env())
+    ckpt = os.path.join(model + "_run", "ckpt-00000003.h5")
+    deadline = time.time() + 240
+    while not os.path.exists(ckpt) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.load(open(model[:-3] + "_history.json"))["history"]
+    assert len([h for h in killed_at if "return_before" in h]) < N
+    out = _run("example_metatrain.py", *_train_args(model, N))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resumed from" in out.stdout
+    for a, b in zip(_weights(reference[0]), _weights(model)):
+        np.testing.assert_array_equal(a, b)
+    ref_history = json.load(open(reference[0][:-3] + "_history.json"))["history"]
+    assert _without_seconds(json.load(open(model[:-3] + "_history.json"))["history"]) == \
+        _without_seconds(ref_history)
+
+
+def test_sigterm_writes_checkpoint_and_model_and_exits_143(tmp_path):
+    model = str(tmp_path / "model.h5")
+    proc = subprocess.Popen(_cmd("example_metatrain.py", *_train_args(model, 100000, "--save_every_k_iterations=1000")),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=_env())
+    line = ""
+    while "iter      2  return" not in line and proc.poll() is None:  # the log line of iteration 2
+        line = proc.stdout.readline()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "stopped by SIGTERM; checkpoint written to" in err
+    assert os.path.exists(model)
+    ckpts = [n for n in os.listdir(model + "_run") if n.startswith("ckpt-")]
+    assert len(ckpts) == 1 and int(ckpts[0][5:13]) >= 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--metamodel=imaml"], "--metamodel=imaml does not do reinforcement learning (--dataset=navigation2d): "
+                            "use one of maml, fomaml, reptile"),
+    (["--metamodel=fomaml", "--outer_optimizer=trpo"], "--outer_optimizer=trpo is MAML's outer step"),
+    (["--episodes_per_task=0"], "--episodes_per_task must be >= 1"),
+    (["--gamma=1.5"], "--gamma must be in (0, 1]"),
+])
+def test_bad_rl_settings_are_one_line_errors(args, message):
+    from pymeta.config import RunConfig, check_config, resolve_rl_defaults
+    kwargs = dict(a[2:].split("=") for a in ["--dataset=navigation2d", *args])
+    c = RunConfig(**{k: type(getattr(RunConfig(), k))(v) for k, v in kwargs.items()})
+    with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+        check_config(resolve_rl_defaults(c))
+
+
+def test_bad_combination_through_the_cli_is_one_line(tmp_path):
+    out = _run("example_metatrain.py", "--dataset=navigation2d", "--metamodel=fomaml", "--outer_optimizer=trpo",
+               f"--model_save_filename={tmp_path}/m.h5")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: --outer_optimizer=trpo is MAML's outer step: use --outer_optimizer=adam (or auto) with "
+        "--metamodel=fomaml"]
+
+
+def test_rl_defaults_apply_only_to_flags_not_given():
+    from pymeta.config import RunConfig, resolve_rl_defaults
+    c = resolve_rl_defaults(RunConfig(dataset="halfcheetah_vel", metamodel="maml", inner_lr=0.001),
+                            given={"dataset", "metamodel", "inner_lr"})
+    assert (c.inner_lr, c.meta_batch_size, c.horizon, c.outer_optimizer) == (0.001, 40, 200, "trpo")
+    c = resolve_rl_defaults(RunConfig(dataset="navigation2d", metamodel="reptile"))
+    assert (c.inner_lr, c.meta_batch_size, c.horizon, c.outer_optimizer, c.num_inner_training_iterations) == \
+        (0.5, 20, 100, "adam", 1)
+    assert resolve_rl_defaults(RunConfig(dataset="sinusoid")) == RunConfig(dataset="sinusoid")
+
+
+def test_meta_test_writes_returns_and_ci_by_step(reference, tmp_path):
+    out_json, png = tmp_path / "r.json", tmp_path / "r.png"
+    out = _run("scripts/meta_test.py", "--model", reference[0], "--num_tasks", 3, "--num_inner_iterations", 2,
+               "--episodes_per_task", 2, "--output", out_json, "--plot", png)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out_json.read_text())
+    assert len(r["returns_by_step"]) == len(r["ci95_by_step"]) == 3
+    assert r["step_sizes"] == [0.5, 0.25] and r["horizon"] == 10 and r["dataset"] == "navigation2d"
+    assert r["num_tasks"] == 3 and r["settings"]["metamodel"] == "fomaml" and "meta_test.py" in r["command"]
+    assert png.stat().st_size > 0
+    assert "navigation2d (fomaml init), 3 tasks x 2 episodes, return after 0..2 steps: 0: " in out.stdout
+    rand = _run("scripts/meta_test.py", "--model", reference[0], "--num_tasks", 3, "--num_inner_iterations", 1,
+                "--episodes_per_task", 2, "--init", "random")
+    assert rand.returncode == 0 and "navigation2d (random init)" in rand.stdout, rand.stderr[-3000:]
+
+
+def test_lr_then_half_lr_matches_steps_by_hand():
+    """adaptation_returns with step sizes [lr, lr / 2] on one task = collecting and taking the two
+    policy-gradient steps by hand (GradientTape on the objective, w <- w - lr_k g)."""
+    import tensorflow as tf
+
+    from pymeta.core.learner import Learner
+    from pymeta.rl.problems import build_problem
+    from pymeta.rl.task import adaptation_returns, collect
+    from pymeta.rl.evaluation import step_sizes
+    p = build_problem("navigation2d", "fomaml", meta_batch_size=1, episodes_per_task=3, horizon=10, seed=0)
+    lr, e = 0.3, 3
+    assert step_sizes(lr, 3) == [0.3, 0.15, 0.15]
+    np.random.seed(5)
+    task = p.distribution.sample_batch(1)[0]
+    w0 = p.model.get_weights()
+    learner = Learner(p.model, inner_optimizer=p.metalearner.inner_optimizer, objective=p.agent.objective)
+    np.random.seed(7)
+    got = adaptation_returns(learner, [task], 2, e, step_lrs=step_sizes(lr, 2), per_task=True)
+    assert got.shape == (3, 1)
+    np.testing.assert_array_equal(p.model.get_weights()[0], w0[0])  # theta untouched
+
+    np.random.seed(7)
+    by_hand = []
+    for step_lr in (lr, lr / 2, None):
+        episodes = collect([task], p.agent, e)
+        by_hand.append(episodes.returns().mean())
+        if step_lr is None:
+            break
+        batch = task.batch(type(episodes)(*(x[0] for x in episodes)))
+        params = p.model.trainable_variables
+        with tf.GradientTape() as tape:
+            loss = p.agent.objective([tf.convert_to_tensor(v) for v in params], p.agent.read_state(), batch)
+        for v, g in zip(params, tape.gradient(loss, params)):
+            v.assign_sub(step_lr * g)
+    np.testing.assert_allclose(got[:, 0], by_hand, rtol=1e-4)
+    p.model.set_weights(w0)
+
+
+def test_halfcheetah_smoke_through_the_cli(tmp_path):
+    pytest.importorskip("mujoco")
+    pytest.importorskip("gymnasium")
+    model = str(tmp_path / "model.h5")
+    out = _run("example_metatrain.py", "--dataset=halfcheetah_vel", "--metamodel=fomaml", "--meta_batch_size=2",
+               "--episodes_per_task=2", "--horizon=10", "--notensorboard", f"--model_save_filename={model}",
+               "--num_outer_metatraining_iterations=1")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "--dataset=halfcheetah_vel" in out.stdout and "--inner_lr=0.1" in out.stdout
+    assert os.path.exists(model) and os.path.exists(model[:-3] + "_learning_curve.png")
