@@ -62,8 +62,10 @@ def reference(tmp_path_factory):
     return model, out
 
 
+@pytest.mark.slow
 def test_cli_trains_navigation2d_and_writes_its_files(reference):
     model, out = reference
+    assert "error" not in out.stderr.lower(), out.stderr[-3000:]
     assert "settings: --dataset=navigation2d --metamodel=fomaml --outer_optimizer=adam --meta_batch_size=2" \
         in out.stdout
     assert "--num_inner_training_iterations=1 --inner_lr=0.5 --meta_lr=0.01" in out.stdout  # RL defaults
@@ -82,6 +84,7 @@ def test_cli_trains_navigation2d_and_writes_its_files(reference):
     assert settings["dataset"] == "navigation2d" and settings["horizon"] == 10 and settings["inner_lr"] == 0.5
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_continues_exactly(reference, tmp_path):
     model = str(tmp_path / "model.h5")  # same file name: same run identity as the reference
     proc = subprocess.Popen(_cmd("example_metatrain.py", *_train_args(model, N)), stdout=subprocess.DEVNULL,
@@ -105,6 +108,7 @@ def test_resume_after_sigkill_continues_exactly(reference, tmp_path):
         _without_seconds(ref_history)
 
 
+@pytest.mark.slow
 def test_sigterm_writes_checkpoint_and_model_and_exits_143(tmp_path):
     model = str(tmp_path / "model.h5")
     proc = subprocess.Popen(_cmd("example_metatrain.py", *_train_args(model, 100000, "--save_every_k_iterations=1000")),
@@ -156,6 +160,7 @@ def test_rl_defaults_apply_only_to_flags_not_given():
     assert resolve_rl_defaults(RunConfig(dataset="sinusoid")) == RunConfig(dataset="sinusoid")
 
 
+@pytest.mark.slow
 def test_meta_test_writes_returns_and_ci_by_step(reference, tmp_path):
     out_json, png = tmp_path / "r.json", tmp_path / "r.png"
     out = _run("scripts/meta_test.py", "--model", reference[0], "--num_tasks", 3, "--num_inner_iterations", 2,
@@ -167,9 +172,20 @@ def test_meta_test_writes_returns_and_ci_by_step(reference, tmp_path):
     assert r["num_tasks"] == 3 and r["settings"]["metamodel"] == "fomaml" and "meta_test.py" in r["command"]
     assert png.stat().st_size > 0
     assert "navigation2d (fomaml init), 3 tasks x 2 episodes, return after 0..2 steps: 0: " in out.stdout
-    rand = _run("scripts/meta_test.py", "--model", reference[0], "--num_tasks", 3, "--num_inner_iterations", 1,
-                "--episodes_per_task", 2, "--init", "random")
-    assert rand.returncode == 0 and "navigation2d (random init)" in rand.stdout, rand.stderr[-3000:]
+
+
+def test_meta_test_of_a_random_initialisation(reference, caplog):
+    """--init random: the same policy freshly initialised (in-process, through pymeta.evaluation.meta_test)."""
+    import logging
+
+    from pymeta.config import MetaTestConfig
+    from pymeta.evaluation import meta_test
+    c = MetaTestConfig(model=reference[0], dataset="navigation2d", metamodel="fomaml", inner_lr=0.5, horizon=10,
+                       num_tasks=2, num_inner_iterations=1, episodes_per_task=2, init="random")
+    with caplog.at_level(logging.INFO, logger="pymeta"):
+        r = meta_test(c)
+    assert len(r["returns_by_step"]) == len(r["ci95_by_step"]) == 2 and r["init"] == "random"
+    assert "navigation2d (random init), 2 tasks x 2 episodes" in caplog.text
 
 
 def test_lr_then_half_lr_matches_steps_by_hand():
@@ -210,6 +226,7 @@ def test_lr_then_half_lr_matches_steps_by_hand():
     p.model.set_weights(w0)
 
 
+@pytest.mark.slow
 def test_halfcheetah_smoke_through_the_cli(tmp_path):
     pytest.importorskip("mujoco")
     pytest.importorskip("gymnasium")

@@ -26,8 +26,10 @@ from absl import app, flags
 from pymeta.cli._common import run_program, start
 from pymeta.config import (CliOptions, MetaTestConfig, apply_model_settings, check_output_folders,
                            config_from_flags, define_flags, flags_given)
+from pymeta.registry import RL_DATASETS
 
 logger = logging.getLogger("pymeta.cli")
+RL_METATEST_SETTINGS = ("dataset", "metamodel", "inner_lr", "num_inner_iterations", "horizon", "gamma", "gae_lambda")
 
 
 def parse_args(argv: Sequence[str]) -> MetaTestConfig:
@@ -54,6 +56,8 @@ def config_with_model_settings(flag_values) -> MetaTestConfig:
                        "the flag defaults apply to every flag not given")
         return c
     c, taken = apply_model_settings(c, settings, flags_given(MetaTestConfig, flag_values))
+    if c.dataset in RL_DATASETS:  # the supervised task settings a model file records do not matter for RL
+        taken = {k: v for k, v in taken.items() if k in RL_METATEST_SETTINGS}
     if taken:
         logger.info(f"settings from {c.model}: " + " ".join(_as_flag(k, v) for k, v in taken.items()))
     return c

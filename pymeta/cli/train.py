@@ -14,8 +14,9 @@ from typing import List
 
 from absl import app
 
-from pymeta.cli._common import run_program, start
-from pymeta.config import CliOptions, RunConfig, config_from_flags, define_flags, flags_given, resolve_rl_defaults
+from pymeta.cli._common import run_program, setup_logging, start
+from pymeta.config import (CliOptions, RunConfig, check_config, config_from_flags, define_flags, flags_given,
+                           resolve_rl_defaults)
 from pymeta.mpi import is_mpi_run, mpi_abort_on_exception
 
 logger = logging.getLogger("pymeta.cli")
@@ -25,13 +26,20 @@ def main(argv: List[str]) -> int:
     """Meta-train with the parsed flags; returns the exit code (2 for a bad setting, 128 + signal)."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    setup_logging()
+    try:
+        # RL datasets: their own defaults for the flags not given (--help: 'RL, when not given')
+        c = resolve_rl_defaults(config_from_flags(RunConfig), flags_given(RunConfig))
+        check_config(c)  # before TensorFlow is imported: a bad setting is refused at once
+    except ValueError as e:
+        logger.error(str(e))
+        return 2
     start()
     if is_mpi_run():
         mpi_abort_on_exception()  # a failing rank ends the whole job instead of hanging the others
     from pymeta.training import Interrupted, metatrain
     try:
-        # RL datasets: their own defaults for the flags not given (--help: 'RL, when not given')
-        metatrain(resolve_rl_defaults(config_from_flags(RunConfig), flags_given(RunConfig)))
+        metatrain(c)
     except (ValueError, FileNotFoundError, ImportError) as e:
         logger.error(str(e))
         if is_mpi_run():
