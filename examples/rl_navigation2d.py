@@ -5,7 +5,8 @@ episode after 0, 1, 2, 3 adaptation steps on fixed test tasks, before and after 
 
 Defaults are the paper's settings (20 tasks x 20 episodes x 100 steps, one inner step of lr 0.5,
 TRPO outer step for MAML). The adaptation steps of the evaluation all use the inner lr (the paper's
-evaluation used lr, then lr / 2 for later steps).
+evaluation used lr, then lr / 2 for later steps: `scripts/meta_test.py` does that). The command line,
+with checkpoints, resume and TensorBoard: `python example_metatrain.py --dataset=navigation2d`.
 """
 
 import argparse

@@ -166,6 +166,8 @@ class MetaTestConfig(TaskConfig):
     init: str = option("trained", "RL: evaluate the --model's initialisation, or a fresh random "
                        "initialisation of the same policy (seeded by --seed)", ("trained", "random"))
     plot: str = option("", "RL: also draw the return against the adaptation steps to this PNG")
+    plot_with: str = option("", "RL: also draw in --plot the curve of this earlier meta-test JSON (--output), "
+                            "e.g. of --init random, for the meta-learnt vs random figure")
     num_threads: int = option(0, "TensorFlow threads per op (0: the default layout, several tasks of a batch "
                               "at once)")
 
@@ -341,6 +343,10 @@ def check_metatest_config(c: MetaTestConfig) -> None:
     if c.dataset in RL_DATASETS:
         _check_rl(c)
         _check_choice(c, "init", ("trained", "random"))
+        if c.plot_with and not c.plot:
+            raise ValueError("--plot_with draws into --plot: give --plot=FILE.png too")
+        if c.plot_with and not os.path.isfile(c.plot_with):
+            raise ValueError(f"--plot_with={c.plot_with}: no such file (a JSON written by --output)")
         if c.episodes_per_task < 0:
             raise ValueError(f"--episodes_per_task must be >= 1 (or 0: the MAML evaluation's), "
                              f"got {c.episodes_per_task}")

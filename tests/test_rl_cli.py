@@ -174,7 +174,7 @@ def test_meta_test_writes_returns_and_ci_by_step(reference, tmp_path):
     assert "navigation2d (fomaml init), 3 tasks x 2 episodes, return after 0..2 steps: 0: " in out.stdout
 
 
-def test_meta_test_of_a_random_initialisation(reference, caplog):
+def test_meta_test_of_a_random_initialisation(reference, caplog, tmp_path):
     """--init random: the same policy freshly initialised (in-process, through pymeta.evaluation.meta_test)."""
     import logging
 
@@ -186,6 +186,14 @@ def test_meta_test_of_a_random_initialisation(reference, caplog):
         r = meta_test(c)
     assert len(r["returns_by_step"]) == len(r["ci95_by_step"]) == 2 and r["init"] == "random"
     assert "navigation2d (random init), 2 tasks x 2 episodes" in caplog.text
+    # the meta-learnt vs random figure: the trained init's curve drawn with the random one's JSON
+    (tmp_path / "random.json").write_text(json.dumps(r))
+    import dataclasses
+    both = meta_test(dataclasses.replace(c, init="trained", plot=str(tmp_path / "both.png"),
+                                         plot_with=str(tmp_path / "random.json")))
+    assert (tmp_path / "both.png").stat().st_size > 0 and both["init"] == "trained"
+    with pytest.raises(ValueError, match="--plot_with draws into --plot"):
+        meta_test(dataclasses.replace(c, plot_with=str(tmp_path / "random.json")))
 
 
 def test_lr_then_half_lr_matches_steps_by_hand():
@@ -227,13 +235,18 @@ def test_lr_then_half_lr_matches_steps_by_hand():
 
 
 @pytest.mark.slow
-def test_halfcheetah_smoke_through_the_cli(tmp_path):
+def test_halfcheetah_smoke_through_the_run(tmp_path):
+    """HalfCheetah-vel through the training run (in-process, as the CLI calls it: a subprocess would
+    double the time with TensorFlow's start-up)."""
     pytest.importorskip("mujoco")
     pytest.importorskip("gymnasium")
+    from pymeta.config import RunConfig, resolve_rl_defaults
+    from pymeta.training import metatrain
     model = str(tmp_path / "model.h5")
-    out = _run("example_metatrain.py", "--dataset=halfcheetah_vel", "--metamodel=fomaml", "--meta_batch_size=2",
-               "--episodes_per_task=2", "--horizon=10", "--notensorboard", f"--model_save_filename={model}",
-               "--num_outer_metatraining_iterations=1")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "--dataset=halfcheetah_vel" in out.stdout and "--inner_lr=0.1" in out.stdout
+    c = resolve_rl_defaults(RunConfig(dataset="halfcheetah_vel", metamodel="fomaml", meta_batch_size=2,
+                                      episodes_per_task=2, horizon=10, tensorboard=False,
+                                      model_save_filename=model, num_outer_metatraining_iterations=1))
+    assert (c.inner_lr, c.outer_optimizer) == (0.1, "adam")
+    history = metatrain(c)
+    assert [h["iteration"] for h in history] == [0, 1, 1]  # validation, iteration 1, validation
     assert os.path.exists(model) and os.path.exists(model[:-3] + "_learning_curve.png")

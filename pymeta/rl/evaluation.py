@@ -69,6 +69,28 @@ def meta_test_rl(c) -> Dict[str, Any]:
         write_json_atomic(c.output, result)
     if c.plot:
         from pymeta.plots import plot_adaptation_returns
-        plot_adaptation_returns({f"{label} ({c.model})" if c.init == "trained" else label:
-                                 (result["returns_by_step"], result["ci95_by_step"])}, c.plot)
+        curves = {_curve_label(result): (result["returns_by_step"], result["ci95_by_step"])}
+        if c.plot_with:
+            other = _read_result(c.plot_with)
+            curves.setdefault(_curve_label(other), (other["returns_by_step"], other["ci95_by_step"]))
+        plot_adaptation_returns(curves, c.plot)
+    return result
+
+
+def _curve_label(result) -> str:
+    if result.get("init") == "random":
+        return "random initialisation"
+    return f"{result.get('settings', {}).get('metamodel', 'meta-learnt')} ({result.get('model', '')})"
+
+
+def _read_result(path) -> Dict[str, Any]:
+    """An earlier meta-test's JSON (must have returns_by_step and ci95_by_step)."""
+    import json
+    try:
+        with open(path) as f:
+            result = json.load(f)
+        result["returns_by_step"], result["ci95_by_step"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--plot_with={path}: not a meta-test JSON with returns_by_step and ci95_by_step "
+                         f"({type(e).__name__})") from None
     return result
