@@ -235,13 +235,14 @@ def test_lr_then_half_lr_matches_steps_by_hand():
 
 
 @pytest.mark.slow
-def test_halfcheetah_smoke_through_the_run(tmp_path):
+def test_halfcheetah_smoke_through_the_run(tmp_path, monkeypatch):
     """HalfCheetah-vel through the training run (in-process, as the CLI calls it: a subprocess would
     double the time with TensorFlow's start-up)."""
     pytest.importorskip("mujoco")
     pytest.importorskip("gymnasium")
     from pymeta.config import RunConfig, resolve_rl_defaults
     from pymeta.training import metatrain
+    monkeypatch.chdir(tmp_path)  # MuJoCo appends its warnings to MUJOCO_LOG.TXT in the working folder
     model = str(tmp_path / "model.h5")
     c = resolve_rl_defaults(RunConfig(dataset="halfcheetah_vel", metamodel="fomaml", meta_batch_size=2,
                                       episodes_per_task=2, horizon=10, tensorboard=False,
