@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO
 
 TINY = ["--dataset=navigation2d", "--metamodel=fomaml", "--meta_batch_size=2", "--episodes_per_task=2",
-        "--horizon=10", "--notensorboard", "--seed=3"]
+        "--horizon=10", "--seed=3"]
 
 
 def _env():
@@ -79,6 +79,13 @@ def test_cli_trains_navigation2d_and_writes_its_files(reference):
     val = [h for h in data["history"] if "validation_returns_by_step" in h]
     assert [h["iteration"] for h in val] == list(range(0, N + 1, 5))
     assert all(len(h["validation_returns_by_step"]) == 2 for h in val)
+    import tensorflow as tf
+    tags = set()
+    for events in os.listdir(model + "_run/tensorboard"):
+        for e in tf.compat.v1.train.summary_iterator(os.path.join(model + "_run/tensorboard", events)):
+            tags.update(v.tag for v in e.summary.value)
+    assert {"train/return_before_adaptation", "train/return_after_adaptation", "validation/return_after_step_0",
+            "validation/return_after_step_1"} <= tags
     with h5py.File(model, "r") as f:
         settings = json.loads(f.attrs["pymeta_settings"])
     assert settings["dataset"] == "navigation2d" and settings["horizon"] == 10 and settings["inner_lr"] == 0.5
@@ -172,6 +179,9 @@ def test_meta_test_writes_returns_and_ci_by_step(reference, tmp_path):
     assert r["num_tasks"] == 3 and r["settings"]["metamodel"] == "fomaml" and "meta_test.py" in r["command"]
     assert png.stat().st_size > 0
     assert "navigation2d (fomaml init), 3 tasks x 2 episodes, return after 0..2 steps: 0: " in out.stdout
+    taken = [l for l in out.stdout.splitlines() if l.startswith("settings from")]
+    assert len(taken) == 1 and "--horizon=10" in taken[0] and "--inner_lr=0.5" in taken[0]
+    assert "--num_output_classes" not in taken[0]  # supervised settings do not matter for RL
 
 
 def test_meta_test_of_a_random_initialisation(reference, caplog, tmp_path):
