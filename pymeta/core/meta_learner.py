@@ -221,7 +221,7 @@ class GradBasedMetaLearner(Learner):
             return []
         for data in stacked:
             self.check_data(data)
-        data = tf.nest.map_structure(lambda *leaves: np.stack(leaves), *stacked)
+        data = stack_task_data(stacked)
         with self._compiled_call_options():
             aux = self._function("metatrain_steps", self._metatrain_steps_fn, (data,))(data)
         aux = {k: v.numpy() for k, v in aux.items()}

@@ -26,16 +26,33 @@ class TaskData(NamedTuple):
     query: Any
 
 
-def stack_task_data(items: Sequence[TaskData]) -> TaskData:
-    """The leaves of several `TaskData` (numpy arrays) stacked along a new leading axis."""
+def stack_task_data(items: Sequence[Any]) -> Any:
+    """The leaves of several `TaskData` (numpy arrays; or of any structures alike) stacked along a new
+    leading axis. Paid once per meta-iteration, so tuples and named tuples (TaskData, (x, y)) are
+    walked directly: `tf.nest.map_structure` over several structures costs about as much as a small
+    model's whole meta-iteration."""
     items = list(items)
     if not items:
         raise ValueError("a meta-batch needs at least one task")
     try:
-        return tf.nest.map_structure(lambda *leaves: np.stack(leaves), *items)
+        return _stack(items)
     except ValueError as e:
         raise ValueError("the tasks of a meta-batch must have train and test sets of equal shapes "
                          f"to run as one compiled step ({e})") from None
+
+
+def _stack(items):
+    first = items[0]
+    if isinstance(first, tuple):
+        if any(not isinstance(i, tuple) or len(i) != len(first) for i in items):
+            raise ValueError("task data of different structures")
+        parts = [_stack(list(field)) for field in zip(*items)]
+        return type(first)._make(parts) if hasattr(first, "_fields") else tuple(parts)
+    if isinstance(first, (list, dict)) or tf.nest.is_nested(first):  # other structures: the general way
+        tf.nest.map_structure(lambda *_: None, *items)  # same structure, or ValueError
+        return tf.nest.pack_sequence_as(first, [np.stack(leaves) for leaves in
+                                                zip(*[tf.nest.flatten(i) for i in items])])
+    return np.stack(items)
 
 
 def task_slice(data: TaskData, i) -> TaskData:
