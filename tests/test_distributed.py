@@ -253,33 +253,28 @@ def test_the_wrapper_wraps_any_metalearner(no_launcher):
 def test_example_metatrain_under_mpiexec_equals_one_process(mpi, tmp_path):
     """`mpiexec -n 2 python example_metatrain.py ...` (rank 0 logs and saves) trains the same model as
     the single-process command, on an uneven meta-batch (5 tasks on 2 ranks)."""
-    from pymeta.model_io import load_model
     args = ["--dataset=sinusoid", "--metamodel=fomaml", "--num_train_samples_per_class=10",
             "--num_test_samples_per_class=20", "--inner_batch_size=5", "--inner_lr=0.01", "--meta_batch_size=5",
             "--num_outer_metatraining_iterations=20", "--test_every_k_iterations=10", "--num_validation_batches=1",
             "--notensorboard", "--noprogress"]
-    example = os.path.join(REPO, "example_metatrain.py")
-    single = subprocess.run([sys.executable, example, *args, f"--model_save_filename={tmp_path}/one/m.h5"],
-                            capture_output=True, text=True, cwd=REPO, env=child_env(), timeout=RUN_TIMEOUT)
-    assert single.returncode == 0, single.stderr[-3000:]
-    cmd = [shutil.which("mpiexec"), "-n", "2", sys.executable, example, *args,
-           f"--model_save_filename={tmp_path}/two/m.h5"]
-    multi = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=child_env(), timeout=RUN_TIMEOUT)
-    assert multi.returncode == 0, multi.stderr[-3000:]
+    multi = _same_model_on_one_process_and_two_ranks(tmp_path, args)
     assert multi.stdout.count("iter     10") == 1  # only rank 0 logs
-    for a, b in zip(load_model(tmp_path / "one" / "m.h5").get_weights(),
-                    load_model(tmp_path / "two" / "m.h5").get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_tensorboard_on_one_process_and_on_two_ranks_gives_the_same_model(mpi, tmp_path):
     """TensorBoard's extra validation task (single process) does not change the run (issue 16): one
     process with TensorBoard on trains the model of 2 ranks with it on."""
-    from pymeta.model_io import load_model
     args = ["--dataset=sinusoid", "--metamodel=fomaml", "--num_train_samples_per_class=10",
             "--num_test_samples_per_class=20", "--inner_batch_size=5", "--inner_lr=0.01", "--meta_batch_size=2",
             "--num_outer_metatraining_iterations=20", "--test_every_k_iterations=10", "--num_validation_batches=1",
             "--tensorboard", "--noprogress"]
+    _same_model_on_one_process_and_two_ranks(tmp_path, args)
+
+
+def _same_model_on_one_process_and_two_ranks(tmp_path, args):
+    """Run example_metatrain.py with `args` in one process and under `mpiexec -n 2`; assert both
+    write the same model; returns the MPI run's CompletedProcess."""
+    from pymeta.model_io import load_model
     example = os.path.join(REPO, "example_metatrain.py")
     single = subprocess.run([sys.executable, example, *args, f"--model_save_filename={tmp_path}/one/m.h5"],
                             capture_output=True, text=True, cwd=REPO, env=child_env(), timeout=RUN_TIMEOUT)
@@ -291,3 +286,4 @@ def test_tensorboard_on_one_process_and_on_two_ranks_gives_the_same_model(mpi, t
     for a, b in zip(load_model(tmp_path / "one" / "m.h5").get_weights(),
                     load_model(tmp_path / "two" / "m.h5").get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    return multi
