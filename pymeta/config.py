@@ -39,7 +39,7 @@ MAX_UNROLLED_INNER_STEPS = 20  # --jit_compile=auto: XLA compile time grows with
 @dataclasses.dataclass
 class TaskConfig:
     """What the tasks are and how a task is learnt (the inner loop): shared by training and meta-test."""
-    dataset: str = option("omniglot", "the task family (navigation2d, halfcheetah_vel, halfcheetah_dir: "
+    dataset: str = option("omniglot", "the task family (navigation2d, halfcheetah_vel, halfcheetah_dir, ant_dir: "
                           "meta-reinforcement learning with pymeta.rl)", DATASETS)
     data_path: str = option("", "dataset file (default datasets/<dataset>/<dataset>.pkl)")
     omniglot_protocol: str = option("standard", "standard: 1200 rotated training characters (literature); "
@@ -53,7 +53,7 @@ class TaskConfig:
     inner_batch_size: int = option(-1, "inner minibatch size; -1 = N*K (the whole support set)")
     inner_lr: float = option(0.001, "inner learning rate (SGD, or Adam with beta_1=0 for Reptile and sinusoid); "
                              "RL: the step size of the inner policy-gradient steps (SGD), when not given "
-                             "the dataset's (navigation2d 0.5, halfcheetah 0.1)")
+                             "the dataset's (navigation2d 0.5, halfcheetah and ant 0.1)")
     inner_optimizer: str = option("auto", "auto: the original's choice (Adam with beta_1=0 for Reptile and "
                                   "sinusoid, SGD otherwise)", INNER_OPTIMIZERS)
     imaml_lambda_reg: float = option(2.0, "iMAML: strength lambda of the proximal term "
@@ -68,7 +68,7 @@ class TaskConfig:
                             "with bf16)", PRECISIONS)
     seed: int = option(100, "random seed (numpy, Python, TensorFlow)")
     horizon: int = option(0, "RL: steps per episode (0: the environment's, 100 for navigation2d, 200 for "
-                          "halfcheetah)")
+                          "halfcheetah and ant)")
     gamma: float = option(0.99, "RL: discount of the returns the advantages are computed from")
     gae_lambda: float = option(1.0, "RL: lambda of the generalised advantage estimate (1: plain returns minus "
                                "the linear baseline)")
@@ -79,7 +79,7 @@ class RunConfig(TaskConfig):
     """Everything a meta-training run needs; the flags of `pymeta-train` / `example_metatrain.py`."""
     num_outer_metatraining_iterations: int = option(10000, "meta-iterations (outer loop)")
     meta_batch_size: int = option(5, "tasks per meta-iteration (RL, when not given: navigation2d 20, "
-                                  "halfcheetah 40)")
+                                  "halfcheetah and ant 40)")
     meta_lr: float = option(0.001, "outer learning rate (Adam for FOMAML, SGD for Reptile; RL: Adam's, when "
                             "not given 0.01; unused by TRPO)")
     num_validation_batches: int = option(10, "meta-batches of validation tasks averaged at each validation "
@@ -162,7 +162,7 @@ class MetaTestConfig(TaskConfig):
                                      "task fresh)")
     output: str = option("", "also write the result as JSON here")
     episodes_per_task: int = option(0, "RL: episodes per task and adaptation step (0: the MAML evaluation's, "
-                                    "40 for navigation2d, 20 for halfcheetah)")
+                                    "40 for navigation2d, 20 for halfcheetah and ant)")
     init: str = option("trained", "RL: evaluate the --model's initialisation, or a fresh random "
                        "initialisation of the same policy (seeded by --seed)", ("trained", "random"))
     plot: str = option("", "RL: also draw the return against the adaptation steps to this PNG")

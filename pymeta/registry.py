@@ -15,6 +15,7 @@ RL_DEFAULTS = {
     "navigation2d": {"meta_batch_size": 20, "inner_lr": 0.5, "horizon": 100},
     "halfcheetah_vel": {"meta_batch_size": 40, "inner_lr": 0.1, "horizon": 200},
     "halfcheetah_dir": {"meta_batch_size": 40, "inner_lr": 0.1, "horizon": 200},
+    "ant_dir": {"meta_batch_size": 40, "inner_lr": 0.1, "horizon": 200},
 }
 RL_DATASETS = tuple(RL_DEFAULTS)
 RL_METAMODELS = ("maml", "fomaml", "reptile")

@@ -1,4 +1,4 @@
-"""pymeta.rl gymnasium tasks: HalfCheetah vel/dir rewards equal their formulas on recorded steps,
+"""pymeta.rl gymnasium tasks: HalfCheetah vel/dir and Ant dir rewards equal their formulas on recorded steps,
 different tasks give different rewards for the same actions, batch shapes and masking of vector-env
 episodes (CartPole terminates early), one-line errors (unknown id, missing gymnasium)."""
 
@@ -13,7 +13,7 @@ from pymeta.rl.task import collect
 
 gym = pytest.importorskip("gymnasium", reason="gymnasium not installed (pip install -e \".[rl]\")")
 from pymeta.rl.gym_tasks import (GymBatchedEnv, GymTask, GymTaskDistribution, OpenAIGymTask,  # noqa: E402
-                                 halfcheetah_dir, halfcheetah_vel)
+                                 ant_dir, halfcheetah_dir, halfcheetah_vel)
 
 try:
     import mujoco  # noqa: F401
@@ -75,6 +75,37 @@ def test_halfcheetah_dir_rewards_equal_the_formula_and_depend_on_the_task():
     np.testing.assert_allclose(backward[-1][1], forward[-1][1])  # same states
     np.testing.assert_allclose(backward[-1][2] + forward[-1][2], -0.1 * (forward[-1][0] ** 2).sum(-1))
     assert np.abs(backward[-1][2] - forward[-1][2]).min() > 1e-6
+
+
+@pytest.mark.slow
+@needs_mujoco
+def test_ant_dir_rewards_equal_the_formula_and_depend_on_the_direction():
+    """Ant-v5 as the MAML experiments' Ant-dir: 0.05 + d v_x - 0.005 ||a||^2 - 5e-4 ||clip(cfrc_ext)||^2,
+    recomputed from the simulator's state; the same actions from the same state, other rewards for d = -1."""
+    from pymeta.rl.gym_tasks import make_single_env
+    dist = ant_dir(batch_size=8)
+    assert {t.params["direction"] for t in dist.sample_batch()} == {-1.0, 1.0}
+    assert dist.tasks[0].observation_space.shape == (105,) and dist.tasks[0].action_space.shape == (8,)
+    rewards = {}
+    for d in (-1.0, 1.0):
+        params = {"direction": d, "make_kwargs": {"forward_reward_weight": d, "ctrl_cost_weight": 0.005,
+                                                    "contact_cost_weight": 5e-4, "healthy_reward": 0.05}}
+        assert dist.tasks[0].sample_params().keys() == params.keys()
+        env = make_single_env("Ant-v5", params["make_kwargs"], 200)
+        env.reset(seed=3)
+        sim, rng, rewards[d] = env.unwrapped, np.random.RandomState(1), []
+        for _ in range(15):
+            a = rng.uniform(-1, 1, 8)
+            x0 = sim.data.body("torso").xpos[0]  # the torso's position, as the MAML experiments' Ant
+            _, r, terminated, _, _ = env.step(a)
+            vx = (sim.data.body("torso").xpos[0] - x0) / sim.dt
+            contact = np.clip(sim.data.cfrc_ext, -1, 1)
+            assert not terminated
+            np.testing.assert_allclose(r, 0.05 + d * vx - 0.005 * (a ** 2).sum() - 5e-4 * (contact ** 2).sum(),
+                                       rtol=1e-9, atol=1e-9)
+            rewards[d].append(r)
+        env.close()
+    assert np.abs(np.subtract(rewards[1.0], rewards[-1.0])).max() > 1e-3
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ usually adapt with more steps at test time than during training (`--num_inner_it
 trained with `--persistent_inner_state` carries its inner optimizer state: every test task starts from
 it, as the original Reptile evaluation did (`--fresh_inner_state` starts from zero instead).
 
-An RL model (navigation2d, halfcheetah_vel / dir) is evaluated with the MAML paper's protocol
+An RL model (navigation2d, halfcheetah_vel / dir, ant_dir) is evaluated with the MAML paper's protocol
 (`pymeta.rl.evaluation`): plain policy-gradient steps, lr then lr / 2, 40 (2D navigation) or 20
 (locomotion) episodes per step; the JSON has "returns_by_step" and "ci95_by_step"; `--init random`
 evaluates a fresh random initialisation, `--plot FILE.png` draws the return against the steps.

@@ -10,7 +10,7 @@ baseline and GAE, `RLTask` and the MAML paper's task distributions.
 + `navigation`: the 2D-navigation tasks, vectorised in numpy.
 + `trpo`: `MAMLTRPOMetaLearner`, the paper's TRPO outer step.
 + `problems`: `build_problem(name, ...)` with the MAML experiments' defaults.
-+ `gym_tasks`: `GymTask` (alias `OpenAIGymTask`) on gymnasium vector envs, HalfCheetah vel / dir.
++ `gym_tasks`: `GymTask` (alias `OpenAIGymTask`) on gymnasium vector envs, HalfCheetah vel / dir, Ant dir.
 """
 
 from pymeta.rl.agent import Agent, agent_for
@@ -19,7 +19,7 @@ from pymeta.rl.objective import PolicyGradientObjective
 from pymeta.rl.policies import GaussianLogStd, make_categorical_policy, make_gaussian_policy
 from pymeta.rl.returns import Episodes, fit_linear_baseline, gae, linear_features, policy_gradient_batch
 from pymeta.rl.task import RLTask, adaptation_returns, collect
-from pymeta.rl.gym_tasks import (GymTask, GymTaskDistribution, OpenAIGymTask, halfcheetah_dir,  # noqa: E402
-                                 halfcheetah_vel)
+from pymeta.rl.gym_tasks import (GymTask, GymTaskDistribution, OpenAIGymTask, ant_dir,  # noqa: E402
+                                 halfcheetah_dir, halfcheetah_vel)
 from pymeta.rl.problems import build_problem  # noqa: E402
 from pymeta.rl.trpo import MAMLTRPOMetaLearner  # noqa: E402

@@ -17,7 +17,7 @@ import numpy as np
 from pymeta.registry import RL_DEFAULTS
 
 logger = logging.getLogger("pymeta.evaluation")
-PROTOCOL_EPISODES = {"navigation2d": 40, "halfcheetah_vel": 20, "halfcheetah_dir": 20}
+PROTOCOL_EPISODES = {"navigation2d": 40, "halfcheetah_vel": 20, "halfcheetah_dir": 20, "ant_dir": 20}
 
 
 def step_sizes(inner_lr: float, num_steps: int):

@@ -1,5 +1,5 @@
 """`GymTask` (alias `OpenAIGymTask`): RL tasks on any gymnasium (>= 1.0) environment, and the MAML
-paper's HalfCheetah task distributions.
+paper's HalfCheetah and Ant task distributions.
 
 A task's parameters come from `sample_task_params()` (a dict) on `reset()`: its "make_kwargs" entry
 (if any) is passed to `gymnasium.make` / the factory, and the whole dict to `reward_fn` (if any),
@@ -195,3 +195,19 @@ def halfcheetah_dir(batch_size: int = 40, horizon: int = 200, **kwargs) -> TaskD
     """HalfCheetah-v5 with forward_reward_weight = d in {-1, +1} and ctrl_cost_weight 0.05, horizon 200:
     reward d v_x - 0.05 ||a||^2."""
     return GymTaskDistribution("HalfCheetah-v5", _sample_direction, batch_size, horizon=horizon, **kwargs)
+
+
+# --- the MAML paper's Ant-dir ----------------------------------------------------------------------------
+ANT_DIR_KWARGS = {"ctrl_cost_weight": 0.005, "contact_cost_weight": 5e-4, "healthy_reward": 0.05}
+
+
+def _sample_ant_direction():
+    d = float(np.random.choice([-1.0, 1.0]))
+    return {"direction": d, "make_kwargs": {"forward_reward_weight": d, **ANT_DIR_KWARGS}}
+
+
+def ant_dir(batch_size: int = 40, horizon: int = 200, **kwargs) -> TaskDistribution:
+    """Ant-v5 with forward_reward_weight = d in {-1, +1}, horizon 200, and the MAML experiments' other
+    terms (cbfinn/maml_rl, pytorch-maml-rl): reward 0.05 + d v_x - 0.005 ||a||^2 - 5e-4 ||clip(cfrc_ext,
+    -1, 1)||^2. Episodes end early when the torso leaves gymnasium's healthy height range (0.2, 1.0)."""
+    return GymTaskDistribution("Ant-v5", _sample_ant_direction, batch_size, horizon=horizon, **kwargs)

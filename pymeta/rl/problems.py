@@ -2,7 +2,7 @@
 MAML experiments' defaults, for scripts and a CLI.
 
 Defaults (cbfinn/maml_rl): 2D navigation: meta-batch 20, inner lr 0.5 (the value the code behind the
-paper's numbers used; the paper's text says 0.1), horizon 100; HalfCheetah vel / dir: meta-batch 40,
+paper's numbers used; the paper's text says 0.1), horizon 100; HalfCheetah vel / dir, Ant dir: meta-batch 40,
 inner lr 0.1, horizon 200. All: 20 episodes per task and inner step, gamma 0.99, GAE lambda 1.0,
 a 2x100 ReLU policy, one inner step; MAML's outer step TRPO (max KL 0.01), FOMAML / Reptile Adam.
 """
@@ -31,12 +31,12 @@ class RLProblem(NamedTuple):
 
 def make_distribution(name: str, meta_batch_size: int, horizon: int, gamma: float, gae_lambda: float,
                       vectorization: str = "sync"):
-    """The task distribution `name` ('navigation2d', 'halfcheetah_vel', 'halfcheetah_dir')."""
+    """The task distribution `name` ('navigation2d', 'halfcheetah_vel', 'halfcheetah_dir', 'ant_dir')."""
     common = {"gamma": gamma, "gae_lambda": gae_lambda}
     if name == "navigation2d":
         from pymeta.rl.navigation import navigation2d
         return navigation2d(meta_batch_size, horizon=horizon, **common)
-    if name in ("halfcheetah_vel", "halfcheetah_dir"):
+    if name in ("halfcheetah_vel", "halfcheetah_dir", "ant_dir"):
         from pymeta.rl import gym_tasks
         return getattr(gym_tasks, name)(meta_batch_size, horizon=horizon, vectorization=vectorization, **common)
     raise ValueError(f"unknown RL problem {name!r}: use one of {sorted(DEFAULTS)}")

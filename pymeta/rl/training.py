@@ -1,4 +1,4 @@
-"""The meta-training run of an RL dataset (`--dataset=navigation2d|halfcheetah_vel|halfcheetah_dir`),
+"""The meta-training run of an RL dataset (`--dataset=navigation2d|halfcheetah_vel|halfcheetah_dir|ant_dir`),
 dispatched from `pymeta.training.metatrain`, with the supervised run's machinery: run lock, signals,
 checkpoints and resume (`pymeta.checkpoint`: theta, the outer optimizer, the random generators every
 task draw, environment seed and action sample come from), the model file with its settings, TensorBoard
