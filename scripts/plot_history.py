@@ -2,6 +2,7 @@
 example_metatrain.py writes) into one PNG.
 
     python scripts/plot_history.py saved/a_history.json:FOMAML saved/b_history.json:Reptile -o curves.png
+    python scripts/plot_history.py ... --x minutes -o curves.png     # against wall-clock training time
 """
 
 import argparse
@@ -13,29 +14,42 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def draw(runs, x="iteration", title=""):
+    """A figure of the validation curves of `runs`, a list of (history list, label): accuracy (or loss,
+    for regression) against the meta-iteration or (x="minutes") the wall-clock minutes of training."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for history, label in runs:
+        xs = [h["iteration"] if x == "iteration" else h["seconds"] / 60 for h in history]
+        if any(h["val_accuracy"] for h in history):
+            ax.plot(xs, [100 * h["val_accuracy"] for h in history], "o-", ms=3, label=label)
+            ax.set_ylabel("validation accuracy after adaptation (%)")
+        else:
+            ax.plot(xs, [h["val_loss"] for h in history], "o-", ms=3, label=label)
+            ax.set_ylabel("validation loss after adaptation")
+    ax.set_xlabel("meta-iteration" if x == "iteration" else "training time (minutes)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("histories", nargs="+", help="history.json[:label]")
     p.add_argument("-o", "--output", required=True, help="PNG file to write")
     p.add_argument("--title", default="")
+    p.add_argument("--x", choices=("iteration", "minutes"), default="iteration",
+                   help="horizontal axis: meta-iterations or wall-clock minutes of training (the history's "
+                        "'seconds', which a resumed run continues)")
     a = p.parse_args(argv)
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    runs = []
     for spec in a.histories:
         path, _, label = spec.partition(":")
-        history = json.load(open(path))
-        its = [h["iteration"] for h in history]
-        if any(h["val_accuracy"] for h in history):
-            ax.plot(its, [100 * h["val_accuracy"] for h in history], "o-", ms=3, label=label or path)
-            ax.set_ylabel("validation accuracy after adaptation (%)")
-        else:
-            ax.plot(its, [h["val_loss"] for h in history], "o-", ms=3, label=label or path)
-            ax.set_ylabel("validation loss after adaptation")
-    ax.set_xlabel("meta-iteration")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if a.title:
-        ax.set_title(a.title, fontsize=9)
-    fig.tight_layout()
+        with open(path) as f:
+            runs.append((json.load(f), label or path))
+    fig = draw(runs, a.x, a.title)
     fig.savefig(a.output, dpi=100)
     print(f"wrote {a.output}")
 
