@@ -2,6 +2,7 @@
 
     python benchmarks/bench_metatrain.py [--omniglot-iterations 20] [--sinusoid-iterations 2000]
         [--miniimagenet-iterations 5] [--only-omniglot | --only-miniimagenet | --skip-miniimagenet]
+        [--precision both|float32|mixed_bfloat16] [--layout all|default|task-parallel]
 
 (a) sinusoid: K=10 points, 5 inner Adam(beta_1=0) steps, meta-batch 5 (the original README settings);
 (b) Omniglot-shaped synthetic data: 28x28x1, 5-way 5-shot, 15 query per class, the Omniglot CNN,
@@ -197,13 +198,13 @@ def rows_for_layout(args):
             add("Omniglot-shaped", algo, BASELINE, "float32", args.omniglot_iterations)
             if not args.skip_step_by_step_omniglot:
                 add("Omniglot-shaped", algo, "step-by-step", "float32", args.omniglot_iterations)
-        for precision in ("float32", "mixed_bfloat16"):
+        for precision in args.precisions:
             add("Omniglot-shaped", algo, "fast", precision, args.omniglot_iterations)
     for problem in ([] if args.only_omniglot or args.skip_miniimagenet else MINI_SHOTS):
         for algo in ALGOS:
             if default:
                 add(problem, algo, BASELINE, "float32", args.miniimagenet_iterations)
-            for precision in ("float32", "mixed_bfloat16"):
+            for precision in args.precisions:
                 add(problem, algo, "fast", precision, args.miniimagenet_iterations)
     return rows
 
@@ -233,6 +234,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="timing windows per row: the table gives "
                         "their median and range (this VM's speed drifts)")
     parser.add_argument("--skip-step-by-step-omniglot", action="store_true")
+    parser.add_argument("--precision", default="both", choices=["both", "float32", "mixed_bfloat16"],
+                        help="precision of the conv-net fast-path rows (float32 only on a CPU without native "
+                             "bfloat16, where it is emulated and several times slower)")
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--only-omniglot", action="store_true", help="only the Omniglot-shaped rows")
     only.add_argument("--only-miniimagenet", action="store_true", help="only the Mini-ImageNet-shaped rows")
@@ -241,6 +245,7 @@ def main():
                         help="thread layout; all (default): each in its own process, one table")
     parser.add_argument("--json-out", help=argparse.SUPPRESS)  # a child process's rows
     args = parser.parse_args()
+    args.precisions = ("float32", "mixed_bfloat16") if args.precision == "both" else (args.precision,)
     if args.layout == "all":
         rows = []
         for layout in LAYOUTS:
@@ -250,6 +255,7 @@ def main():
                          f"--omniglot-iterations={args.omniglot_iterations}", f"--repeats={args.repeats}",
                          f"--miniimagenet-iterations={args.miniimagenet_iterations}",
                          *(["--skip-step-by-step-omniglot"] if args.skip_step_by_step_omniglot else []),
+                         f"--precision={args.precision}",
                          *(["--only-omniglot"] if args.only_omniglot else []),
                          *(["--only-miniimagenet"] if args.only_miniimagenet else []),
                          *(["--skip-miniimagenet"] if args.skip_miniimagenet else [])]
