@@ -76,8 +76,9 @@ def _groups(metalearner):
     return groups
 
 
-def save_checkpoint(directory, iteration, metalearner, history, config, keep=3):
-    """Write `ckpt-<iteration>.h5` in `directory` atomically; keep the newest `keep`. Returns its path."""
+def save_checkpoint(directory, iteration, metalearner, history, config, keep=3, seconds=None):
+    """Write `ckpt-<iteration>.h5` in `directory` atomically; keep the newest `keep`. Returns its path.
+    `seconds`: the run's training time so far, which a resumed run continues (`elapsed_seconds`)."""
     path = os.path.join(directory, f"ckpt-{iteration:08d}.h5")
     for group, variables in _groups(metalearner):
         if not all_finite(v.numpy() for v in variables):
@@ -86,6 +87,8 @@ def save_checkpoint(directory, iteration, metalearner, history, config, keep=3):
         f.attrs["iteration"] = iteration
         f.attrs["config"] = json.dumps(config, sort_keys=True)
         f.attrs["history"] = json.dumps(history)
+        if seconds is not None:
+            f.attrs["seconds"] = float(seconds)
         for group, variables in _groups(metalearner):
             g = f.create_group(group)
             for i, v in enumerate(variables):
@@ -106,8 +109,9 @@ def save_checkpoint(directory, iteration, metalearner, history, config, keep=3):
 def _digest(f):
     """sha256 of everything in the open checkpoint `f` but the checksum itself (as read back)."""
     h = hashlib.sha256()
-    for key in ("iteration", "config", "history"):
-        h.update(f"{key}={f.attrs[key]}\n".encode())
+    for key in ("iteration", "config", "history", "seconds"):
+        if key in f.attrs or key != "seconds":  # "seconds": not in checkpoints of older versions
+            h.update(f"{key}={f.attrs[key]}\n".encode())
     h.update(f"rng.python_meta={f['rng'].attrs['python_meta']}\n".encode())
     names = []
     f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
@@ -169,6 +173,15 @@ def _process_alive(pid):
     except OSError:  # exists, not ours
         return True
     return True
+
+
+def elapsed_seconds(path, history):
+    """The training time (s) the checkpoint `path` recorded, which a resumed run continues; for a
+    checkpoint of an older version, the time of the last `history` entry (0 without one)."""
+    with h5py.File(path, "r") as f:
+        if "seconds" in f.attrs:
+            return float(f.attrs["seconds"])
+    return float(history[-1]["seconds"]) if history else 0.0
 
 
 def read_checkpoint_config(path):

@@ -329,7 +329,8 @@ def _metatrain(c, distributed, stop):
             metalearner.broadcast_state()
         log(f"resumed from {resume_from} at iteration {it}")
     summaries = _Summaries(os.path.join(run_dir, "tensorboard"), c.tensorboard and is_root)
-    start = time.time() - (history[-1]["seconds"] if history else 0.0)
+    # training time continues from the checkpoint's (not from the last validation's)
+    start = time.time() - (ckpt.elapsed_seconds(resume_from, history) if resume_from else 0.0)
     last_time, last_it = time.time(), it
 
     saved_at = []  # iterations at which this process wrote the model file
@@ -340,7 +341,8 @@ def _metatrain(c, distributed, stop):
 
     def checkpoint():
         if is_root:
-            return ckpt.save_checkpoint(run_dir, it, metalearner, history, run_identity(c), c.keep_checkpoints)
+            return ckpt.save_checkpoint(run_dir, it, metalearner, history, run_identity(c), c.keep_checkpoints,
+                                        seconds=time.time() - start)
         return None
 
     first_calls = {"validation", "training"}  # not compiled yet

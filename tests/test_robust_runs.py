@@ -4,6 +4,7 @@ monitoring that does not touch the run's random numbers, interruptible compilati
 
 import dataclasses
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -106,6 +107,28 @@ def test_rotation_never_deletes_the_newest_checkpoint(tmp_path):
         path = ckpt.save_checkpoint(str(tmp_path), 10 * (i + 1), ml, [], {}, keep)
         assert ckpt.latest_checkpoint(str(tmp_path)) == path
     assert len(ckpt.checkpoint_files(str(tmp_path))) == 1
+
+
+def test_a_resumed_run_continues_the_training_time_its_checkpoint_recorded(tmp_path):
+    """Checkpoints record the training time (covered by the checksum); a resumed run's history continues
+    from it, not from its last validation (a run validated every 500 iterations and resumed from 944
+    used to lose the time of 444)."""
+    metatrain(tiny(tmp_path, num_outer_metatraining_iterations=20, test_every_k_iterations=100))
+    run_dir = str(tmp_path / "model.h5_run")
+    first, last = ckpt.checkpoint_files(run_dir)[-2:]
+    os.remove(last)  # resume from iteration 10, whose history has only the validation at 0
+    with h5py.File(first, "r") as f:
+        assert [h["iteration"] for h in json.loads(f.attrs["history"])] == [0]
+        assert float(f.attrs["seconds"]) > 0
+    with h5py.File(first, "r+") as f:
+        f.attrs["seconds"] = 10000.0
+    assert "checksum" in ckpt.checkpoint_problem(first)  # the checksum covers it
+    with h5py.File(first, "r+") as f:
+        f.attrs["sha256"] = ckpt._digest(f)
+    assert ckpt.checkpoint_problem(first) is None
+    assert ckpt.elapsed_seconds(first, [{"seconds": 3.0}]) == 10000.0
+    history = metatrain(tiny(tmp_path, num_outer_metatraining_iterations=20, test_every_k_iterations=100))
+    assert history[-1]["iteration"] == 20 and 10000 < history[-1]["seconds"] < 10000 + 600
 
 
 # --- 2. divergence -------------------------------------------------------------------------------------------

@@ -86,7 +86,8 @@ def run(c, stop):
         log(f"resumed from {resume_from} at iteration {it}")
     val_tasks = validation_tasks(dist, c.num_validation_batches * c.meta_batch_size, c.seed + 1)
     summaries = _Summaries(os.path.join(run_dir, "tensorboard"), c.tensorboard)
-    start = time.time() - (history[-1]["seconds"] if history else 0.0)
+    # training time continues from the checkpoint's (not from the last validation's)
+    start = time.time() - (ckpt.elapsed_seconds(resume_from, history) if resume_from else 0.0)
     first_calls = {"validation", "training"}
 
     def save():
@@ -95,7 +96,8 @@ def run(c, stop):
                           {"settings": settings, "history": history})
 
     def checkpoint():
-        return ckpt.save_checkpoint(run_dir, it, ml, history, run_identity(c), c.keep_checkpoints)
+        return ckpt.save_checkpoint(run_dir, it, ml, history, run_identity(c), c.keep_checkpoints,
+                                    seconds=time.time() - start)
 
     def validation():
         with _compiling(stop, log, "the validation step", "validation" in first_calls):
