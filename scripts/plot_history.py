@@ -48,7 +48,10 @@ def main(argv=None):
     for spec in a.histories:
         path, _, label = spec.partition(":")
         with open(path) as f:
-            runs.append((json.load(f), label or path))
+            history = json.load(f)
+        if isinstance(history, dict):  # {"history": [...], ...} (with a note or the settings)
+            history = history["history"]
+        runs.append((history, label or path))
     fig = draw(runs, a.x, a.title)
     fig.savefig(a.output, dpi=100)
     print(f"wrote {a.output}")

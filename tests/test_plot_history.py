@@ -31,7 +31,7 @@ def test_curves_against_minutes_and_iterations(tmp_path):
     assert list(ax.lines[0].get_ydata()) == pytest.approx([50, 80, 90])
     assert ax.get_xlabel() == "training time (minutes)"
     assert list(ph.draw([(a, "A")]).axes[0].lines[0].get_xdata()) == [0, 500, 1000]
-    for name, h in (("a", a), ("b", b)):
+    for name, h in (("a", a), ("b", {"note": "wrapped", "history": b})):
         (tmp_path / f"{name}.json").write_text(json.dumps(h))
     out = tmp_path / "curves.png"
     ph.main([f"{tmp_path}/a.json:A", f"{tmp_path}/b.json", "--x", "minutes", "-o", str(out)])
