@@ -162,7 +162,7 @@ class GradBasedMetaLearner(Learner):
             last = records[-1] if records[-1] is not None else subtasks[-1].task_data(0, -1)
             key, fn, args = "task_end", self._task_end_fn, (last,)
         with self._compiled_call_options():
-            result, aux = self._function(key, fn)(*args)
+            result, aux = self._function(key, fn, args, free_dims=0)(*args)
         return TaskResult(result, {k: float(v) for k, v in aux.items()})
 
     def update(self, list_of_results, **kwargs) -> Dict[str, float]:
@@ -170,7 +170,8 @@ class GradBasedMetaLearner(Learner):
         Returns the mean over the tasks of their auxiliary values (`TaskResult.aux`), if any."""
         if not list_of_results:
             raise ValueError("update needs the results of at least one task")
-        self._function("update", self._update_fn)([list(r) for r in list_of_results])
+        results = [list(r) for r in list_of_results]
+        self._function("update", self._update_fn, (results,), free_dims=0)(results)
         auxes = [getattr(r, "aux", {}) for r in list_of_results]
         return {k: float(np.mean([a[k] for a in auxes])) for k in auxes[0] if all(k in a for a in auxes)}
 

@@ -52,7 +52,7 @@ def _stack(items):
         tf.nest.map_structure(lambda *_: None, *items)  # same structure, or ValueError
         return tf.nest.pack_sequence_as(first, [np.stack(leaves) for leaves in
                                                 zip(*[tf.nest.flatten(i) for i in items])])
-    return np.stack(items)
+    return np.asarray(first)[None] if len(items) == 1 else np.stack(items)  # one item: a view
 
 
 def task_slice(data: TaskData, i) -> TaskData:
