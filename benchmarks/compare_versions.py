@@ -77,7 +77,7 @@ def main():
             medians, windows = rates[row + (version,)]
             ratio = f"{np.median(medians) / np.median(base[0]):.2f}" if version == this and base else ""
             print(f"| {' | '.join(row)} | {version} | {np.median(medians):.2f} | "
-                  f"{', '.join(f'{m:.1f}' for m in medians)} | {min(windows):.2f}-{max(windows):.2f} | {ratio} |")
+                  f"{', '.join(f'{m:.3g}' for m in medians)} | {min(windows):.2f}-{max(windows):.2f} | {ratio} |")
 
 if __name__ == "__main__":
     main()
