@@ -1,6 +1,9 @@
 """2D navigation (the MAML paper's point robot, cbfinn/maml_rl `point_env_randgoal.py`), vectorised.
 
-A point starts at (0, 0); observation = position [2]; action = velocity, clipped to [-0.1, 0.1]^2;
+A point starts at (0, 0); observation = position [2]; action a in the normalised box [-1, 1]^2, velocity
+= 0.1 * clip(a, -1, 1) (the paper's numbers come from `TfEnv(normalize(PointEnvRandGoal()))`: rllab's
+`normalize` maps the policy's [-1, 1] onto the environment's velocity box [-0.1, 0.1]^2, so a Gaussian
+policy with unit standard deviation starts with velocities of spread 0.1, not saturated at the bound);
 after the move, reward = -||position - goal||_2; the episode terminates when both coordinates are
 within 0.01 of the goal (as in the paper's code); horizon 100; goal ~ U[-0.5, 0.5]^2 per task.
 All environments of all tasks of a meta-batch are one numpy array.
@@ -15,7 +18,8 @@ class Navigation2DEnv:
     """n point robots, goals [n, 2] (see the module doc for the dynamics)."""
 
     observation_space = box(-np.inf, np.inf, (2,))
-    action_space = box(-0.1, 0.1, (2,))
+    action_space = box(-1.0, 1.0, (2,))  # normalised (see the module doc)
+    max_speed = 0.1  # per coordinate and step
 
     def __init__(self, goals: np.ndarray):
         self.goals = np.asarray(goals, np.float64).reshape(-1, 2)
@@ -28,7 +32,7 @@ class Navigation2DEnv:
 
     def step(self, actions: np.ndarray):
         """actions [n, 2] -> (obs [n, 2], rewards [n], terminated [n])."""
-        self.pos = self.pos + np.clip(actions, -0.1, 0.1)
+        self.pos = self.pos + self.max_speed * np.clip(actions, -1.0, 1.0)
         d = self.pos - self.goals
         rewards = -np.sqrt((d ** 2).sum(-1))
         terminated = np.all(np.abs(d) < 0.01, axis=-1)
