@@ -241,3 +241,53 @@ def test_supervised_data_the_model_cannot_train_on_is_refused():
     bad[1].get_train_set = lambda: (np.full((5, 6, 6, 1), np.nan, np.float32), np.arange(5))
     with pytest.raises(ValueError, match="NaN or infinite"):
         ml.metatrain_step(bad, 1, -1)
+
+
+# --- the step-by-step API compiles once for any number of steps and any meta-batch size ----------------
+def test_step_by_step_traces_once_across_step_counts_and_meta_batch_sizes():
+    """fit_in_place leaves the step count T free and update the meta-batch size M: a loop that varies
+    both traces each once; Reptile with SGD(1) leaves theta at the mean of the plain-SGD adapted
+    weights (an eager reference loop)."""
+    rng = np.random.default_rng(0)
+    with floatx("float64"):
+        model = mlp([2, 5, 1], activation="tanh")
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+        reptile = ReptileMetaLearner(model, keras.optimizers.SGD(1.0))
+        traces = {"fit": 0, "update": 0}
+        for name, attr in (("fit", "_fit_in_place_fn"), ("update", "_update_fn")):
+            fn = getattr(reptile, attr)
+
+            def counted(*args, _fn=fn, _name=name):
+                traces[_name] += 1  # runs only while tracing
+                return _fn(*args)
+            setattr(reptile, attr, counted)
+        for steps, meta_batch in ((1, 2), (3, 4), (2, 3)):
+            theta = params_of(model)
+            phis, results = [], []
+            for _ in range(meta_batch):
+                x, y = rng.normal(size=(8, 2)), rng.normal(size=(8, 1))
+                task = ArrayTask(x, y, x, y)
+                reptile.task_begin(task)
+                task.fit_n_iterations(model, steps, -1)
+                batches = task.last_fit.inner
+                phis.append(plain_sgd(model, theta, batches, 0.05))
+                np.testing.assert_allclose(flat(params_of(model)), flat(phis[-1]), rtol=1e-6, atol=1e-9)  # lr 0.05 is held in float32
+                results.append(reptile.task_end(task))
+            reptile.update(results)
+            np.testing.assert_allclose(flat(params_of(model)), np.mean([flat(p) for p in phis], axis=0),
+                                       rtol=1e-6, atol=1e-9)  # lr 0.05 is held in float32
+    assert traces == {"fit": 1, "update": 1}
+
+
+def plain_sgd(model, theta, batches, lr):
+    """Eager SGD on the model's MSE, one Python step per batch of `batches` ((x [T, B, 2], y [T, B, 1]))."""
+    params = [tf.Variable(t) for t in theta]
+    state = [tf.convert_to_tensor(v) for v in model.non_trainable_variables]
+    x, y = batches
+    for t in range(len(x)):
+        with tf.GradientTape() as tape:
+            pred, _ = model.stateless_call(params, state, tf.constant(x[t]), training=True)
+            loss = tf.reduce_mean(tf.square(pred - tf.constant(y[t])))
+        for p, g in zip(params, tape.gradient(loss, params)):
+            p.assign_sub(lr * g)
+    return [p.numpy() for p in params]

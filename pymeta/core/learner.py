@@ -105,7 +105,9 @@ class Learner:
         """Run the inner steps of `batches` (structure of numpy arrays [T, ...]) on `model`'s current
         weights and write the result back; returns the last step's objective value."""
         self._check_model(model)
-        return self._function("fit_in_place", self._fit_in_place_fn, (batches,), free_dims=0)(batches)
+        # the number of steps T is left free (one trace for any T) unless the loop is unrolled
+        free_dims = 0 if self.unroll else 1
+        return self._function("fit_in_place", self._fit_in_place_fn, (batches,), free_dims=free_dims)(batches)
 
     def metrics_of_model(self, model, query_x, query_y, support_x=None):
         """(loss, accuracy) of `model`'s current weights on a query set (see `FunctionalModel.metrics`)."""

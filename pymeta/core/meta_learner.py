@@ -170,8 +170,8 @@ class GradBasedMetaLearner(Learner):
         Returns the mean over the tasks of their auxiliary values (`TaskResult.aux`), if any."""
         if not list_of_results:
             raise ValueError("update needs the results of at least one task")
-        results = [list(r) for r in list_of_results]
-        self._function("update", self._update_fn, (results,), free_dims=0)(results)
+        stacked = [tf.stack(list(r)) for r in zip(*[list(r) for r in list_of_results])]  # [M, *shape]
+        self._function("update", self._update_fn, (stacked,), free_dims=1)(stacked)
         auxes = [getattr(r, "aux", {}) for r in list_of_results]
         return {k: float(np.mean([a[k] for a in auxes])) for k in auxes[0] if all(k in a for a in auxes)}
 
@@ -182,9 +182,9 @@ class GradBasedMetaLearner(Learner):
     def _replay_fn(self, datas):
         return self.replay(self._theta(), self._state(), datas)
 
-    def _update_fn(self, results):
-        n = float(len(results))
-        self._apply([tf.add_n(list(r)) / n for r in zip(*results)])
+    def _update_fn(self, stacked):
+        """stacked: per meta-parameter, the results of the M tasks [M, *shape] (M free: one trace)."""
+        self._apply([tf.reduce_mean(r, axis=0) for r in stacked])
 
     def _apply(self, mean_result):
         grads = self.meta_gradient(self._theta(), mean_result)
