@@ -1,8 +1,6 @@
 """Distributions over tasks, from which meta-batches are drawn."""
 
 import copy
-import math
-import numbers
 import reprlib
 
 import numpy as np

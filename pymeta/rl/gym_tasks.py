@@ -13,7 +13,6 @@ transition of another episode, and no reset observation, enters a batch. Vector 
 cached per (environment, make kwargs, E, horizon) and reused across meta-iterations.
 """
 
-import copy
 import functools
 import logging
 from typing import Callable, Dict, Optional, Union

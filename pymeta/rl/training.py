@@ -43,7 +43,7 @@ def settings_line(c) -> str:
 
 def validation_tasks(distribution, count, seed):
     """`count` tasks drawn with `seed`, leaving the global generators alone."""
-    from pymeta.training import monitoring_leaves_the_run_alone
+    from pymeta.run_support import monitoring_leaves_the_run_alone
     with monitoring_leaves_the_run_alone():
         np.random.seed(seed)
         return distribution.sample_batch(count)
@@ -54,7 +54,7 @@ def seeded_adaptation_returns(metalearner, tasks, num_steps, episodes_per_task, 
     import copy
 
     from pymeta.rl.task import adaptation_returns
-    from pymeta.training import monitoring_leaves_the_run_alone
+    from pymeta.run_support import monitoring_leaves_the_run_alone
     with monitoring_leaves_the_run_alone():
         np.random.seed(seed)
         return adaptation_returns(metalearner, copy.deepcopy(tasks), num_steps, episodes_per_task,
@@ -64,8 +64,8 @@ def seeded_adaptation_returns(metalearner, tasks, num_steps, episodes_per_task, 
 def run(c, stop):
     """Run (or resume) RL meta-training for config `c` (see the module doc); returns the history
     (one entry per meta-iteration and one per validation, with key 'validation_returns_by_step')."""
-    from pymeta.training import (Interrupted, _check_finite, _check_outputs, _compiling, _find_resume_point,
-                                 _Summaries)
+    from pymeta.run_support import (Interrupted, Summaries, check_finite, check_outputs, compiling,
+                                    find_resume_point)
     from pymeta.plots import plot_navigation_trajectories, plot_rl_learning_curve
     c = resolve_rl_defaults(c, given=set(vars(c)))  # horizon 0 and outer_optimizer auto made explicit
     log = logger.info
@@ -76,8 +76,8 @@ def run(c, stop):
     ckpt.remove_stale_temporaries(run_dir)
     ckpt.remove_stale_temporaries(os.path.dirname(os.path.abspath(c.model_save_filename)),
                                   "." + os.path.splitext(os.path.basename(c.model_save_filename))[0])
-    resume_from = _find_resume_point(c, run_dir)
-    _check_outputs(c, run_dir, resume_from is not None)
+    resume_from = find_resume_point(c, run_dir)
+    check_outputs(c, run_dir, resume_from is not None)
     T, E, n_iter = c.num_inner_training_iterations, c.episodes_per_task, c.num_outer_metatraining_iterations
     settings = model_settings(c, "sgd")
     history, it = [], 0
@@ -85,7 +85,7 @@ def run(c, stop):
         it, history = ckpt.load_checkpoint(resume_from, ml)
         log(f"resumed from {resume_from} at iteration {it}")
     val_tasks = validation_tasks(dist, c.num_validation_batches * c.meta_batch_size, c.seed + 1)
-    summaries = _Summaries(os.path.join(run_dir, "tensorboard"), c.tensorboard)
+    summaries = Summaries(os.path.join(run_dir, "tensorboard"), c.tensorboard)
     # training time continues from the checkpoint's (not from the last validation's)
     start = time.time() - (ckpt.elapsed_seconds(resume_from, history) if resume_from else 0.0)
     first_calls = {"validation", "training"}
@@ -100,7 +100,7 @@ def run(c, stop):
                                     seconds=time.time() - start)
 
     def validation():
-        with _compiling(stop, log, "the validation step", "validation" in first_calls):
+        with compiling(stop, log, "the validation step", "validation" in first_calls):
             returns = seeded_adaptation_returns(ml, val_tasks, T, E, c.seed + 2)
         first_calls.discard("validation")
         history.append({"iteration": it, "validation_returns_by_step": [float(r) for r in returns],
@@ -114,11 +114,11 @@ def run(c, stop):
     while it < n_iter:
         tasks = dist.sample_batch()
         begin = time.time()
-        with _compiling(stop, log, "the meta-training step", "training" in first_calls):
-            out = ml.metatrain_step(tasks, T, E)
+        with compiling(stop, log, "the meta-training step", "training" in first_calls):
+            ml.metatrain_step(tasks, T, E)
         first_calls.discard("training")
         it += 1
-        _check_finite(c, it, [], ml, run_dir)
+        check_finite(c, it, [], ml, run_dir)
         before = float(np.mean([t.last_stats["mean_return_before"] for t in tasks]))
         after = float(np.mean([t.last_stats["mean_return"] for t in tasks]))
         trpo = {k: float(getattr(ml, "last_trpo", {})[k]) for k in TRPO_SCALARS if k in getattr(ml, "last_trpo", {})}
@@ -146,7 +146,7 @@ def run(c, stop):
     log(f"learning curve: {curve}")
     if c.dataset == "navigation2d":
         goals = validation_tasks(dist, 4, c.seed + 3)
-        from pymeta.training import monitoring_leaves_the_run_alone
+        from pymeta.run_support import monitoring_leaves_the_run_alone
         with monitoring_leaves_the_run_alone():
             np.random.seed(c.seed + 4)
             path = plot_navigation_trajectories(ml, goals, T, artifact_path(c.model_save_filename,

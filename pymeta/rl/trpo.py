@@ -16,7 +16,7 @@ if none qualifies, theta is unchanged.
 
 import logging
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict
 
 import keras
 import numpy as np
