@@ -13,6 +13,7 @@ import numpy as np
 from pymeta.rl import Agent, build_problem, make_gaussian_policy, navigation2d
 from pymeta.rl.navigation import Navigation2DEnv
 from pymeta.rl.task import collect
+from pymeta.rl.trpo import TRPO_HVP_METHODS
 
 
 def sampler_rate(tasks, agent, episodes, repeats=2):
@@ -32,6 +33,8 @@ def main():
     parser.add_argument("--no_mujoco", action="store_true")
     parser.add_argument("--vectorization", default="sync", choices=["sync", "async"])
     parser.add_argument("--meta_iterations", type=int, default=3)
+    parser.add_argument("--trpo_hvp", nargs="+", default=list(TRPO_HVP_METHODS[:2]), choices=TRPO_HVP_METHODS,
+                        help="the MAML-TRPO rows: how CG's KL Hessian-vector products are computed")
     args = parser.parse_args()
     np.random.seed(0)
 
@@ -53,12 +56,24 @@ def main():
         print(f"halfcheetah_dir 40 tasks x 20 envs ({args.vectorization}): bare {bare:,.0f} env-steps/s, "
               f"sampler {rate:,.0f} env-steps/s (ratio {bare / rate:.2f})")
 
-    for metamodel, outer in (("fomaml", "adam"), ("maml", "adam"), ("maml", "trpo")):
+    runs = [("fomaml", "adam", None), ("maml", "adam", None)] + [("maml", "trpo", h) for h in args.trpo_hvp]
+    for metamodel, outer, hvp in runs:
         p = build_problem("navigation2d", metamodel, outer, seed=0)
         dist, ml = p.distribution, p.metalearner
+        if hvp is not None:
+            ml.hvp = hvp  # before the first call traces the TRPO step
         ml.metatrain_step(dist.sample_batch(), 1, 20)  # compiles
-        t = min(_timed(lambda: ml.metatrain_step(dist.sample_batch(), 1, 20)) for _ in range(args.meta_iterations))
-        print(f"navigation2d meta-iteration {metamodel}-{outer} (20 x 20 x 100, 1 inner step): {t:.2f} s")
+        times, parts = [], []
+        for _ in range(args.meta_iterations):
+            times.append(_timed(lambda: parts.append(ml.metatrain_step(dist.sample_batch(), 1, 20))))
+        best = int(np.argmin(times))
+        name = f"{metamodel}-{outer}" + (f" (KL HVPs: {hvp})" if hvp else "")
+        split = ""
+        if hvp is not None:
+            b = parts[best]
+            split = (f"  [collect {b['seconds_collect']:.2f} s, gradient + CG {b['seconds_direction']:.2f} s, "
+                     f"line search {b['seconds_line_search']:.2f} s]")
+        print(f"navigation2d meta-iteration {name} (20 x 20 x 100, 1 inner step): {times[best]:.2f} s{split}")
 
 
 if __name__ == "__main__":

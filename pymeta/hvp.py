@@ -86,6 +86,34 @@ def hvp_forward_over_backward(f, params, vector):
             for p, t in zip(params, acc.jvp(grads, unconnected_gradients=tf.UnconnectedGradients.ZERO))]
 
 
+def gauss_newton_vector_product(outputs_fn, output_loss, params, vector):
+    """G v = J^T (d^2 l / d out^2) J v, with out = outputs_fn(params) and J = d out / d params.
+
+    This is H v for the Hessian H of l(outputs_fn(params)) wherever d l / d out = 0, e.g. a KL
+    divergence KL(out || out_old) at out = out_old (TRPO's trust region at the old parameters). It
+    needs one forward-mode pass (J v) and one reverse pass (J^T u) through outputs_fn, not a reverse
+    pass through a gradient of outputs_fn, which is what makes it cheaper when outputs_fn contains a
+    gradient itself (MAML's adaptation step: second instead of third derivatives of the inner loss).
+    output_loss: out -> scalar; its curvature in out is computed by autodiff on the outputs alone.
+    """
+    params, vector = _as_list(params), _as_list(vector)
+    zero = tf.UnconnectedGradients.ZERO
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        with tf.autodiff.ForwardAccumulator(params, vector) as acc:
+            out = outputs_fn(params)
+        jv = acc.jvp(out, unconnected_gradients=zero)
+    leaf = tf.stop_gradient(out)
+    with tf.GradientTape() as outer:
+        outer.watch(leaf)
+        with tf.GradientTape() as inner:
+            inner.watch(leaf)
+            loss = output_loss(leaf)
+        grad = inner.gradient(loss, leaf, unconnected_gradients=zero)
+    curvature_jv = outer.gradient(grad, leaf, output_gradients=tf.stop_gradient(jv), unconnected_gradients=zero)
+    return tape.gradient(out, params, output_gradients=curvature_jv, unconnected_gradients=zero)
+
+
 class HessianOperator:
     """v -> H v for the Hessian H of the scalar function f at `params`.
 

@@ -244,3 +244,44 @@ def test_cg_stops_computing_products_once_converged(unroll):
     calls.assign(0)
     full = tf.function(lambda b: hvp.conjugate_gradient(matvec, [b], 10, tol=0.0, unroll=unroll))(tf.constant(b))
     assert int(full.steps) > 2 and int(calls.numpy()) == int(full.steps)
+
+
+def test_gauss_newton_product_equals_explicit_jacobians_and_the_hessian_at_a_minimum():
+    """G v against J^T C J v from explicit Jacobians (numpy), with outputs that contain a gradient
+    step (as MAML's adaptation does); and G v = H v where the output loss is at its minimum."""
+    rng = np.random.default_rng(1)
+    with floatx("float64"):
+        model = mlp([3, 4, 2], activation="tanh", seed=2)
+    fm = FunctionalModel(model, "mse")
+    state = state_of(model)
+    x, y = tf.constant(rng.normal(size=(5, 3))), tf.constant(rng.normal(size=(5, 2)))
+    xq = tf.constant(rng.normal(size=(6, 3)))
+
+    def outputs(params):  # one inner SGD step, then the adapted model's outputs on xq
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            loss = fm.loss(params, state, x, y, training=True)
+        adapted = [p - 0.3 * g for p, g in zip(params, tape.gradient(loss, params))]
+        return model.stateless_call(adapted, state, xq)[0]
+
+    target = tf.constant(rng.normal(size=(6, 2)))
+    weights = tf.constant(rng.uniform(0.5, 2.0, size=(6, 2)))
+
+    def output_loss(out):  # curvature C = diag(2 w) in the flattened outputs
+        return tf.reduce_sum(weights * tf.square(out - target))
+
+    params = params_of(model)
+    v = [tf.constant(rng.normal(size=p.shape)) for p in params]
+    got = flat(hvp.gauss_newton_vector_product(outputs, output_loss, params, v))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(params)
+        out = outputs(params)
+    jacobian = np.concatenate([np.reshape(j.numpy(), (12, -1)) for j in
+                               tape.jacobian(out, params, experimental_use_pfor=False)], axis=1)  # [12, P]
+    expected = jacobian.T @ (2 * weights.numpy().ravel() * (jacobian @ flat(v)))
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+    # at the loss's minimum in the outputs (target = outputs(params)) G v is the Hessian's product
+    target = tf.constant(outputs(params).numpy())
+    got = flat(hvp.gauss_newton_vector_product(outputs, output_loss, params, v))
+    full = flat(hvp.hvp_reverse_over_reverse_recompute(lambda p: output_loss(outputs(p)), params, v))
+    np.testing.assert_allclose(got, full, rtol=1e-8, atol=1e-10)

@@ -96,3 +96,31 @@ def test_trpo_step_satisfies_the_kl_constraint_and_improves_the_surrogate():
     ml.max_kl = 1e-4
     out = ml.trpo_update(data)
     assert out["accepted"] == 1.0 and 0.1e-4 < out["kl"] <= 1e-4
+
+
+def test_kl_hessian_products_agree_at_theta_old_and_gauss_newton_differs_away_from_it():
+    """TRPO's three ways of computing CG's KL Hessian-vector products give the same product at
+    theta_old (Gauss-Newton is exact there, the KL being at its minimum); moved away from theta_old,
+    the Gauss-Newton product leaves out the KL's gradient term, so it no longer equals the Hessian."""
+    with floatx("float64"):
+        model = make_gaussian_policy(2, 2, hidden=(8,), seed=3)
+    agent = Agent(model, Navigation2DEnv.action_space)
+    mls = {m: MAMLTRPOMetaLearner(model, inner_optimizer=optim.sgd(0.5), objective=agent.objective, hvp=m)
+           for m in ("gauss_newton", "per_task", "shared")}
+    for ml in mls.values():
+        ml.initialize()
+    ml = mls["per_task"]
+    data = tf.nest.map_structure(tf.convert_to_tensor,
+                                 ml.stack_tasks(navigation2d(batch_size=3, horizon=15).sample_batch(), 1, 4))
+    theta, state = ml._theta(), ml._state()
+    old = ml._old_outputs(theta, state, data)
+    rng = np.random.default_rng(0)
+    v = [tf.constant(rng.normal(size=t.shape)) for t in theta]
+    moved = [t + 0.05 * tf.constant(rng.normal(size=t.shape)) for t in theta]
+    for at, same in ((theta, True), (moved, False)):
+        products = {m: flat(mls[m]._kl_hvp(at, state, data, old)(v)) for m in mls}
+        np.testing.assert_allclose(products["shared"], products["per_task"], rtol=1e-8, atol=1e-12)
+        gap = np.abs(products["gauss_newton"] - products["per_task"]).max() / np.abs(products["per_task"]).max()
+        assert (gap < 1e-8) if same else (gap > 1e-3)
+    with pytest.raises(ValueError, match="unknown TRPO Hessian-vector product"):
+        MAMLTRPOMetaLearner(model, inner_optimizer=optim.sgd(0.5), objective=agent.objective, hvp="exact")

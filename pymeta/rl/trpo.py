@@ -24,11 +24,14 @@ import tensorflow as tf
 
 from pymeta.core.meta_learner import for_each_task
 from pymeta.core.task_data import task_slice
-from pymeta.hvp import HessianOperator, conjugate_gradient, hvp_reverse_over_reverse_recompute, vdot
+from pymeta.hvp import (HessianOperator, conjugate_gradient, gauss_newton_vector_product,
+                        hvp_reverse_over_reverse_recompute, vdot)
 from pymeta.metalearners.maml import MAMLMetaLearner
 from pymeta.rl.task import agent_of_learner
 
 log = logging.getLogger(__name__)
+
+TRPO_HVP_METHODS = ("gauss_newton", "per_task", "shared")
 
 
 def line_search(theta, full_step, evaluate: Callable, old_loss: float, max_kl: float,
@@ -53,22 +56,26 @@ class MAMLTRPOMetaLearner(MAMLMetaLearner):
         model: the policy model; objective: the agent's policy-gradient objective (required).
         max_kl, cg_iters, cg_damping, backtrack_ratio, max_backtracks: the paper's 0.01, 10, 1e-5,
             0.8, 15 by default.
-        hvp_per_task: compute each KL Hessian-vector product task by task with fresh tapes (default),
-            or (False) through one `HessianOperator` sharing the forward and first backward pass of
-            all tasks. Measured on 2D navigation (20 x 20 x 100): about as fast per iteration (14-16 s
-            vs 16-18 s on 2 loaded cores) but 140 s instead of 50 s to compile, so per task is default.
+        hvp: how the KL Hessian-vector products of CG are computed, each the mean over the tasks of
+            theirs: "gauss_newton" (default) J^T F J v with J the Jacobian of the adapted policy's outputs
+            (a forward-mode and a reverse pass through the adaptation; equal to the Hessian at theta_old,
+            where every task's KL is at its minimum), "per_task" (reverse over reverse, fresh tapes per
+            task: third derivatives of the inner loss), "shared" (reverse over reverse through one
+            `HessianOperator` sharing the forward and first backward pass of all tasks; slow to compile).
         **kwargs: inner_optimizer, first_order, ...: see `MAMLMetaLearner` (no outer optimizer).
     """
 
     aux_names = ("last_minibatch_loss",)
 
     def __init__(self, model, max_kl: float = 0.01, cg_iters: int = 10, cg_damping: float = 1e-5,
-                 backtrack_ratio: float = 0.8, max_backtracks: int = 15, hvp_per_task: bool = True,
+                 backtrack_ratio: float = 0.8, max_backtracks: int = 15, hvp: str = "gauss_newton",
                  **kwargs):
         super().__init__(model, keras.optimizers.SGD(0.0), **kwargs)  # the Keras optimizer is unused
         self.max_kl, self.cg_iters, self.cg_damping = float(max_kl), int(cg_iters), float(cg_damping)
         self.backtrack_ratio, self.max_backtracks = float(backtrack_ratio), int(max_backtracks)
-        self.hvp_per_task = bool(hvp_per_task)
+        if hvp not in TRPO_HVP_METHODS:
+            raise ValueError(f"unknown TRPO Hessian-vector product {hvp!r}: use one of {', '.join(TRPO_HVP_METHODS)}")
+        self.hvp = hvp
         self.last_trpo: Dict[str, float] = {}
         self._trpo_fns = {}
 
@@ -88,9 +95,26 @@ class MAMLTRPOMetaLearner(MAMLMetaLearner):
         _, actions, adv, mask = task.query
         out = self._task_outputs(theta, state, task)
         ratio = tf.exp(_log_prob(agent, out, actions) - _log_prob(agent, old, actions))
-        total = tf.reduce_sum(mask)
-        return (-tf.reduce_sum(mask * ratio * adv) / total,
-                tf.reduce_sum(mask * agent.kl(out, old)) / total)
+        return -tf.reduce_sum(mask * ratio * adv) / tf.reduce_sum(mask), self._mean_kl(out, old, mask)
+
+    def _mean_kl(self, out, old, mask):
+        """mean over the unmasked steps of KL(pi_out || pi_old); out, old [N, D], mask [N]."""
+        return tf.reduce_sum(mask * self.agent.kl(out, old)) / tf.reduce_sum(mask)
+
+    def _kl_hvp(self, theta, state, data, old):
+        """v -> H v, H the Hessian at theta of the mean over the tasks of their KL (see `hvp`)."""
+        if self.hvp == "gauss_newton":  # exact at theta_old, where each task's KL is at its minimum
+            def per_task(v):
+                return lambda i, task: gauss_newton_vector_product(
+                    lambda th: self._task_outputs(th, state, task),
+                    lambda out: self._mean_kl(out, old[i], task.query[3]), theta, v)
+            return lambda v: self._mean_over_tasks(data, per_task(v), theta)
+        if self.hvp == "per_task":
+            return lambda v: self._mean_over_tasks(data, lambda i, task: hvp_reverse_over_reverse_recompute(
+                lambda th: self._task_surrogate_and_kl(th, state, task, old[i])[1], theta, v), theta)
+        zero = tf.zeros([], theta[0].dtype)  # one forward and first backward pass for all the products
+        return HessianOperator(lambda th: self._mean_over_tasks(
+            data, lambda i, task: [self._task_surrogate_and_kl(th, state, task, old[i])[1]], [zero])[0], theta)
 
     def _old_outputs(self, theta, state, data):
         return tf.map_fn(lambda i: self._task_outputs(theta, state, task_slice(data, i)),
@@ -118,15 +142,7 @@ class MAMLTRPOMetaLearner(MAMLMetaLearner):
 
         loss, *g = self._mean_over_tasks(data, loss_and_grad, [tf.zeros([], theta[0].dtype)] + list(theta))
 
-        if self.hvp_per_task:
-            def hvp(v):  # the KL's Hessian is the mean of the tasks' Hessians
-                return self._mean_over_tasks(data, lambda i, task: hvp_reverse_over_reverse_recompute(
-                    lambda th: self._task_surrogate_and_kl(th, state, task, old[i])[1], theta, v), theta)
-        else:  # one forward and first backward pass for all the products (pymeta.hvp.HessianOperator)
-            zero = tf.zeros([], theta[0].dtype)
-            hvp = HessianOperator(lambda th: self._mean_over_tasks(
-                data, lambda i, task: [self._task_surrogate_and_kl(th, state, task, old[i])[1]], [zero])[0], theta)
-
+        hvp = self._kl_hvp(theta, state, data, old)
         x = conjugate_gradient(hvp, g, tf.constant(self.cg_iters), damping=self.cg_damping).x
         shs = 0.5 * (vdot(x, hvp(x)) + self.cg_damping * vdot(x, x))
         scale = tf.sqrt(shs / tf.cast(max_kl, shs.dtype))
