@@ -89,15 +89,12 @@ def metatrain(c: RunConfig, distributed: Optional[bool] = None) -> List[dict]:
     check_config(c)
     check_output_folders(c.model_save_filename, c.resolved_run_dir() + os.sep)  # before any work
     rl = c.dataset in registry.RL_DATASETS
-    if rl and distributed:
-        raise ValueError(f"--dataset={c.dataset} (reinforcement learning) does not run under MPI: start it "
-                         "without mpiexec")
     root = not distributed or mpi.get_rank_and_size()[0] == 0
     # from the start: a signal during set-up still ends in a checkpoint
     with SignalFlag() as stop, (run_lock(c.resolved_run_dir()) if root else contextlib.nullcontext()):
         if rl:  # pymeta.rl's run loop (its per-dataset defaults: see config.resolve_rl_defaults)
             from pymeta.rl.training import run
-            return run(c, stop)
+            return run(c, stop, distributed)
         return _metatrain(c, distributed, stop)
 
 

@@ -287,3 +287,43 @@ def _same_model_on_one_process_and_two_ranks(tmp_path, args):
                     load_model(tmp_path / "two" / "m.h5").get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     return multi
+
+
+# --- reinforcement learning under mpiexec -------------------------------------------------------------
+@pytest.mark.slow
+def test_maml_trpo_step_split_across_two_ranks_equals_the_single_process_step(mpi, tmp_path):
+    """Each rank keeps 3 or 2 of 5 tasks' recorded episodes; TRPO's means (gradient, every CG
+    Hessian-vector product, every line-search evaluation) are combined by Allreduces: both ranks
+    take the step of one process holding all 5 tasks, and stay bit-identical."""
+    code, stdout, stderr, _ = run_mpi(2, "rl_trpo_equivalence.py", tmp_path, timeout=400)
+    assert code == 0, f"rl_trpo_equivalence.py failed ({code}):\n{stdout}\n{stderr[-4000:]}"
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert (r0["local_tasks"], r1["local_tasks"]) == (3, 2)
+    flat = lambda t: np.concatenate([np.ravel(x) for x in t])  # noqa: E731
+    np.testing.assert_array_equal(flat(r0["theta"]), flat(r1["theta"]))
+    assert r0["trpo"]["accepted"] == r0["reference_trpo"]["accepted"] == 1.0
+    assert r0["trpo"]["backtracks"] == r0["reference_trpo"]["backtracks"]
+    # CG (10 steps, damping 1e-5) amplifies the round-off of the summation order to about 1e-8
+    np.testing.assert_allclose(flat(r0["theta"]), flat(r0["reference_theta"]), rtol=1e-6, atol=1e-7)
+    step = np.abs(flat(r0["reference_theta"]) - flat(r0["theta_before"])).max()
+    assert np.abs(flat(r0["theta"]) - flat(r0["reference_theta"])).max() < 1e-5 * step
+    for k in ("surrogate_before", "surrogate_after", "kl", "expected_improvement"):
+        np.testing.assert_allclose(r0["trpo"][k], r0["reference_trpo"][k], rtol=1e-5, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_rl_run_under_mpiexec_logs_and_saves_on_rank_0(mpi, tmp_path):
+    """`mpiexec -n 2 python example_metatrain.py --dataset=navigation2d --metamodel=fomaml`: each rank
+    collects its share of the meta-batch; rank 0 alone logs and writes the model and its history."""
+    example = os.path.join(REPO, "example_metatrain.py")
+    cmd = [shutil.which("mpiexec"), "-n", "2", sys.executable, example, "--dataset=navigation2d",
+           "--metamodel=fomaml", "--meta_batch_size=3", "--episodes_per_task=2", "--horizon=10",
+           "--num_outer_metatraining_iterations=4", "--test_every_k_iterations=2", "--save_every_k_iterations=2",
+           "--notensorboard", "--noprogress", f"--model_save_filename={tmp_path}/m.h5"]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=child_env(), timeout=RUN_TIMEOUT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    log = run.stdout + run.stderr
+    assert log.count("iter      3  return before adaptation") == 1  # only rank 0 logs
+    history = json.loads((tmp_path / "m_history.json").read_text())["history"]
+    assert [h["iteration"] for h in history if "return_after" in h] == [1, 2, 3, 4]
+    assert all(np.isfinite(h["return_after"]) for h in history if "return_after" in h)

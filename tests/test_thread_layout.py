@@ -91,3 +91,18 @@ def test_bfloat16_without_native_support_warns(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         setup_run(RunConfig(dataset="sinusoid", precision="mixed_bfloat16"))
+
+
+def test_an_rl_run_applies_the_thread_flags(tmp_path):
+    """--num_threads / --inter_op_threads reach TensorFlow in an RL run (fresh process)."""
+    code = ("from pymeta.config import RunConfig, resolve_rl_defaults; from pymeta.training import metatrain; "
+            "import tensorflow as tf; "
+            "metatrain(resolve_rl_defaults(RunConfig(dataset='navigation2d', metamodel='fomaml', num_threads=1, "
+            "inter_op_threads=2, meta_batch_size=2, episodes_per_task=2, horizon=5, "
+            "num_outer_metatraining_iterations=1, tensorboard=False, progress=False, "
+            f"model_save_filename={str(tmp_path / 'm.h5')!r}))); "
+            "print(tf.config.threading.get_intra_op_parallelism_threads(), "
+            "tf.config.threading.get_inter_op_parallelism_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[-2:] == ["1", "2"]

@@ -61,22 +61,32 @@ def seeded_adaptation_returns(metalearner, tasks, num_steps, episodes_per_task, 
                                   per_task=per_task)
 
 
-def run(c, stop):
+def run(c, stop, distributed: bool = False):
     """Run (or resume) RL meta-training for config `c` (see the module doc); returns the history
-    (one entry per meta-iteration and one per validation, with key 'validation_returns_by_step')."""
+    (one entry per meta-iteration and one per validation, with key 'validation_returns_by_step').
+    distributed: an MPI run (see `MPIShare`): each rank collects and adapts to its share of the
+    meta-batch; rank 0 logs, validates, saves and writes checkpoints."""
+    from pymeta import runtime
     from pymeta.run_support import (Interrupted, Summaries, check_finite, check_outputs, compiling,
                                     find_resume_point)
     from pymeta.plots import plot_navigation_trajectories, plot_rl_learning_curve
     c = resolve_rl_defaults(c, given=set(vars(c)))  # horizon 0 and outer_optimizer auto made explicit
-    log = logger.info
+    explicit = c.num_threads > 0 or c.inter_op_threads > 0
+    if explicit or distributed:  # else TensorFlow's default (the task-parallel layout is the conv nets')
+        runtime.apply_thread_layout(*runtime.thread_layout(c, distributed), explicit=explicit)
+    share = MPIShare() if distributed else None
+    is_root = share is None or share.is_root
+    log = logger.info if is_root else (lambda *a, **k: None)
     log(settings_line(c))
     problem = build_run_problem(c)
     ml, model, dist = problem.metalearner, problem.model, problem.distribution
+    stepper = ml if share is None else share.stepper(ml)
     run_dir = c.resolved_run_dir()
-    ckpt.remove_stale_temporaries(run_dir)
-    ckpt.remove_stale_temporaries(os.path.dirname(os.path.abspath(c.model_save_filename)),
-                                  "." + os.path.splitext(os.path.basename(c.model_save_filename))[0])
-    resume_from = find_resume_point(c, run_dir)
+    if is_root:
+        ckpt.remove_stale_temporaries(run_dir)
+        ckpt.remove_stale_temporaries(os.path.dirname(os.path.abspath(c.model_save_filename)),
+                                      "." + os.path.splitext(os.path.basename(c.model_save_filename))[0])
+    resume_from = find_resume_point(c, run_dir, is_root)
     check_outputs(c, run_dir, resume_from is not None)
     T, E, n_iter = c.num_inner_training_iterations, c.episodes_per_task, c.num_outer_metatraining_iterations
     settings = model_settings(c, "sgd")
@@ -85,21 +95,29 @@ def run(c, stop):
         it, history = ckpt.load_checkpoint(resume_from, ml)
         log(f"resumed from {resume_from} at iteration {it}")
     val_tasks = validation_tasks(dist, c.num_validation_batches * c.meta_batch_size, c.seed + 1)
-    summaries = Summaries(os.path.join(run_dir, "tensorboard"), c.tensorboard)
+    if share is not None:
+        share.start(ml, c.seed, it)  # rank 0's theta everywhere; each rank its own task stream
+    summaries = Summaries(os.path.join(run_dir, "tensorboard"), c.tensorboard and is_root)
     # training time continues from the checkpoint's (not from the last validation's)
     start = time.time() - (ckpt.elapsed_seconds(resume_from, history) if resume_from else 0.0)
     first_calls = {"validation", "training"}
 
     def save():
+        if not is_root:
+            return
         save_model(model, c.model_save_filename, settings=settings)
         write_json_atomic(artifact_path(c.model_save_filename, "history.json"),
                           {"settings": settings, "history": history})
 
     def checkpoint():
+        if not is_root:
+            return None
         return ckpt.save_checkpoint(run_dir, it, ml, history, run_identity(c), c.keep_checkpoints,
                                     seconds=time.time() - start)
 
     def validation():
+        if not is_root:  # the other ranks go on to the next step's collectives and wait there
+            return
         with compiling(stop, log, "the validation step", "validation" in first_calls):
             returns = seeded_adaptation_returns(ml, val_tasks, T, E, c.seed + 2)
         first_calls.discard("validation")
@@ -112,15 +130,19 @@ def run(c, stop):
     if not history:
         validation()
     while it < n_iter:
-        tasks = dist.sample_batch()
+        tasks = dist.sample_batch(c.meta_batch_size if share is None else share.local_count(c.meta_batch_size))
         begin = time.time()
         with compiling(stop, log, "the meta-training step", "training" in first_calls):
-            ml.metatrain_step(tasks, T, E)
+            stepper.metatrain_step(tasks, T, E)
         first_calls.discard("training")
         it += 1
         check_finite(c, it, [], ml, run_dir)
-        before = float(np.mean([t.last_stats["mean_return_before"] for t in tasks]))
-        after = float(np.mean([t.last_stats["mean_return"] for t in tasks]))
+        sums = [sum(t.last_stats[k] for t in tasks) for k in ("mean_return_before", "mean_return")]
+        if share is not None:
+            sums, count = share.sum(sums, len(tasks))
+        else:
+            count = len(tasks)
+        before, after = (float(v / count) for v in sums)
         trpo = {k: float(getattr(ml, "last_trpo", {})[k]) for k in TRPO_SCALARS if k in getattr(ml, "last_trpo", {})}
         entry = {"iteration": it, "return_before": before, "return_after": after,
                  "seconds": round(time.time() - start, 2), **trpo}
@@ -136,10 +158,15 @@ def run(c, stop):
         if it % c.save_every_k_iterations == 0 or it == n_iter:
             save()
             checkpoint()
-        if stop.signum is not None:
+        signum = stop.signum
+        if share is not None:  # every rank stops at the same iteration, or the others would wait forever
+            signum = share.collectives.allreduce_max(signum or 0) or None
+        if signum is not None:
             path = checkpoint()
             save()
-            raise Interrupted(stop.signum, path)
+            raise Interrupted(signum, path)
+    if not is_root:
+        return history
     if not os.path.exists(c.model_save_filename):
         save()
     curve = plot_rl_learning_curve(history, artifact_path(c.model_save_filename, "learning_curve.png"))
@@ -154,3 +181,52 @@ def run(c, stop):
         log(f"trajectories before and after adaptation: {path}")
     log(f"model saved to {c.model_save_filename} ({time.time() - start:.0f} s)")
     return history
+
+
+class MPIShare:
+    """An RL run's part in an MPI launch. Rank r draws its own `local_count` tasks of each meta-batch
+    from its own stream (numpy seeded with `mpi.rank_seed(seed, r)`: task parameters, environment seeds
+    and action noise) and collects their episodes; the outer step combines the ranks: TRPO through the
+    Allreduces of `MAMLTRPOMetaLearner.collectives`, Adam through `DistributedMetaLearner` (per-rank
+    task sampling). A run is reproducible for a given number of ranks; resumed, rank 0 continues its
+    checkpointed stream and the others restart theirs from a seed derived from the iteration."""
+
+    def __init__(self, comm=None):
+        from pymeta.mpi import Collectives, default_comm
+        self.collectives = Collectives(default_comm() if comm is None else comm)
+        self.rank, self.size = self.collectives.rank, self.collectives.size
+        self.is_root = self.rank == 0
+
+    def stepper(self, metalearner):
+        """What runs a meta-iteration on this rank's tasks: the TRPO meta-learner itself (its means
+        combined across ranks) or a `DistributedMetaLearner` around an Adam meta-learner."""
+        from pymeta.rl.trpo import MAMLTRPOMetaLearner
+        if isinstance(metalearner, MAMLTRPOMetaLearner):
+            metalearner.collectives = self.collectives
+            self._distributed = None
+            return metalearner
+        from pymeta.metalearners.distributed import DistributedMetaLearner
+        self._distributed = DistributedMetaLearner(metalearner, self.collectives.comm, task_sampling="per_rank")
+        return self._distributed
+
+    def start(self, metalearner, seed, iteration):
+        """Rank 0's theta (and outer optimizer state) on every rank; this rank's task stream seeded."""
+        from pymeta.metalearners.distributed import DistributedMetaLearner
+        from pymeta.mpi import rank_seed
+        (self._distributed or DistributedMetaLearner(metalearner, self.collectives.comm)).broadcast_state()
+        if not (self.is_root and iteration > 0):  # a resumed rank 0 keeps its checkpointed stream
+            np.random.seed(rank_seed(seed + iteration, self.rank))
+
+    def local_count(self, meta_batch_size):
+        from pymeta.metalearners.distributed import share_bounds
+        start, stop = share_bounds(meta_batch_size, self.rank, self.size)
+        if stop == start:
+            raise ValueError(f"--meta_batch_size={meta_batch_size} gives rank {self.rank} of {self.size} no task: "
+                             "use at least as many tasks as ranks")
+        return stop - start
+
+    def sum(self, values, count):
+        """(values summed over the ranks, count summed over the ranks): one small Allreduce."""
+        buf = np.array(list(values) + [count], np.float64)
+        self.collectives.allreduce_sum_(buf)
+        return buf[:-1], buf[-1]

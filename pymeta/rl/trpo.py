@@ -12,6 +12,10 @@ g) with H v the Hessian-vector products of kl at theta_old (`pymeta.hvp`, throug
 full step x sqrt(2 max_kl / x^T H x), then a backtracking line search (ratio 0.8, 15 tries) that
 accepts the first theta_old - ratio^k step with surrogate below the old one and kl <= max_kl;
 if none qualifies, theta is unchanged.
+
+Under MPI (`collectives` set) each rank holds its own tasks' data; every mean over the tasks (loss and
+gradient, each KL Hessian-vector product of CG, each line-search evaluation) is combined across the
+ranks by an Allreduce inside the compiled step, so all ranks take the same step and theta stays equal.
 """
 
 import logging
@@ -77,6 +81,7 @@ class MAMLTRPOMetaLearner(MAMLMetaLearner):
             raise ValueError(f"unknown TRPO Hessian-vector product {hvp!r}: use one of {', '.join(TRPO_HVP_METHODS)}")
         self.hvp = hvp
         self.last_trpo: Dict[str, float] = {}
+        self.collectives = None  # a `pymeta.mpi.Collectives` under MPI (set before the first step)
         self._trpo_fns = {}
 
     @property
@@ -121,14 +126,16 @@ class MAMLTRPOMetaLearner(MAMLMetaLearner):
                          tf.range(_num_tasks(data)), fn_output_signature=theta[0].dtype)
 
     def _mean_over_tasks(self, data, per_task, like):
-        """mean over the tasks of per_task(i, task) (a list of tensors shaped like `like`)."""
-        m = _num_tasks(data)
-
+        """mean over the tasks of per_task(i, task) (a list of tensors shaped like `like`); under MPI
+        (`collectives`), over the tasks of all ranks: one Allreduce of the sums and the task count."""
         def step(i, acc):
             return [a + r for a, r in zip(acc, per_task(i, task_slice(data, i)))]
 
         total = for_each_task(data, step, [tf.zeros_like(t) for t in like])
-        return [t / tf.cast(m, t.dtype) for t in total]
+        count = tf.cast(_num_tasks(data), tf.float64)
+        if self.collectives is not None and self.collectives.size > 1:
+            total, count = _allreduce_sum(self.collectives, total, count)
+        return [t / tf.cast(count, t.dtype) for t in total]
 
     def _direction_fn(self, theta, data, max_kl):
         state = self._state()
@@ -208,6 +215,18 @@ class MAMLTRPOMetaLearner(MAMLMetaLearner):
             raise ValueError("the TRPO outer step needs the tasks' recorded data: update(results, tasks=tasks)")
         from pymeta.core.task_data import stack_task_data
         return self.trpo_update(stack_task_data([t.last_fit for t in tasks]))
+
+
+def _allreduce_sum(collectives, tensors, count):
+    """(tensors summed over the ranks, count summed over the ranks): one in-place float64 Allreduce of a
+    flat buffer, as a stateful op, so every rank runs its Allreduces in the same (program) order."""
+    flat = tf.concat([tf.reshape(tf.cast(t, tf.float64), [-1]) for t in tensors] + [tf.reshape(count, [1])], 0)
+    summed = tf.numpy_function(lambda b: collectives.allreduce_sum_(np.array(b, np.float64)), [flat], tf.float64,
+                               stateful=True)
+    summed.set_shape(flat.shape)
+    sizes = [int(np.prod(t.shape)) for t in tensors] + [1]
+    parts = tf.split(summed, sizes)
+    return [tf.cast(tf.reshape(p, tf.shape(t)), t.dtype) for p, t in zip(parts, tensors)], parts[-1][0]
 
 
 def _num_tasks(data):
