@@ -11,6 +11,7 @@ policy-gradient steps of `episodes_per_task` episodes each, then the outer step 
 seeded generators and without touching the run's (so a run's parameters do not depend on it).
 """
 
+import contextlib
 import logging
 import os
 import time
@@ -69,6 +70,9 @@ def run(c, stop, distributed: bool = False):
     from pymeta import runtime
     from pymeta.run_support import (Interrupted, Summaries, check_finite, check_outputs, compiling,
                                     find_resume_point)
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from pymeta.plots import plot_navigation_trajectories, plot_rl_learning_curve
     c = resolve_rl_defaults(c, given=set(vars(c)))  # horizon 0 and outer_optimizer auto made explicit
     explicit = c.num_threads > 0 or c.inter_op_threads > 0
@@ -129,42 +133,48 @@ def run(c, stop, distributed: bool = False):
 
     if not history:
         validation()
-    while it < n_iter:
-        tasks = dist.sample_batch(c.meta_batch_size if share is None else share.local_count(c.meta_batch_size))
-        begin = time.time()
-        with compiling(stop, log, "the meta-training step", "training" in first_calls):
-            stepper.metatrain_step(tasks, T, E)
-        first_calls.discard("training")
-        it += 1
-        check_finite(c, it, [], ml, run_dir)
-        sums = [sum(t.last_stats[k] for t in tasks) for k in ("mean_return_before", "mean_return")]
-        if share is not None:
-            sums, count = share.sum(sums, len(tasks))
-        else:
-            count = len(tasks)
-        before, after = (float(v / count) for v in sums)
-        trpo = {k: float(getattr(ml, "last_trpo", {})[k]) for k in TRPO_SCALARS if k in getattr(ml, "last_trpo", {})}
-        entry = {"iteration": it, "return_before": before, "return_after": after,
-                 "seconds": round(time.time() - start, 2), **trpo}
-        history.append(entry)
-        extra = f"  kl {trpo['kl']:.4f}  line-search steps {trpo['backtracks']:.0f}" if trpo else ""
-        log(f"iter {it:6d}  return before adaptation {before:.2f}  after {after:.2f}{extra}  "
-            f"({time.time() - begin:.1f} s)")
-        summaries.scalars(it, {"train/return_before_adaptation": before, "train/return_after_adaptation": after,
-                               **{f"trpo/{'line_search_steps' if k == 'backtracks' else k}": v
-                                  for k, v in trpo.items()}})
-        if it % c.test_every_k_iterations == 0 or it == n_iter:
-            validation()
-        if it % c.save_every_k_iterations == 0 or it == n_iter:
-            save()
-            checkpoint()
-        signum = stop.signum
-        if share is not None:  # every rank stops at the same iteration, or the others would wait forever
-            signum = share.collectives.allreduce_max(signum or 0) or None
-        if signum is not None:
-            path = checkpoint()
-            save()
-            raise Interrupted(signum, path)
+    bar = tqdm(total=n_iter, initial=it, disable=not (c.progress and is_root), unit="it", dynamic_ncols=True,
+               mininterval=1.0)
+    with logging_redirect_tqdm() if not bar.disable else contextlib.nullcontext(), bar:  # log lines above the bar
+        while it < n_iter:
+            tasks = dist.sample_batch(c.meta_batch_size if share is None else share.local_count(c.meta_batch_size))
+            begin = time.time()
+            with compiling(stop, log, "the meta-training step", "training" in first_calls):
+                stepper.metatrain_step(tasks, T, E)
+            first_calls.discard("training")
+            it += 1
+            check_finite(c, it, [], ml, run_dir)
+            sums = [sum(t.last_stats[k] for t in tasks) for k in ("mean_return_before", "mean_return")]
+            if share is not None:
+                sums, count = share.sum(sums, len(tasks))
+            else:
+                count = len(tasks)
+            before, after = (float(v / count) for v in sums)
+            last_trpo = getattr(ml, "last_trpo", {})
+            trpo = {k: float(last_trpo[k]) for k in TRPO_SCALARS if k in last_trpo}
+            entry = {"iteration": it, "return_before": before, "return_after": after,
+                     "seconds": round(time.time() - start, 2), **trpo}
+            history.append(entry)
+            bar.update(1)
+            bar.set_postfix(after=f"{after:.1f}", refresh=False)
+            extra = f"  kl {trpo['kl']:.4f}  line-search steps {trpo['backtracks']:.0f}" if trpo else ""
+            log(f"iter {it:6d}  return before adaptation {before:.2f}  after {after:.2f}{extra}  "
+                f"({time.time() - begin:.1f} s)")
+            summaries.scalars(it, {"train/return_before_adaptation": before, "train/return_after_adaptation": after,
+                                   **{f"trpo/{'line_search_steps' if k == 'backtracks' else k}": v
+                                      for k, v in trpo.items()}})
+            if it % c.test_every_k_iterations == 0 or it == n_iter:
+                validation()
+            if it % c.save_every_k_iterations == 0 or it == n_iter:
+                save()
+                checkpoint()
+            signum = stop.signum
+            if share is not None:  # every rank stops at the same iteration, or the others would wait forever
+                signum = share.collectives.allreduce_max(signum or 0) or None
+            if signum is not None:
+                path = checkpoint()
+                save()
+                raise Interrupted(signum, path)
     if not is_root:
         return history
     if not os.path.exists(c.model_save_filename):
