@@ -3,6 +3,7 @@ HalfCheetah, and the time of one meta-iteration on 2D navigation at the paper's 
 (20 tasks x 20 episodes x 100 steps, collected before and after one adaptation step).
 
     PYTHONPATH=. python benchmarks/bench_rl.py [--no_mujoco] [--vectorization async]
+    mpiexec -n 2 python benchmarks/bench_rl.py     # the MAML-TRPO rows with the tasks split over 2 ranks
 """
 
 import argparse
@@ -10,6 +11,7 @@ import time
 
 import numpy as np
 
+from pymeta import mpi
 from pymeta.rl import Agent, build_problem, make_gaussian_policy, navigation2d
 from pymeta.rl.navigation import Navigation2DEnv
 from pymeta.rl.task import collect
@@ -36,8 +38,22 @@ def main():
     parser.add_argument("--trpo_hvp", nargs="+", default=list(TRPO_HVP_METHODS[:2]), choices=TRPO_HVP_METHODS,
                         help="the MAML-TRPO rows: how CG's KL Hessian-vector products are computed")
     args = parser.parse_args()
-    np.random.seed(0)
+    share = None
+    if mpi.is_mpi_run():  # only the MAML-TRPO rows, each rank with its share of the 20 tasks
+        import os
 
+        from pymeta.rl.training import MPIShare
+        from pymeta.runtime import apply_thread_layout
+        threads = max(1, (os.cpu_count() or 1) // mpi.ranks_on_this_node())
+        apply_thread_layout(threads, threads)  # as a training run under MPI: cores / ranks each
+        share = MPIShare()
+    np.random.seed(0 if share is None else share.rank)
+    if share is None:
+        sampler_rows(args)
+    meta_iteration_rows(args, share)
+
+
+def sampler_rows(args):
     tasks = navigation2d(20).sample_batch()
     env = Navigation2DEnv(np.zeros((400, 2)))
     env.reset()
@@ -56,18 +72,32 @@ def main():
         print(f"halfcheetah_dir 40 tasks x 20 envs ({args.vectorization}): bare {bare:,.0f} env-steps/s, "
               f"sampler {rate:,.0f} env-steps/s (ratio {bare / rate:.2f})")
 
-    runs = [("fomaml", "adam", None), ("maml", "adam", None)] + [("maml", "trpo", h) for h in args.trpo_hvp]
+
+
+def meta_iteration_rows(args, share):
+    runs = [("fomaml", "adam", None), ("maml", "adam", None)] if share is None else []
+    runs += [("maml", "trpo", h) for h in args.trpo_hvp]
     for metamodel, outer, hvp in runs:
         p = build_problem("navigation2d", metamodel, outer, seed=0)
         dist, ml = p.distribution, p.metalearner
         if hvp is not None:
             ml.hvp = hvp  # before the first call traces the TRPO step
-        ml.metatrain_step(dist.sample_batch(), 1, 20)  # compiles
+        count = 20
+        if share is not None:  # this rank's tasks; TRPO's means combined by Allreduces
+            ml.collectives = share.collectives
+            count = share.local_count(20)
+        ml.metatrain_step(dist.sample_batch(count), 1, 20)  # compiles
         times, parts = [], []
         for _ in range(args.meta_iterations):
-            times.append(_timed(lambda: parts.append(ml.metatrain_step(dist.sample_batch(), 1, 20))))
+            times.append(_timed(lambda: parts.append(ml.metatrain_step(dist.sample_batch(count), 1, 20))))
+        if share is not None:  # the slowest rank's time
+            times = [share.collectives.allreduce_max(t) for t in times]
+            if not share.is_root:
+                continue
         best = int(np.argmin(times))
         name = f"{metamodel}-{outer}" + (f" (KL HVPs: {hvp})" if hvp else "")
+        if share is not None:
+            name += f" on {share.size} MPI ranks"
         split = ""
         if hvp is not None:
             b = parts[best]
