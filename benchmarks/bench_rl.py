@@ -7,6 +7,7 @@ HalfCheetah, and the time of one meta-iteration on 2D navigation at the paper's 
 """
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -40,8 +41,6 @@ def main():
     args = parser.parse_args()
     share = None
     if mpi.is_mpi_run():  # only the MAML-TRPO rows, each rank with its share of the 20 tasks
-        import os
-
         from pymeta.rl.training import MPIShare
         from pymeta.runtime import apply_thread_layout
         threads = max(1, (os.cpu_count() or 1) // mpi.ranks_on_this_node())
@@ -71,7 +70,6 @@ def sampler_rows(args):
         rate = sampler_rate(hc, Agent(make_gaussian_policy(17, 6), hc[0].action_space), 20, repeats=1)
         print(f"halfcheetah_dir 40 tasks x 20 envs ({args.vectorization}): bare {bare:,.0f} env-steps/s, "
               f"sampler {rate:,.0f} env-steps/s (ratio {bare / rate:.2f})")
-
 
 
 def meta_iteration_rows(args, share):

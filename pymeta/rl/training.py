@@ -101,7 +101,7 @@ def run(c, stop, distributed: bool = False):
         log(f"resumed from {resume_from} at iteration {it}")
     val_tasks = validation_tasks(dist, c.num_validation_batches * c.meta_batch_size, c.seed + 1)
     if share is not None:
-        share.start(ml, c.seed, it)  # rank 0's theta everywhere; each rank its own task stream
+        share.start(c.seed, it)  # rank 0's theta everywhere; each rank its own task stream
     summaries = Summaries(os.path.join(run_dir, "tensorboard"), c.tensorboard and is_root)
     # training time continues from the checkpoint's (not from the last validation's)
     start = time.time() - (ckpt.elapsed_seconds(resume_from, history) if resume_from else 0.0)
@@ -211,20 +211,18 @@ class MPIShare:
     def stepper(self, metalearner):
         """What runs a meta-iteration on this rank's tasks: the TRPO meta-learner itself (its means
         combined across ranks) or a `DistributedMetaLearner` around an Adam meta-learner."""
+        from pymeta.metalearners.distributed import DistributedMetaLearner
         from pymeta.rl.trpo import MAMLTRPOMetaLearner
+        self._distributed = DistributedMetaLearner(metalearner, self.collectives.comm, task_sampling="per_rank")
         if isinstance(metalearner, MAMLTRPOMetaLearner):
             metalearner.collectives = self.collectives
-            self._distributed = None
             return metalearner
-        from pymeta.metalearners.distributed import DistributedMetaLearner
-        self._distributed = DistributedMetaLearner(metalearner, self.collectives.comm, task_sampling="per_rank")
         return self._distributed
 
-    def start(self, metalearner, seed, iteration):
+    def start(self, seed, iteration):
         """Rank 0's theta (and outer optimizer state) on every rank; this rank's task stream seeded."""
-        from pymeta.metalearners.distributed import DistributedMetaLearner
         from pymeta.mpi import rank_seed
-        (self._distributed or DistributedMetaLearner(metalearner, self.collectives.comm)).broadcast_state()
+        self._distributed.broadcast_state()
         if not (self.is_root and iteration > 0):  # a resumed rank 0 keeps its checkpointed stream
             np.random.seed(rank_seed(seed + iteration, self.rank))
 
