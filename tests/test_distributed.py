@@ -311,6 +311,37 @@ def test_maml_trpo_step_split_across_two_ranks_equals_the_single_process_step(mp
         np.testing.assert_allclose(r0["trpo"][k], r0["reference_trpo"][k], rtol=1e-5, atol=1e-12)
 
 
+def _rl_mpi_run(folder, iterations):
+    """`mpiexec -n 2 example_metatrain.py` on tiny 2D-navigation FOMAML settings (model folder/m.h5)."""
+    example = os.path.join(REPO, "example_metatrain.py")
+    cmd = [shutil.which("mpiexec"), "-n", "2", sys.executable, example, "--dataset=navigation2d",
+           "--metamodel=fomaml", "--meta_batch_size=3", "--episodes_per_task=2", "--horizon=10",
+           f"--num_outer_metatraining_iterations={iterations}", "--test_every_k_iterations=2",
+           "--save_every_k_iterations=1", "--notensorboard", "--noprogress", f"--model_save_filename={folder}/m.h5"]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=child_env(), timeout=RUN_TIMEOUT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout + run.stderr
+
+
+@pytest.mark.slow
+def test_rl_run_under_mpiexec_resumes_exactly(mpi, tmp_path):
+    """A 2-rank RL run of 3 meta-iterations extended to 6 (resumed from its checkpoint: rank 0's
+    generators and theta; the other rank's task stream re-seeded per iteration) ends with exactly the
+    weights and training history of an uninterrupted 6-iteration run."""
+    import pymeta.rl  # noqa: F401  (registers the policy's layers)
+    from pymeta.model_io import load_model
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    _rl_mpi_run(whole, 6)
+    _rl_mpi_run(split, 3)
+    log = _rl_mpi_run(split, 6)
+    assert "resumed from" in log and "at iteration 3" in log
+    for a, b in zip(load_model(str(whole / "m.h5")).get_weights(), load_model(str(split / "m.h5")).get_weights()):
+        np.testing.assert_array_equal(a, b)
+    train = [[{k: v for k, v in h.items() if k != "seconds"} for h in
+              json.loads((f / "m_history.json").read_text())["history"] if "return_after" in h] for f in (whole, split)]
+    assert [h["iteration"] for h in train[0]] == [1, 2, 3, 4, 5, 6] and train[0] == train[1]
+
+
 @pytest.mark.slow
 def test_rl_run_under_mpiexec_logs_and_saves_on_rank_0(mpi, tmp_path):
     """`mpiexec -n 2 python example_metatrain.py --dataset=navigation2d --metamodel=fomaml`: each rank

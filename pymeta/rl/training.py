@@ -101,7 +101,7 @@ def run(c, stop, distributed: bool = False):
         log(f"resumed from {resume_from} at iteration {it}")
     val_tasks = validation_tasks(dist, c.num_validation_batches * c.meta_batch_size, c.seed + 1)
     if share is not None:
-        share.start(c.seed, it)  # rank 0's theta everywhere; each rank its own task stream
+        share.start()  # rank 0's theta (and outer optimizer state) everywhere
     summaries = Summaries(os.path.join(run_dir, "tensorboard"), c.tensorboard and is_root)
     # training time continues from the checkpoint's (not from the last validation's)
     start = time.time() - (ckpt.elapsed_seconds(resume_from, history) if resume_from else 0.0)
@@ -138,6 +138,8 @@ def run(c, stop, distributed: bool = False):
                mininterval=1.0)
     with logging_redirect_tqdm() if not bar.disable else contextlib.nullcontext(), bar:  # log lines above the bar
         while it < n_iter:
+            if share is not None:
+                share.seed_iteration(c.seed, it)
             tasks = dist.sample_batch(c.meta_batch_size if share is None else share.local_count(c.meta_batch_size))
             begin = time.time()
             with compiling(stop, log, "the meta-training step", "training" in first_calls):
@@ -199,8 +201,9 @@ class MPIShare:
     from its own stream (numpy seeded with `mpi.rank_seed(seed, r)`: task parameters, environment seeds
     and action noise) and collects their episodes; the outer step combines the ranks: TRPO through the
     Allreduces of `MAMLTRPOMetaLearner.collectives`, Adam through `DistributedMetaLearner` (per-rank
-    task sampling). A run is reproducible for a given number of ranks; resumed, rank 0 continues its
-    checkpointed stream and the others restart theirs from a seed derived from the iteration."""
+    task sampling). The stream is seeded again at every meta-iteration, from (seed, iteration, rank), so a
+    run is reproducible for a given number of ranks and a resumed run continues it exactly although only
+    rank 0's generators are in the checkpoint."""
 
     def __init__(self, comm=None):
         from pymeta.mpi import Collectives, default_comm
@@ -219,12 +222,15 @@ class MPIShare:
             return metalearner
         return self._distributed
 
-    def start(self, seed, iteration):
-        """Rank 0's theta (and outer optimizer state) on every rank; this rank's task stream seeded."""
-        from pymeta.mpi import rank_seed
+    def start(self):
+        """Rank 0's theta (and outer optimizer state) on every rank."""
         self._distributed.broadcast_state()
-        if not (self.is_root and iteration > 0):  # a resumed rank 0 keeps its checkpointed stream
-            np.random.seed(rank_seed(seed + iteration, self.rank))
+
+    def seed_iteration(self, seed, iteration):
+        """Seed this rank's stream for meta-iteration `iteration` (0-based): its tasks, environment
+        seeds and action noise depend on (seed, iteration, rank) alone."""
+        sequence = np.random.SeedSequence([int(seed), int(iteration), self.rank])
+        np.random.seed(int(sequence.generate_state(1, np.uint32)[0]))
 
     def local_count(self, meta_batch_size):
         from pymeta.metalearners.distributed import share_bounds
