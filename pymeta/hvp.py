@@ -173,6 +173,7 @@ class CGResult(NamedTuple):
     x: list                  # the solution, a list of tensors shaped like b
     residual_norms: tf.Tensor  # [num_steps + 1]: ||r_k|| of the CG recurrence, r_0 = b - A x0
     steps: tf.Tensor = None  # int32 scalar: iterations actually run (= products with A computed)
+    residual: list = None    # r = b - (A + damping I) x of the recurrence, for the returned x
 
 
 def conjugate_gradient(matvec, b, num_steps, damping=0.0, x0=None, tol=0.0, return_best=False,
@@ -189,9 +190,10 @@ def conjugate_gradient(matvec, b, num_steps, damping=0.0, x0=None, tol=0.0, retu
     unroll: unroll the iterations in Python (default: when num_steps is a Python int); otherwise a
         `tf.while_loop`.
 
-    Returns CGResult(x, residual_norms [num_steps + 1], steps) where residual_norms[k] is the norm of
-    the recurrence residual after k steps (equal to ||b - (A + damping I) x_k|| up to rounding; steps
-    after a stop repeat the last value) and `steps` the number of iterations actually run: once the
+    Returns CGResult(x, residual_norms [num_steps + 1], steps, residual) where residual_norms[k] is the
+    norm of the recurrence residual after k steps (equal to ||b - (A + damping I) x_k|| up to rounding;
+    steps after a stop repeat the last value), `residual` that residual for the returned x (so
+    (A + damping I) x = b - residual costs no further product) and `steps` the number of iterations actually run: once the
     residual is below tol * ||b|| (or curvature is non-positive) the remaining iterations are skipped
     by a `tf.cond`, so they cost no product with A. In exact arithmetic the solution is exact after as many steps as A
     has distinct eigenvalues (at most the dimension).
@@ -233,12 +235,17 @@ def conjugate_gradient(matvec, b, num_steps, damping=0.0, x0=None, tol=0.0, retu
         return tf.cond(stop, lambda: (x, r, p, rr, tf.constant(True), steps),
                        lambda: iterate(x, r, p, rr) + (steps + 1,))
 
-    def keep_best(best_x, best_rr, x, rr):
+    def keep_best(best, best_rr, x, r, rr):
         better = rr < best_rr
-        return [tf.where(better, a, c) for a, c in zip(x, best_x)], tf.minimum(rr, best_rr)
+        return [tf.where(better, a, c) for a, c in zip(x + r, best)], tf.minimum(rr, best_rr)
+
+    def result(x, r, norms, steps, best):
+        if return_best:
+            x, r = best[:len(x)], best[len(x):]
+        return CGResult(x, norms, steps, r)
 
     done, steps = tf.constant(False), tf.constant(0)
-    best_x, best_rr = list(x), rr
+    best, best_rr = list(x) + list(r), rr  # the iterate of smallest residual and its residual
     if unroll is None:
         unroll = isinstance(num_steps, int)
     if unroll:
@@ -247,20 +254,20 @@ def conjugate_gradient(matvec, b, num_steps, damping=0.0, x0=None, tol=0.0, retu
             x, r, p, rr, done, steps = step(x, r, p, rr, done, steps)
             norms.append(tf.sqrt(rr))
             if return_best:
-                best_x, best_rr = keep_best(best_x, best_rr, x, rr)
-        return CGResult(best_x if return_best else x, tf.stack(norms), steps)
+                best, best_rr = keep_best(best, best_rr, x, r, rr)
+        return result(x, r, tf.stack(norms), steps, best)
 
     num_steps = tf.convert_to_tensor(num_steps, tf.int32)
     norms = tf.TensorArray(dtype, size=num_steps + 1, element_shape=[])
     norms = norms.write(0, tf.sqrt(rr))
 
-    def body(k, x, r, p, rr, done, steps, norms, best_x, best_rr):
+    def body(k, x, r, p, rr, done, steps, norms, best, best_rr):
         x, r, p, rr, done, steps = step(x, r, p, rr, done, steps)
         if return_best:
-            best_x, best_rr = keep_best(best_x, best_rr, x, rr)
-        return k + 1, x, r, p, rr, done, steps, norms.write(k + 1, tf.sqrt(rr)), best_x, best_rr
+            best, best_rr = keep_best(best, best_rr, x, r, rr)
+        return k + 1, x, r, p, rr, done, steps, norms.write(k + 1, tf.sqrt(rr)), best, best_rr
 
-    _, x, _, _, _, _, steps, norms, best_x, _ = tf.while_loop(
+    _, x, r, _, _, _, steps, norms, best, _ = tf.while_loop(
         lambda k, *_: k < num_steps, body,
-        (tf.constant(0), x, r, p, rr, done, steps, norms, best_x, best_rr))
-    return CGResult(best_x if return_best else x, norms.stack(), steps)
+        (tf.constant(0), x, r, p, rr, done, steps, norms, best, best_rr))
+    return result(x, r, norms.stack(), steps, best)

@@ -246,6 +246,26 @@ def test_cg_stops_computing_products_once_converged(unroll):
     assert int(full.steps) > 2 and int(calls.numpy()) == int(full.steps)
 
 
+@pytest.mark.parametrize("unroll", [True, False])
+@pytest.mark.parametrize("return_best", [False, True])
+def test_cg_residual_is_b_minus_the_damped_product_of_the_returned_x(unroll, return_best):
+    """CGResult.residual (the recurrence's r, which TRPO uses for x^T (A + d I) x without another
+    product) equals b - (A + d I) x computed with numpy, for the last iterate (positive definite A)
+    and for the best one (A with a negative eigenvalue)."""
+    rng = np.random.RandomState(3)
+    q, _ = np.linalg.qr(rng.randn(12, 12))
+    a = q @ np.diag(np.linspace(-0.5 if return_best else 0.5, 4.0, 12)) @ q.T
+    b = rng.randn(12)
+    damping = 0.1
+    result = tf.function(lambda b: hvp.conjugate_gradient(
+        lambda v: [tf.linalg.matvec(tf.constant(a), v[0])], [b], 6, damping=damping, return_best=return_best,
+        unroll=unroll))(tf.constant(b))
+    x = result.x[0].numpy()
+    # up to the recurrence's rounding (1e-9 of ||b|| in float64 after 6 steps)
+    np.testing.assert_allclose(result.residual[0].numpy(), b - (a + damping * np.eye(12)) @ x, atol=1e-8)
+    assert np.linalg.norm(result.residual[0].numpy()) < np.linalg.norm(b)
+
+
 def test_gauss_newton_product_equals_explicit_jacobians_and_the_hessian_at_a_minimum():
     """G v against J^T C J v from explicit Jacobians (numpy), with outputs that contain a gradient
     step (as MAML's adaptation does); and G v = H v where the output loss is at its minimum."""
