@@ -78,10 +78,26 @@ class Agent:
     def policy_outputs_per_task(self, params_stacked: Sequence, obs: np.ndarray) -> np.ndarray:
         """obs [M, N, d] with one parameter set per task (leaves [M, ...]) -> outputs [M, N, D]: one
         compiled, vectorised call for all the tasks."""
-        def fn(params, o):
-            state = self.read_state()
-            return tf.vectorized_map(lambda args: self.outputs(args[0], state, args[1]), (params, o))
-        return self._fn("per_task", fn)(list(params_stacked), np.asarray(obs, self.dtype)).numpy()
+        return self._fn("per_task", self._per_task_outputs)(list(params_stacked),
+                                                            np.asarray(obs, self.dtype)).numpy()
+
+    def outputs_fn(self, obs_shape: Sequence[int], params_per_task: Optional[Sequence] = None):
+        """A callable obs -> outputs (numpy) bound to one traced graph, for the many calls of a rollout
+        (no signature matching per call): obs [N, d] with the model's current weights, or obs [M, E, d]
+        with one parameter set per task (leaves [M, ...]; see `policy_outputs_per_task`)."""
+        obs_spec = tf.TensorSpec(obs_shape, self.dtype)
+        if params_per_task is None:
+            graph = self._fn("current", lambda o: self.outputs(self.read_params(), self.read_state(), o))
+            concrete = graph.get_concrete_function(obs_spec)
+            return lambda obs: concrete(tf.constant(obs, self.dtype)).numpy()
+        params = [tf.convert_to_tensor(p) for p in params_per_task]
+        graph = self._fn("per_task", self._per_task_outputs)
+        concrete = graph.get_concrete_function([tf.TensorSpec(p.shape, p.dtype) for p in params], obs_spec)
+        return lambda obs: concrete(params, tf.constant(obs, self.dtype)).numpy()
+
+    def _per_task_outputs(self, params, o):
+        state = self.read_state()
+        return tf.vectorized_map(lambda args: self.outputs(args[0], state, args[1]), (params, o))
 
     def to_env(self, actions: np.ndarray) -> np.ndarray:
         """Raw actions -> actions of the action space (clipped to a Box; integers for Discrete)."""

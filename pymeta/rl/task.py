@@ -201,13 +201,17 @@ def collect(tasks: Sequence[RLTask], agent: Agent, episodes_per_task: int,
     if len(horizons) != 1 or len({type(t) for t in tasks}) != 1:
         raise ValueError("the tasks of a meta-batch must be of one type with one horizon")
     env = type(tasks[0]).make_env(tasks, e)
+    from pymeta.rl.policies import sample_actions
+    outputs = None  # one traced graph for all the steps (built at the first, when obs' shape is known)
 
     def policy(obs):
-        if params_per_task is None:
-            return agent.sample(obs)
-        out = agent.policy_outputs_per_task(params_per_task, obs.reshape((m, e) + obs.shape[1:]))
-        from pymeta.rl.policies import sample_actions
-        actions = sample_actions(agent.kind, out.reshape((m * e,) + out.shape[2:]))
+        nonlocal outputs
+        shape = obs.shape if params_per_task is None else (m, e) + obs.shape[1:]
+        if outputs is None:
+            outputs = agent.outputs_fn(shape, params_per_task)
+        out = outputs(obs.reshape(shape))
+        actions = sample_actions(agent.kind, out.reshape((m * e,) + out.shape[2:]) if params_per_task is not None
+                                 else out)
         return actions, agent.to_env(actions)
 
     episodes = rollout(env, policy, horizons.pop())

@@ -99,11 +99,15 @@ class MAMLTRPOMetaLearner(MAMLMetaLearner):
 
     def _task_surrogate_and_kl(self, theta, state, task, old):
         """(surrogate, mean KL(new || old)) of one task; old: the outputs [N, D] that collected its query."""
+        out = self._task_outputs(theta, state, task)
+        return self._surrogate(out, old, task), self._mean_kl(out, old, task.query[3])
+
+    def _surrogate(self, out, old, task):
+        """-mean over the unmasked query steps of pi_out(a|s) / pi_old(a|s) * advantage."""
         agent = self.agent
         _, actions, adv, mask = task.query
-        out = self._task_outputs(theta, state, task)
         ratio = tf.exp(_log_prob(agent, out, actions) - _log_prob(agent, old, actions))
-        return -tf.reduce_sum(mask * ratio * adv) / tf.reduce_sum(mask), self._mean_kl(out, old, mask)
+        return -tf.reduce_sum(mask * ratio * adv) / tf.reduce_sum(mask)
 
     def _mean_kl(self, out, old, mask):
         """mean over the unmasked steps of KL(pi_out || pi_old); out, old [N, D], mask [N]."""
@@ -134,23 +138,37 @@ class MAMLTRPOMetaLearner(MAMLMetaLearner):
         def step(i, acc):
             return [a + r for a, r in zip(acc, per_task(i, task_slice(data, i)))]
 
-        total = for_each_task(data, step, [tf.zeros_like(t) for t in like])
+        return self._mean_of_sums(data, for_each_task(data, step, [tf.zeros_like(t) for t in like]))
+
+    def _mean_of_sums(self, data, total):
         count = tf.cast(_num_tasks(data), tf.float64)
         if self.collectives is not None and self.collectives.size > 1:
             total, count = _allreduce_sum(self.collectives, total, count)
         return [t / tf.cast(count, t.dtype) for t in total]
 
-    def _direction_fn(self, theta, data, max_kl):
-        state = self._state()
-        old = tf.stop_gradient(self._old_outputs(theta, state, data))
-
-        def loss_and_grad(i, task):
+    def _loss_gradient_and_old(self, theta, state, data):
+        """(mean surrogate, its gradient, the old outputs [M, N, D]) at theta = theta_old, in one pass over
+        the tasks: there each task's adapted outputs are its old ones (held constant)."""
+        def step(i, carry):
+            acc, outs = carry
+            task = task_slice(data, i)
             with tf.GradientTape() as tape:
                 tape.watch(theta)
-                loss, _ = self._task_surrogate_and_kl(theta, state, task, old[i])
-            return [loss] + tape.gradient(loss, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                out = self._task_outputs(theta, state, task)
+                old = tf.stop_gradient(out)
+                loss = self._surrogate(out, old, task)
+            grads = tape.gradient(loss, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return [a + r for a, r in zip(acc, [loss] + grads)], outs.write(i, old)
 
-        loss, *g = self._mean_over_tasks(data, loss_and_grad, [tf.zeros([], theta[0].dtype)] + list(theta))
+        init = ([tf.zeros([], theta[0].dtype)] + [tf.zeros_like(t) for t in theta],
+                tf.TensorArray(theta[0].dtype, size=_num_tasks(data)))
+        total, outs = for_each_task(data, step, init)
+        loss, *g = self._mean_of_sums(data, total)
+        return loss, g, outs.stack()
+
+    def _direction_fn(self, theta, data, max_kl):
+        state = self._state()
+        loss, g, old = self._loss_gradient_and_old(theta, state, data)
 
         hvp = self._kl_hvp(theta, state, data, old)
         cg = conjugate_gradient(hvp, g, tf.constant(self.cg_iters), damping=self.cg_damping)
