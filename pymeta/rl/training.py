@@ -76,7 +76,7 @@ def run(c, stop, distributed: bool = False):
     from pymeta.plots import plot_navigation_trajectories, plot_rl_learning_curve
     c = resolve_rl_defaults(c, given=set(vars(c)))  # horizon 0 and outer_optimizer auto made explicit
     # as the conv nets: one thread per op and the tasks side by side (bench_rl.py, 2 cores: a 2D-navigation
-    # MAML-TRPO meta-iteration 1.22 s against 1.61 s with TensorFlow's default)
+    # MAML-TRPO meta-iteration 1.02 s against 1.42 s with TensorFlow's default)
     runtime.apply_thread_layout(*runtime.thread_layout(c, distributed),
                                 explicit=c.num_threads > 0 or c.inter_op_threads > 0)
     share = MPIShare() if distributed else None
