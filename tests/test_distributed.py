@@ -324,14 +324,13 @@ def _rl_mpi_run(folder, iterations):
 
 
 @pytest.mark.slow
-def test_rl_run_under_mpiexec_resumes_exactly(mpi, tmp_path):
+def test_rl_run_under_mpiexec_resumes_exactly(rl_mpi_whole_run, tmp_path):
     """A 2-rank RL run of 3 meta-iterations extended to 6 (resumed from its checkpoint: rank 0's
     generators and theta; the other rank's task stream re-seeded per iteration) ends with exactly the
     weights and training history of an uninterrupted 6-iteration run."""
     import pymeta.rl  # noqa: F401  (registers the policy's layers)
     from pymeta.model_io import load_model
-    whole, split = tmp_path / "whole", tmp_path / "split"
-    _rl_mpi_run(whole, 6)
+    whole, split = rl_mpi_whole_run[0], tmp_path / "split"
     _rl_mpi_run(split, 3)
     log = _rl_mpi_run(split, 6)
     assert "resumed from" in log and "at iteration 3" in log
@@ -342,19 +341,19 @@ def test_rl_run_under_mpiexec_resumes_exactly(mpi, tmp_path):
     assert [h["iteration"] for h in train[0]] == [1, 2, 3, 4, 5, 6] and train[0] == train[1]
 
 
+@pytest.fixture(scope="module")
+def rl_mpi_whole_run(mpi, tmp_path_factory):
+    """An uninterrupted 6-iteration 2-rank RL run: (its folder, its log)."""
+    folder = tmp_path_factory.mktemp("rl_mpi_whole")
+    return folder, _rl_mpi_run(folder, 6)
+
+
 @pytest.mark.slow
-def test_rl_run_under_mpiexec_logs_and_saves_on_rank_0(mpi, tmp_path):
+def test_rl_run_under_mpiexec_logs_and_saves_on_rank_0(rl_mpi_whole_run):
     """`mpiexec -n 2 python example_metatrain.py --dataset=navigation2d --metamodel=fomaml`: each rank
     collects its share of the meta-batch; rank 0 alone logs and writes the model and its history."""
-    example = os.path.join(REPO, "example_metatrain.py")
-    cmd = [shutil.which("mpiexec"), "-n", "2", sys.executable, example, "--dataset=navigation2d",
-           "--metamodel=fomaml", "--meta_batch_size=3", "--episodes_per_task=2", "--horizon=10",
-           "--num_outer_metatraining_iterations=4", "--test_every_k_iterations=2", "--save_every_k_iterations=2",
-           "--notensorboard", "--noprogress", f"--model_save_filename={tmp_path}/m.h5"]
-    run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=child_env(), timeout=RUN_TIMEOUT)
-    assert run.returncode == 0, run.stderr[-3000:]
-    log = run.stdout + run.stderr
+    folder, log = rl_mpi_whole_run
     assert log.count("iter      3  return before adaptation") == 1  # only rank 0 logs
-    history = json.loads((tmp_path / "m_history.json").read_text())["history"]
-    assert [h["iteration"] for h in history if "return_after" in h] == [1, 2, 3, 4]
+    history = json.loads((folder / "m_history.json").read_text())["history"]
+    assert [h["iteration"] for h in history if "return_after" in h] == [1, 2, 3, 4, 5, 6]
     assert all(np.isfinite(h["return_after"]) for h in history if "return_after" in h)
