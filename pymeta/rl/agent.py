@@ -72,7 +72,7 @@ class Agent:
         """obs [N, d] -> outputs [N, D] with the model's current weights (or `params`): one call."""
         obs = np.asarray(obs, self.dtype)
         if params is None:
-            return self._fn("current", lambda o: self.outputs(self.read_params(), self.read_state(), o))(obs).numpy()
+            return self._fn("current", self._current_outputs)(obs).numpy()
         return self._fn("given", lambda p, o: self.outputs(p, self.read_state(), o))(list(params), obs).numpy()
 
     def policy_outputs_per_task(self, params_stacked: Sequence, obs: np.ndarray) -> np.ndarray:
@@ -87,13 +87,15 @@ class Agent:
         with one parameter set per task (leaves [M, ...]; see `policy_outputs_per_task`)."""
         obs_spec = tf.TensorSpec(obs_shape, self.dtype)
         if params_per_task is None:
-            graph = self._fn("current", lambda o: self.outputs(self.read_params(), self.read_state(), o))
-            concrete = graph.get_concrete_function(obs_spec)
+            concrete = self._fn("current", self._current_outputs).get_concrete_function(obs_spec)
             return lambda obs: concrete(tf.constant(obs, self.dtype)).numpy()
         params = [tf.convert_to_tensor(p) for p in params_per_task]
         graph = self._fn("per_task", self._per_task_outputs)
         concrete = graph.get_concrete_function([tf.TensorSpec(p.shape, p.dtype) for p in params], obs_spec)
         return lambda obs: concrete(params, tf.constant(obs, self.dtype)).numpy()
+
+    def _current_outputs(self, o):
+        return self.outputs(self.read_params(), self.read_state(), o)
 
     def _per_task_outputs(self, params, o):
         state = self.read_state()

@@ -209,9 +209,8 @@ def collect(tasks: Sequence[RLTask], agent: Agent, episodes_per_task: int,
         shape = obs.shape if params_per_task is None else (m, e) + obs.shape[1:]
         if outputs is None:
             outputs = agent.outputs_fn(shape, params_per_task)
-        out = outputs(obs.reshape(shape))
-        actions = sample_actions(agent.kind, out.reshape((m * e,) + out.shape[2:]) if params_per_task is not None
-                                 else out)
+        out = outputs(obs.reshape(shape))  # [N, D] or [M, E, D]
+        actions = sample_actions(agent.kind, out.reshape(-1, out.shape[-1]))
         return actions, agent.to_env(actions)
 
     episodes = rollout(env, policy, horizons.pop())

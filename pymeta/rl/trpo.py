@@ -92,8 +92,7 @@ class MAMLTRPOMetaLearner(MAMLMetaLearner):
     # --- pure functions of theta and the stacked data (one task at a time, in tf.while_loops) ---------------
     def _task_outputs(self, theta, state, task):
         """The adapted policy's outputs [N, D] on the task's query observations. The inner steps are
-        unrolled (straight-line code: a Gauss-Newton product of CG 18% faster than through a
-        `tf.while_loop` of one step, `bench_rl.py`)."""
+        unrolled (straight-line code; faster for CG's products than a `tf.while_loop` of one step)."""
         phi, _, _ = self.adapt(theta, state, task.inner, theta=theta, unroll=True)
         return self.agent.outputs(phi, state, task.query[0])
 
@@ -127,10 +126,6 @@ class MAMLTRPOMetaLearner(MAMLMetaLearner):
         zero = tf.zeros([], theta[0].dtype)  # one forward and first backward pass for all the products
         return HessianOperator(lambda th: self._mean_over_tasks(
             data, lambda i, task: [self._task_surrogate_and_kl(th, state, task, old[i])[1]], [zero])[0], theta)
-
-    def _old_outputs(self, theta, state, data):
-        return tf.map_fn(lambda i: self._task_outputs(theta, state, task_slice(data, i)),
-                         tf.range(_num_tasks(data)), fn_output_signature=theta[0].dtype)
 
     def _mean_over_tasks(self, data, per_task, like):
         """mean over the tasks of per_task(i, task) (a list of tensors shaped like `like`); under MPI
