@@ -11,7 +11,7 @@ the model file's settings unless flags say otherwise):
 and prints the mean cosine between each pair per task and between the means over all tasks (a
 meta-batch's direction), the CG steps taken and the support loss after adaptation.
 
-    python scripts/compare_meta_gradients.py --model pretrained/omniglot_imaml_5w1s.h5 --num_inner_iterations 5
+    python scripts/compare_meta_gradients.py --model pretrained/omniglot_imaml_5w1s.h5
 """
 
 import argparse
@@ -31,7 +31,7 @@ def task_gradients(learner, theta, state, data):
     from pymeta.metalearners.fomaml import query_gradient
     with tf.GradientTape() as tape:
         tape.watch(theta)
-        phi, support_loss, _ = learner.adapt(theta, state, data.inner, theta=theta)
+        phi, _, _ = learner.adapt(theta, state, data.inner, theta=theta)
         query_loss = learner.objective(phi, state, data.query)
     maml = tape.gradient(query_loss, theta)
     pulled = learner.pull_back(theta, phi)
@@ -44,6 +44,12 @@ def task_gradients(learner, theta, state, data):
 
 def cosine(a, b) -> float:
     return float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+
+
+def pair_cosines(vectors):
+    """{'maml~fomaml': cosine, ...} for every pair of the four gradients (in NAMES order)."""
+    return {f"{a}~{b}": cosine(vectors[i], vectors[j])
+            for (i, a), (j, b) in itertools.combinations(enumerate(NAMES), 2)}
 
 
 def compare(learner, tasks, num_inner_iterations: int):
@@ -59,14 +65,11 @@ def compare(learner, tasks, num_inner_iterations: int):
         flat, s, loss = fn(theta, data)
         flat = [f.numpy().astype(np.float64) for f in flat]
         sums = flat if sums is None else [a + b for a, b in zip(sums, flat)]
-        per_task.append({f"{a}~{b}": cosine(flat[i], flat[j])
-                         for (i, a), (j, b) in itertools.combinations(enumerate(NAMES), 2)})
+        per_task.append(pair_cosines(flat))
         steps.append(float(s))
         losses.append(float(loss))
-    pairs = per_task[0].keys()
-    return {"per_task": {k: float(np.mean([p[k] for p in per_task])) for k in pairs},
-            "mean_gradients": {f"{a}~{b}": cosine(sums[i], sums[j])
-                               for (i, a), (j, b) in itertools.combinations(enumerate(NAMES), 2)},
+    return {"per_task": {k: float(np.mean([p[k] for p in per_task])) for k in per_task[0]},
+            "mean_gradients": pair_cosines(sums),
             "cg_steps": float(np.mean(steps)), "support_loss_after_adaptation": float(np.mean(losses))}
 
 

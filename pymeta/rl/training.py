@@ -198,11 +198,12 @@ def run(c, stop, distributed: bool = False):
 
 class MPIShare:
     """An RL run's part in an MPI launch. Rank r draws its own `local_count` tasks of each meta-batch
-    from its own stream (numpy's global generator: task parameters, environment seeds and action noise) and collects their episodes; the outer step combines the ranks: TRPO through the
-    Allreduces of `MAMLTRPOMetaLearner.collectives`, Adam through `DistributedMetaLearner` (per-rank
-    task sampling). The stream is seeded again at every meta-iteration, from (seed, iteration, rank), so a
-    run is reproducible for a given number of ranks and a resumed run continues it exactly although only
-    rank 0's generators are in the checkpoint."""
+    from its own stream (numpy's global generator: task parameters, environment seeds and action noise)
+    and collects their episodes; the outer step combines the ranks: TRPO through the Allreduces of
+    `MAMLTRPOMetaLearner.collectives`, Adam through `DistributedMetaLearner` (per-rank task sampling).
+    The stream is seeded again at every meta-iteration, from (seed, iteration, rank), so a run is
+    reproducible for a given number of ranks and a resumed run continues it exactly although only rank
+    0's generators are in the checkpoint."""
 
     def __init__(self, comm=None):
         from pymeta.mpi import Collectives, default_comm
