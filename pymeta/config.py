@@ -72,6 +72,10 @@ class TaskConfig:
     gamma: float = option(0.99, "RL: discount of the returns the advantages are computed from")
     gae_lambda: float = option(1.0, "RL: lambda of the generalised advantage estimate (1: plain returns minus "
                                "the linear baseline)")
+    restart_episodes: bool = option(False, "RL: every environment runs the whole horizon, a new episode of "
+                                    "the same task following one that terminated (batches of episodes x "
+                                    "horizon steps, as rllab's samplers behind the MAML paper's numbers); "
+                                    "returns per episode, the last one cut at the horizon included")
 
 
 @dataclasses.dataclass
@@ -404,7 +408,7 @@ RUN_IDENTITY = ("dataset", "metamodel", "num_output_classes", "num_train_samples
                 "test_every_k_iterations", "num_validation_batches", "imaml_lambda_reg", "imaml_cg_steps",
                 "imaml_cg_damping", "imaml_lam_damping", "persistent_inner_state", "seqfomaml_variant",
                 "seqfomaml_sequence_length", "imaml_inner", "imaml_cg_tol", "episodes_per_task", "horizon",
-                "gamma", "gae_lambda", "outer_optimizer", "max_kl")
+                "gamma", "gae_lambda", "outer_optimizer", "max_kl", "restart_episodes")
 
 
 def run_identity(c: RunConfig) -> Dict[str, Any]:
@@ -431,6 +435,7 @@ MODEL_SETTINGS = {
     "imaml_lam_damping": None, "persistent_inner_state": None, "seqfomaml_variant": None,
     "seqfomaml_sequence_length": None, "horizon": "horizon", "gamma": "gamma", "gae_lambda": "gae_lambda",
     "episodes_per_task": None, "outer_optimizer": None, "max_kl": None, "meta_batch_size": None,
+    "restart_episodes": None,
 }
 
 

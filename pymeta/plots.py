@@ -93,7 +93,7 @@ def plot_navigation_trajectories(metalearner, tasks, num_steps: int, path: str, 
         color = colors[i % len(colors)]
         for style, eps in (("--", collected[0]), ("-", collected[-1])):
             for e in range(episodes):
-                alive = eps.mask[i, e] > 0
+                alive = eps.first_episode_mask()[i, e] > 0
                 xy = eps.obs[i, e][alive]
                 ax.plot(xy[:, 0], xy[:, 1], style, color=color, alpha=0.8)
         ax.plot(*task.goal, "*", color=color, markersize=15)

@@ -234,7 +234,7 @@ def test_lr_then_half_lr_matches_steps_by_hand():
         by_hand.append(episodes.returns().mean())
         if step_lr is None:
             break
-        batch = task.batch(type(episodes)(*(x[0] for x in episodes)))
+        batch = task.batch(episodes.map(lambda x: x[0]))
         params = p.model.trainable_variables
         with tf.GradientTape() as tape:
             loss = p.agent.objective([tf.convert_to_tensor(v) for v in params], p.agent.read_state(), batch)

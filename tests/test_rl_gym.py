@@ -116,7 +116,7 @@ def test_vector_env_batches_have_the_sampler_shapes():
     eps = collect(tasks, agent, 4)
     assert eps.obs.shape == (3, 4, 30, 17) and eps.actions.shape == (3, 4, 30, 6)
     assert eps.rewards.shape == eps.mask.shape == (3, 4, 30) and eps.mask.all()
-    batch = tasks[0].batch(type(eps)(*(x[0] for x in eps)))
+    batch = tasks[0].batch(eps.map(lambda x: x[0]))
     assert batch[0].shape == (120, 17) and batch[2].shape == (120,)
 
 

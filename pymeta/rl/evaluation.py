@@ -4,7 +4,8 @@ the same policy), `num_inner_iterations` plain policy-gradient steps with the li
 `episodes_per_task` fresh episodes each (default 40 for 2D navigation, 20 for locomotion), step size
 inner_lr for the first step and inner_lr / 2 for the later ones, on `num_tasks` test tasks drawn with
 `seed`. Reports the mean undiscounted return per episode after 0, 1, ..., T steps and its 95% CI over
-the tasks."""
+the tasks. `--restart_episodes`: the paper's code's batches of episodes x horizon steps instead, an
+episode that ends early followed by another (rllab's samplers; the protocol behind its numbers)."""
 
 import dataclasses
 import logging
@@ -38,7 +39,7 @@ def meta_test_rl(c) -> Dict[str, Any]:
     horizon = c.horizon or RL_DEFAULTS[c.dataset]["horizon"]
     problem = build_problem(c.dataset, "fomaml", "adam", c.inner_lr, meta_batch_size=min(c.batch, c.num_tasks),
                             episodes_per_task=episodes, horizon=horizon, gamma=c.gamma, gae_lambda=c.gae_lambda,
-                            seed=c.seed)
+                            seed=c.seed, restart_episodes=c.restart_episodes)
     model = problem.model
     if c.init == "trained":
         load_weights_into(model, c.model)
@@ -59,6 +60,7 @@ def meta_test_rl(c) -> Dict[str, Any]:
     result = {"returns_by_step": [m for m, _ in stats], "ci95_by_step": [ci for _, ci in stats],
               "num_tasks": int(per_task.shape[1]), "num_inner_iterations": c.num_inner_iterations,
               "episodes_per_task": episodes, "horizon": horizon, "step_sizes": lrs, "init": c.init,
+              "restart_episodes": c.restart_episodes,
               "model": c.model, "dataset": c.dataset, "seconds": round(time.time() - start, 1),
               "settings": dataclasses.asdict(c), "command": " ".join(sys.argv)}
     label = f"{c.metamodel} init" if c.init == "trained" else "random init"

@@ -5,7 +5,8 @@ A point starts at (0, 0); observation = position [2]; action a in the normalised
 `normalize` maps the policy's [-1, 1] onto the environment's velocity box [-0.1, 0.1]^2, so a Gaussian
 policy with unit standard deviation starts with velocities of spread 0.1, not saturated at the bound);
 after the move, reward = -||position - goal||_2; the episode terminates when both coordinates are
-within 0.01 of the goal (as in the paper's code); horizon 100; goal ~ U[-0.5, 0.5]^2 per task.
+within 0.01 of the goal (as in the paper's code), and that robot is put back at the origin (the start
+of its next episode, see `pymeta.rl.sampler`); horizon 100; goal ~ U[-0.5, 0.5]^2 per task.
 All environments of all tasks of a meta-batch are one numpy array.
 """
 
@@ -36,6 +37,7 @@ class Navigation2DEnv:
         d = self.pos - self.goals
         rewards = -np.sqrt((d ** 2).sum(-1))
         terminated = np.all(np.abs(d) < 0.01, axis=-1)
+        self.pos[terminated] = 0.0
         return self.pos.astype(np.float32), rewards, terminated
 
 

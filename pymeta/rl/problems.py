@@ -30,9 +30,9 @@ class RLProblem(NamedTuple):
 
 
 def make_distribution(name: str, meta_batch_size: int, horizon: int, gamma: float, gae_lambda: float,
-                      vectorization: str = "sync"):
+                      vectorization: str = "sync", restart_episodes: bool = False):
     """The task distribution `name` ('navigation2d', 'halfcheetah_vel', 'halfcheetah_dir', 'ant_dir')."""
-    common = {"gamma": gamma, "gae_lambda": gae_lambda}
+    common = {"gamma": gamma, "gae_lambda": gae_lambda, "restart_episodes": restart_episodes}
     if name == "navigation2d":
         from pymeta.rl.navigation import navigation2d
         return navigation2d(meta_batch_size, horizon=horizon, **common)
@@ -47,11 +47,12 @@ def build_problem(name: str, metamodel: str = "maml", outer_optimizer: Optional[
                   meta_batch_size: Optional[int] = None, episodes_per_task: int = 20,
                   horizon: Optional[int] = None, gamma: float = 0.99, gae_lambda: float = 1.0,
                   max_kl: float = 0.01, hidden: Sequence[int] = (100, 100),
-                  vectorization: str = "sync", seed: Optional[int] = None) -> RLProblem:
+                  vectorization: str = "sync", seed: Optional[int] = None,
+                  restart_episodes: bool = False) -> RLProblem:
     """Everything a meta-RL run needs (see the module doc for the defaults).
 
     outer_optimizer: 'trpo' (MAML only; the default for MAML) or 'adam' (meta_lr; the default for
-    FOMAML and Reptile). Train with `metalearner.metatrain_step(distribution.sample_batch(), 1,
+    FOMAML and Reptile). restart_episodes: see `pymeta.rl.task.RLTask`. Train with `metalearner.metatrain_step(distribution.sample_batch(), 1,
     settings['episodes_per_task'])`; evaluate with `pymeta.rl.task.adaptation_returns`.
     """
     if name not in DEFAULTS:
@@ -69,11 +70,12 @@ def build_problem(name: str, metamodel: str = "maml", outer_optimizer: Optional[
                 "meta_batch_size": d["meta_batch_size"] if meta_batch_size is None else int(meta_batch_size),
                 "episodes_per_task": int(episodes_per_task),
                 "horizon": d["horizon"] if horizon is None else int(horizon), "gamma": float(gamma),
-                "gae_lambda": float(gae_lambda), "max_kl": float(max_kl), "hidden": tuple(hidden), "seed": seed}
+                "gae_lambda": float(gae_lambda), "max_kl": float(max_kl), "hidden": tuple(hidden), "seed": seed,
+                "restart_episodes": bool(restart_episodes)}
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
     dist = make_distribution(name, settings["meta_batch_size"], settings["horizon"], gamma, gae_lambda,
-                             vectorization)
+                             vectorization, settings["restart_episodes"])
     task = dist.tasks[0]
     obs_dim = int(task.observation_space.shape[0])
     if space_kind(task.action_space) == "box":

@@ -42,18 +42,22 @@ class RLTask(Task):
         horizon: steps per episode (fixed; shorter episodes are masked).
         gamma, gae_lambda: discount and GAE lambda of the advantages.
         normalize_advantages: normalise the advantages of each batch (rllab's center_adv).
+        restart_episodes: each of the E environments runs the whole horizon, a new episode of the same
+            task following one that terminated (rllab's batches of E x H samples, as behind the MAML
+            paper's numbers); returns are then per episode, the last one cut at the horizon included.
     """
 
     observation_space = None
     action_space = None
 
     def __init__(self, horizon: int, gamma: float = 0.99, gae_lambda: float = 1.0,
-                 normalize_advantages: bool = True):
+                 normalize_advantages: bool = True, restart_episodes: bool = False):
         if int(horizon) < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         self.horizon = int(horizon)
         self.gamma, self.gae_lambda = float(gamma), float(gae_lambda)
         self.normalize_advantages = bool(normalize_advantages)
+        self.restart_episodes = bool(restart_episodes)
         self.params = None
         self.last_stats: Dict[str, float] = {}
         self.reset()
@@ -198,8 +202,8 @@ def collect(tasks: Sequence[RLTask], agent: Agent, episodes_per_task: int,
     if e < 1:
         raise ValueError(f"episodes per task must be >= 1, got {episodes_per_task}")
     horizons = {t.horizon for t in tasks}
-    if len(horizons) != 1 or len({type(t) for t in tasks}) != 1:
-        raise ValueError("the tasks of a meta-batch must be of one type with one horizon")
+    if len(horizons) != 1 or len({(type(t), t.restart_episodes) for t in tasks}) != 1:
+        raise ValueError("the tasks of a meta-batch must be of one type with one horizon and restart setting")
     env = type(tasks[0]).make_env(tasks, e)
     from pymeta.rl.policies import sample_actions
     outputs = None  # one traced graph for all the steps (built at the first, when obs' shape is known)
@@ -213,8 +217,8 @@ def collect(tasks: Sequence[RLTask], agent: Agent, episodes_per_task: int,
         actions = sample_actions(agent.kind, out.reshape(-1, out.shape[-1]))
         return actions, agent.to_env(actions)
 
-    episodes = rollout(env, policy, horizons.pop())
-    return Episodes(*(x.reshape((m, e) + x.shape[1:]) for x in episodes))
+    episodes = rollout(env, policy, horizons.pop(), restart=tasks[0].restart_episodes)
+    return episodes.map(lambda x: x.reshape((m, e) + x.shape[1:]))
 
 
 def _episodes(episodes_per_iteration) -> int:
@@ -223,7 +227,7 @@ def _episodes(episodes_per_iteration) -> int:
 
 
 def _task(episodes: Episodes, i: int) -> Episodes:
-    return Episodes(*(x[i] for x in episodes))
+    return episodes.map(lambda x: x[i])
 
 
 def _batches(tasks, episodes, dtype):

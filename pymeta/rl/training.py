@@ -31,13 +31,14 @@ def build_run_problem(c):
     """The `pymeta.rl.problems.RLProblem` of run config `c` (seeded)."""
     from pymeta.rl.problems import build_problem
     return build_problem(c.dataset, c.metamodel, c.outer_optimizer, c.inner_lr, c.meta_lr, c.meta_batch_size,
-                         c.episodes_per_task, c.horizon, c.gamma, c.gae_lambda, c.max_kl, seed=c.seed)
+                         c.episodes_per_task, c.horizon, c.gamma, c.gae_lambda, c.max_kl, seed=c.seed,
+                         restart_episodes=c.restart_episodes)
 
 
 def settings_line(c) -> str:
     keys = ("dataset", "metamodel", "outer_optimizer", "meta_batch_size", "episodes_per_task", "horizon",
             "num_inner_training_iterations", "inner_lr", "meta_lr", "max_kl", "gamma", "gae_lambda",
-            "num_outer_metatraining_iterations", "num_validation_batches", "test_every_k_iterations",
+            "restart_episodes", "num_outer_metatraining_iterations", "num_validation_batches", "test_every_k_iterations",
             "save_every_k_iterations", "seed", "model_save_filename")
     return "settings: " + " ".join(f"--{k}={getattr(c, k)}" for k in keys)
 
