@@ -170,8 +170,9 @@ class MetaTestConfig(TaskConfig):
     init: str = option("trained", "RL: evaluate the --model's initialisation, or a fresh random "
                        "initialisation of the same policy (seeded by --seed)", ("trained", "random"))
     plot: str = option("", "RL: also draw the return against the adaptation steps to this PNG")
-    plot_with: str = option("", "RL: also draw in --plot the curve of this earlier meta-test JSON (--output), "
-                            "e.g. of --init random, for the meta-learnt vs random figure")
+    plot_with: str = option("", "RL: also draw in --plot the curves of these earlier meta-test JSONs (--output; "
+                            "comma-separated), e.g. of --init random and of a jointly trained policy, for "
+                            "the paper's meta-learnt vs pretrained vs random figure")
     num_threads: int = option(0, "TensorFlow threads per op (0: the default layout, several tasks of a batch "
                               "at once)")
 
@@ -349,8 +350,9 @@ def check_metatest_config(c: MetaTestConfig) -> None:
         _check_choice(c, "init", ("trained", "random"))
         if c.plot_with and not c.plot:
             raise ValueError("--plot_with draws into --plot: give --plot=FILE.png too")
-        if c.plot_with and not os.path.isfile(c.plot_with):
-            raise ValueError(f"--plot_with={c.plot_with}: no such file (a JSON written by --output)")
+        for path in filter(None, c.plot_with.split(",")):
+            if not os.path.isfile(path):
+                raise ValueError(f"--plot_with: {path}: no such file (a JSON written by --output)")
         if c.episodes_per_task < 0:
             raise ValueError(f"--episodes_per_task must be >= 1 (or 0: the MAML evaluation's), "
                              f"got {c.episodes_per_task}")

@@ -113,6 +113,7 @@ def plot_adaptation_returns(curves, path: str) -> str:
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, (returns, ci) in curves.items():
         ax.errorbar(range(len(returns)), returns, yerr=ci, fmt="o-", capsize=3, label=label)
+    ax.set_xticks(range(max(len(r) for r, _ in curves.values())))
     ax.set_xlabel("adaptation (policy-gradient) steps")
     ax.set_ylabel("mean return per episode")
     ax.legend(fontsize=8)

@@ -184,7 +184,7 @@ def test_meta_test_writes_returns_and_ci_by_step(reference, tmp_path):
     assert "--num_output_classes" not in taken[0]  # supervised settings do not matter for RL
 
 
-def test_meta_test_of_a_random_initialisation(reference, caplog, tmp_path):
+def test_meta_test_of_a_random_initialisation(reference, caplog, tmp_path, monkeypatch):
     """--init random: the same policy freshly initialised (in-process, through pymeta.evaluation.meta_test)."""
     import logging
 
@@ -195,6 +195,9 @@ def test_meta_test_of_a_random_initialisation(reference, caplog, tmp_path):
     with caplog.at_level(logging.INFO, logger="pymeta"):
         r = meta_test(c)
     assert len(r["returns_by_step"]) == len(r["ci95_by_step"]) == 2 and r["init"] == "random"
+    assert len(r["mean_episode_length_by_step"]) == 2 and all(0 < n <= 10 for n in r["mean_episode_length_by_step"])
+    np.testing.assert_allclose(np.mean(r["returns_by_task"], axis=0), r["returns_by_step"])
+    assert len(r["task_params"]) == 2 and len(r["task_params"][0]) == 2  # the goals
     assert "navigation2d (random init), 2 tasks x 2 episodes" in caplog.text
     # the meta-learnt vs random figure: the trained init's curve drawn with the random one's JSON
     (tmp_path / "random.json").write_text(json.dumps(r))
@@ -202,6 +205,16 @@ def test_meta_test_of_a_random_initialisation(reference, caplog, tmp_path):
     both = meta_test(dataclasses.replace(c, init="trained", plot=str(tmp_path / "both.png"),
                                          plot_with=str(tmp_path / "random.json")))
     assert (tmp_path / "both.png").stat().st_size > 0 and both["init"] == "trained"
+    # several earlier curves (comma-separated): each drawn once, beside this meta-test's
+    joint = {**r, "init": "trained", "model": "joint.h5", "returns_by_step": [-5.0, -4.0],
+             "settings": {"metamodel": "reptile"}}
+    (tmp_path / "joint.json").write_text(json.dumps(joint))
+    drawn = {}
+    monkeypatch.setattr("pymeta.plots.plot_adaptation_returns", lambda curves, path: drawn.update(curves))
+    meta_test(dataclasses.replace(c, init="trained", plot=str(tmp_path / "three.png"),
+                                  plot_with=f"{tmp_path / 'random.json'},{tmp_path / 'joint.json'}"))
+    assert len(drawn) == 3 and drawn["random initialisation"][0] == r["returns_by_step"]
+    assert drawn["reptile (joint.h5)"][0] == [-5.0, -4.0]
     with pytest.raises(ValueError, match="--plot_with draws into --plot"):
         meta_test(dataclasses.replace(c, plot_with=str(tmp_path / "random.json")))
 

@@ -4,8 +4,9 @@ the same policy), `num_inner_iterations` plain policy-gradient steps with the li
 `episodes_per_task` fresh episodes each (default 40 for 2D navigation, 20 for locomotion), step size
 inner_lr for the first step and inner_lr / 2 for the later ones, on `num_tasks` test tasks drawn with
 `seed`. Reports the mean undiscounted return per episode after 0, 1, ..., T steps and its 95% CI over
-the tasks. `--restart_episodes`: the paper's code's batches of episodes x horizon steps instead, an
-episode that ends early followed by another (rllab's samplers; the protocol behind its numbers)."""
+the tasks, the mean episode length after each step, and each task's returns and parameters.
+`--restart_episodes`: the paper's code's batches of episodes x horizon steps instead, an episode that
+ends early followed by another (rllab's samplers; the protocol behind its numbers)."""
 
 import dataclasses
 import logging
@@ -49,15 +50,20 @@ def meta_test_rl(c) -> Dict[str, Any]:
     learner = Learner(model, inner_optimizer=problem.metalearner.inner_optimizer, objective=problem.agent.objective)
     lrs = step_sizes(c.inner_lr, c.num_inner_iterations)
     np.random.seed(c.seed)
-    start, per_task = time.time(), []
+    start, per_task, lengths, params = time.time(), [], [], []
     while sum(p.shape[1] for p in per_task) < c.num_tasks:
         n = min(c.batch, c.num_tasks - sum(p.shape[1] for p in per_task))
         tasks = problem.distribution.sample_batch(n)
-        per_task.append(adaptation_returns(learner, tasks, c.num_inner_iterations, episodes,
-                                           step_lrs=lrs or None, per_task=True))
+        params += [_jsonable(t.params) for t in tasks]
+        returns, length = adaptation_returns(learner, tasks, c.num_inner_iterations, episodes,
+                                             step_lrs=lrs or None, per_task=True, with_lengths=True)
+        per_task.append(returns)
+        lengths.append(length)
     per_task = np.concatenate(per_task, axis=1)  # [T + 1, num_tasks]
     stats = [mean_confidence_interval(r) for r in per_task]
     result = {"returns_by_step": [m for m, _ in stats], "ci95_by_step": [ci for _, ci in stats],
+              "mean_episode_length_by_step": np.concatenate(lengths, axis=1).mean(-1).tolist(),
+              "returns_by_task": per_task.T.tolist(), "task_params": params,
               "num_tasks": int(per_task.shape[1]), "num_inner_iterations": c.num_inner_iterations,
               "episodes_per_task": episodes, "horizon": horizon, "step_sizes": lrs, "init": c.init,
               "restart_episodes": c.restart_episodes,
@@ -72,11 +78,20 @@ def meta_test_rl(c) -> Dict[str, Any]:
     if c.plot:
         from pymeta.plots import plot_adaptation_returns
         curves = {_curve_label(result): (result["returns_by_step"], result["ci95_by_step"])}
-        if c.plot_with:
-            other = _read_result(c.plot_with)
+        for path in filter(None, c.plot_with.split(",")):
+            other = _read_result(path)
             curves.setdefault(_curve_label(other), (other["returns_by_step"], other["ci95_by_step"]))
         plot_adaptation_returns(curves, c.plot)
     return result
+
+
+def _jsonable(x):
+    """A task's parameters (arrays, numbers, dicts of them) as JSON values."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return np.asarray(x).tolist()
+    return x.item() if isinstance(x, np.generic) else x
 
 
 def _curve_label(result) -> str:

@@ -52,8 +52,9 @@ def build_problem(name: str, metamodel: str = "maml", outer_optimizer: Optional[
     """Everything a meta-RL run needs (see the module doc for the defaults).
 
     outer_optimizer: 'trpo' (MAML only; the default for MAML) or 'adam' (meta_lr; the default for
-    FOMAML and Reptile). restart_episodes: see `pymeta.rl.task.RLTask`. Train with `metalearner.metatrain_step(distribution.sample_batch(), 1,
-    settings['episodes_per_task'])`; evaluate with `pymeta.rl.task.adaptation_returns`.
+    FOMAML and Reptile). restart_episodes: see `pymeta.rl.task.RLTask`. Train with
+    `metalearner.metatrain_step(distribution.sample_batch(), 1, settings['episodes_per_task'])`; evaluate
+    with `pymeta.rl.task.adaptation_returns`.
     """
     if name not in DEFAULTS:
         raise ValueError(f"unknown RL problem {name!r}: use one of {sorted(DEFAULTS)}")

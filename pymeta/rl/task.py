@@ -170,9 +170,11 @@ def adapt_and_collect(tasks: Sequence[RLTask], learner, num_steps: int, episodes
 
 
 def adaptation_returns(learner, tasks: Sequence[RLTask], num_steps: int = 3, episodes_per_task: int = 20,
-                       step_lrs: Optional[Sequence[float]] = None, per_task: bool = False) -> np.ndarray:
+                       step_lrs: Optional[Sequence[float]] = None, per_task: bool = False,
+                       with_lengths: bool = False):
     """Mean undiscounted return per episode after 0, 1, ..., num_steps inner steps from the learner's
-    theta, averaged over `tasks`: [num_steps + 1] (per_task: not averaged, [num_steps + 1, M]).
+    theta, averaged over `tasks`: [num_steps + 1] (per_task: not averaged, [num_steps + 1, M]);
+    with_lengths: (returns, mean episode lengths shaped alike).
 
     step_lrs: plain policy-gradient (SGD) steps of these sizes, the last one for all later steps (the
     MAML evaluation: [lr, lr / 2]); default: the learner's inner optimizer at every step."""
@@ -184,7 +186,10 @@ def adaptation_returns(learner, tasks: Sequence[RLTask], num_steps: int = 3, epi
                                                              objective=learner.objective)) for lr in step_lrs]
     episodes, _ = adapt_and_collect(list(tasks), learner, num_steps, episodes_per_task, step_learners)
     per = np.array([e.returns().mean(-1) for e in episodes])
-    return per if per_task else per.mean(-1)
+    lengths = np.array([e.lengths().mean(-1) for e in episodes])
+    if not per_task:
+        per, lengths = per.mean(-1), lengths.mean(-1)
+    return (per, lengths) if with_lengths else per
 
 
 def agent_of_learner(learner, action_space) -> Agent:

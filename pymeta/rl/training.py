@@ -38,8 +38,8 @@ def build_run_problem(c):
 def settings_line(c) -> str:
     keys = ("dataset", "metamodel", "outer_optimizer", "meta_batch_size", "episodes_per_task", "horizon",
             "num_inner_training_iterations", "inner_lr", "meta_lr", "max_kl", "gamma", "gae_lambda",
-            "restart_episodes", "num_outer_metatraining_iterations", "num_validation_batches", "test_every_k_iterations",
-            "save_every_k_iterations", "seed", "model_save_filename")
+            "restart_episodes", "num_outer_metatraining_iterations", "num_validation_batches",
+            "test_every_k_iterations", "save_every_k_iterations", "seed", "model_save_filename")
     return "settings: " + " ".join(f"--{k}={getattr(c, k)}" for k in keys)
 
 
