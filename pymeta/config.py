@@ -75,7 +75,7 @@ class TaskConfig:
     restart_episodes: bool = option(False, "RL: every environment runs the whole horizon, a new episode of "
                                     "the same task following one that terminated (batches of episodes x "
                                     "horizon steps, as rllab's samplers behind the MAML paper's numbers); "
-                                    "returns per episode, the last one cut at the horizon included")
+                                    "the returns reported are each environment's first episode's")
 
 
 @dataclasses.dataclass

@@ -44,7 +44,7 @@ class RLTask(Task):
         normalize_advantages: normalise the advantages of each batch (rllab's center_adv).
         restart_episodes: each of the E environments runs the whole horizon, a new episode of the same
             task following one that terminated (rllab's batches of E x H samples, as behind the MAML
-            paper's numbers); returns are then per episode, the last one cut at the horizon included.
+            paper's numbers); the returns reported are each environment's first episode's.
     """
 
     observation_space = None
