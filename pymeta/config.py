@@ -173,6 +173,13 @@ class MetaTestConfig(TaskConfig):
     plot_with: str = option("", "RL: also draw in --plot the curves of these earlier meta-test JSONs (--output; "
                             "comma-separated), e.g. of --init random and of a jointly trained policy, for "
                             "the paper's meta-learnt vs pretrained vs random figure")
+    test_tasks: str = option("", "RL: a JSON file of test-task parameters to adapt to (a list, or an earlier "
+                             "--output's task_params), at most --num_tasks of them, instead of tasks drawn "
+                             "with --seed; e.g. pretrained/navigation2d_paper_test_goals.json, the 40 goals "
+                             "of the MAML paper's test script")
+    repeats: int = option(1, "RL: adapt to every test task this many times, each with its own episodes "
+                          "(seeds --seed, --seed + 1, ...), and report the mean (after two steps, 2D navigation's "
+                          "40-task mean moves by about 1 between single passes)")
     num_threads: int = option(0, "TensorFlow threads per op (0: the default layout, several tasks of a batch "
                               "at once)")
 
@@ -356,6 +363,12 @@ def check_metatest_config(c: MetaTestConfig) -> None:
         if c.episodes_per_task < 0:
             raise ValueError(f"--episodes_per_task must be >= 1 (or 0: the MAML evaluation's), "
                              f"got {c.episodes_per_task}")
+        if c.test_tasks and not os.path.isfile(c.test_tasks):
+            raise ValueError(f"--test_tasks: {c.test_tasks}: no such file (a JSON list of task parameters)")
+        if c.repeats < 1:
+            raise ValueError(f"--repeats must be >= 1, got {c.repeats}")
+    elif c.test_tasks or c.repeats != 1:
+        raise ValueError("--test_tasks and --repeats are for RL datasets (navigation2d, halfcheetah_*, ant_dir)")
     _check_choice(c, "split", ("test", "val"))
     _check_choice(c, "imaml_inner", ("pullback", "proximal"))
     if c.num_tasks < 2:

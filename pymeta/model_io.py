@@ -8,13 +8,17 @@ can also record:
 - the inner optimizer's state when a meta-learner keeps it across tasks (`persistent_inner_state`; `.h5`
   only, group `pymeta_inner_optimizer_state`), so that a meta-test adapts as training did
   (`load_inner_state`).
+
+`load_settings` and `load_weights_into` also read a training checkpoint (`<run_dir>/ckpt-*.h5`, see
+`pymeta.checkpoint`): its theta and model state, and the settings of its run's config, so that any
+checkpointed meta-iteration can be meta-tested like a model file.
 """
 
 import json
 import logging
 import os
 import zipfile
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import h5py
 import keras
@@ -68,12 +72,31 @@ def save_model(model, path, inner_state=None, settings: Optional[Dict[str, Any]]
     return path
 
 
+def read_checkpoint(path) -> Optional[Tuple[List[np.ndarray], List[np.ndarray], Dict[str, Any]]]:
+    """(theta, model state, run config) of a training checkpoint (`ckpt-*.h5`), or None for another file."""
+    if os.path.splitext(path)[1] != ".h5":
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            if "theta" not in f or "config" not in f.attrs:
+                return None
+            arrays = {g: [f[g][str(i)][()] for i in range(len(f[g]))] if g in f else []
+                      for g in ("theta", "model_state")}
+            return arrays["theta"], arrays["model_state"], json.loads(f.attrs["config"])
+    except OSError:
+        return None
+
+
 def load_settings(path) -> Optional[Dict[str, Any]]:
     """The training settings recorded in the model file `path`, or None (a file written before pymeta
-    recorded them, or by plain Keras)."""
+    recorded them, or by plain Keras); for a checkpoint, those of its run's config."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path!r}")
+    checkpoint = read_checkpoint(path)
+    if checkpoint is not None:
+        from pymeta.config import MODEL_SETTINGS
+        return {k: checkpoint[2][k] for k in MODEL_SETTINGS if k in checkpoint[2]}
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
@@ -111,7 +134,20 @@ def load_model(path):
 
 
 def load_weights_into(model, path):
-    """Copy the weights saved at `path` into `model`, checking that the architectures match."""
+    """Copy the weights saved at `path` (a model file or a checkpoint) into `model`, checking that the
+    architectures match."""
+    checkpoint = read_checkpoint(os.fspath(path))
+    if checkpoint is not None:
+        for name, arrays, variables in (("theta", checkpoint[0], model.trainable_variables),
+                                        ("model state", checkpoint[1], model.non_trainable_variables)):
+            shapes = [tuple(a.shape) for a in arrays]
+            if shapes != [tuple(v.shape) for v in variables]:
+                raise ValueError(f"checkpoint {os.fspath(path)!r} holds a model of another architecture: "
+                                 f"{name} shapes {shapes} do not match this model's "
+                                 f"{[tuple(v.shape) for v in variables]}")
+            for v, a in zip(variables, arrays):
+                v.assign(a)
+        return model
     saved = load_model(path)
     mine = [tuple(v.shape) for v in model.weights]
     theirs = [tuple(v.shape) for v in saved.weights]

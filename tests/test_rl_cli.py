@@ -3,6 +3,7 @@ after SIGKILL, SIGTERM, one-line errors, and scripts/meta_test.py's MAML evaluat
 settings (meta-batch 2, 2 episodes, horizon 10; FOMAML, whose outer step compiles in seconds, where
 TRPO's takes a minute on a loaded machine)."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -217,6 +218,90 @@ def test_meta_test_of_a_random_initialisation(reference, caplog, tmp_path, monke
     assert drawn["reptile (joint.h5)"][0] == [-5.0, -4.0]
     with pytest.raises(ValueError, match="--plot_with draws into --plot"):
         meta_test(dataclasses.replace(c, plot_with=str(tmp_path / "random.json")))
+
+
+def test_meta_test_on_given_task_parameters(reference, tmp_path):
+    """--test_tasks: the tasks adapted to are the file's (a list, or an earlier result's task_params), at
+    most --num_tasks of them; a goal 5 away per coordinate gives the return the dynamics bound allow."""
+    from pymeta.config import MetaTestConfig
+    from pymeta.evaluation import meta_test
+    goals = [[5.0, 5.0], [0.25, -0.125], [0.0, 0.0]]
+    (tmp_path / "goals.json").write_text(json.dumps(goals))
+    c = MetaTestConfig(model=reference[0], dataset="navigation2d", metamodel="fomaml", inner_lr=0.5, horizon=10,
+                       num_tasks=2, num_inner_iterations=1, episodes_per_task=2,
+                       test_tasks=str(tmp_path / "goals.json"))
+    r = meta_test(c)
+    assert r["task_params"] == goals[:2] and r["num_tasks"] == 2
+    # 10 steps of at most 0.1 per coordinate from the origin: after step k the distance to (5, 5) is
+    # within sqrt(2) 0.1 k of sqrt(2) 5, so the return lies between the sums of the two bounds
+    k = np.arange(1, 11)
+    assert -np.sqrt(2) * (5 + 0.1 * k).sum() <= r["returns_by_task"][0][0] <= -np.sqrt(2) * (5 - 0.1 * k).sum()
+    near = np.hypot(0.25, 0.125) + np.sqrt(2) * 0.1 * k  # the second goal: the distance's upper bound
+    assert r["returns_by_task"][1][0] >= -near.sum()
+    (tmp_path / "r.json").write_text(json.dumps(r))  # an earlier result's task_params
+    again = meta_test(dataclasses.replace(c, test_tasks=str(tmp_path / "r.json"), num_tasks=40))
+    assert again["task_params"] == goals[:2]
+    (tmp_path / "bad.json").write_text(json.dumps([[1.0, 2.0, 3.0], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match="is not a task parameter of shape \\[2\\]"):
+        meta_test(dataclasses.replace(c, test_tasks=str(tmp_path / "bad.json")))
+    (tmp_path / "one.json").write_text(json.dumps({"task_params": [[0.0, 0.0]]}))
+    with pytest.raises(ValueError, match="at least 2 task parameters"):
+        meta_test(dataclasses.replace(c, test_tasks=str(tmp_path / "one.json")))
+    with pytest.raises(ValueError, match="--test_tasks: .*missing.json: no such file"):
+        meta_test(dataclasses.replace(c, test_tasks=str(tmp_path / "missing.json")))
+    with pytest.raises(ValueError, match="^--test_tasks and --repeats are for RL datasets"):
+        meta_test(MetaTestConfig(model=reference[0], dataset="sinusoid", test_tasks=str(tmp_path / "goals.json")))
+
+
+def test_meta_test_repeats_average_single_passes(reference, tmp_path):
+    """--repeats 2: the same tasks adapted to twice, with the episodes of --seed and --seed + 1; the result
+    is the mean of the two single passes run separately (the second on the first's task parameters)."""
+    from pymeta.config import MetaTestConfig
+    from pymeta.evaluation import meta_test
+    c = MetaTestConfig(model=reference[0], dataset="navigation2d", metamodel="fomaml", inner_lr=0.5, horizon=10,
+                       num_tasks=3, num_inner_iterations=1, episodes_per_task=2, seed=4)
+    first = meta_test(c)
+    (tmp_path / "first.json").write_text(json.dumps(first))
+    second = meta_test(dataclasses.replace(c, seed=5, test_tasks=str(tmp_path / "first.json")))
+    both = meta_test(dataclasses.replace(c, repeats=2))
+    assert both["task_params"] == first["task_params"] == second["task_params"] and both["repeats"] == 2
+    np.testing.assert_allclose(both["returns_by_step_by_repeat"],
+                               [first["returns_by_step"], second["returns_by_step"]], rtol=1e-6)
+    np.testing.assert_allclose(both["returns_by_task"],
+                               (np.array(first["returns_by_task"]) + second["returns_by_task"]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(both["returns_by_step"], np.mean(both["returns_by_task"], axis=0), rtol=1e-6)
+    assert first["returns_by_step"] != second["returns_by_step"]  # the repeats saw different episodes
+    with pytest.raises(ValueError, match="^--repeats must be >= 1, got 0"):
+        meta_test(dataclasses.replace(c, repeats=0))
+
+
+def test_meta_test_of_a_checkpoint_equals_the_model_file_it_became(reference, tmp_path):
+    """--model <run_dir>/ckpt-N.h5: a checkpointed meta-iteration meta-tested like a model file; the last
+    checkpoint holds the final model's weights, so both give the same returns, with the settings of the
+    run (read from the checkpoint's config)."""
+    import pymeta.rl  # noqa: F401
+    from pymeta.model_io import load_settings, read_checkpoint
+    model = reference[0]
+    last = os.path.join(model + "_run", f"ckpt-{N:08d}.h5")
+    theta, _, config = read_checkpoint(last)
+    for a, b in zip(theta, _weights(model)):
+        np.testing.assert_array_equal(a, b)
+    assert read_checkpoint(model) is None  # a model file is not a checkpoint
+    from_model, from_ckpt = load_settings(model), load_settings(last)
+    assert {"dataset", "horizon", "inner_lr", "restart_episodes"} <= set(from_ckpt)
+    assert all(from_model[k] == v for k, v in from_ckpt.items() if k != "inner_optimizer")  # 'auto' there
+    outs = []
+    for path, name in ((model, "m.json"), (last, "c.json")):
+        out = _run("scripts/meta_test.py", "--model", path, "--num_tasks", 2, "--num_inner_iterations", 1,
+                   "--episodes_per_task", 2, "--output", tmp_path / name)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert "--horizon=10" in [l for l in out.stdout.splitlines() if l.startswith("settings from")][0]
+        outs.append(json.loads((tmp_path / name).read_text()))
+    assert outs[0]["returns_by_task"] == outs[1]["returns_by_task"]
+    from pymeta.model_io import load_weights_into
+    from pymeta.rl.policies import make_gaussian_policy
+    with pytest.raises(ValueError, match="holds a model of another architecture: theta shapes"):
+        load_weights_into(make_gaussian_policy(3, 2), last)
 
 
 def test_lr_then_half_lr_matches_steps_by_hand():

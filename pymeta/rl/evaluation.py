@@ -3,8 +3,10 @@ paper's evaluation protocol: from the saved initialisation (or, `--init random`,
 the same policy), `num_inner_iterations` plain policy-gradient steps with the linear baseline on
 `episodes_per_task` fresh episodes each (default 40 for 2D navigation, 20 for locomotion), step size
 inner_lr for the first step and inner_lr / 2 for the later ones, on `num_tasks` test tasks drawn with
-`seed`. Reports the mean undiscounted return per episode after 0, 1, ..., T steps and its 95% CI over
-the tasks, the mean episode length after each step, and each task's returns and parameters.
+`seed` (or given by a `test_tasks` JSON file, e.g. the MAML paper's 40 test goals). Reports the mean
+undiscounted return per episode after 0, 1, ..., T steps and its 95% CI over the tasks, the mean
+episode length after each step, and each task's returns and parameters. `repeats`: every task adapted
+to that many times with fresh episodes, the figures their mean.
 `--restart_episodes`: the paper's code's batches of episodes x horizon steps instead, an episode that
 ends early followed by another (rllab's samplers; the protocol behind its numbers)."""
 
@@ -12,7 +14,7 @@ import dataclasses
 import logging
 import sys
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import numpy as np
 
@@ -35,7 +37,6 @@ def meta_test_rl(c) -> Dict[str, Any]:
     from pymeta.evaluation import mean_confidence_interval
     from pymeta.model_io import load_weights_into
     from pymeta.rl.problems import build_problem
-    from pymeta.rl.task import adaptation_returns
     episodes = c.episodes_per_task or PROTOCOL_EPISODES[c.dataset]
     horizon = c.horizon or RL_DEFAULTS[c.dataset]["horizon"]
     problem = build_problem(c.dataset, "fomaml", "adam", c.inner_lr, meta_batch_size=min(c.batch, c.num_tasks),
@@ -49,28 +50,28 @@ def meta_test_rl(c) -> Dict[str, Any]:
                              "nothing to meta-test")
     learner = Learner(model, inner_optimizer=problem.metalearner.inner_optimizer, objective=problem.agent.objective)
     lrs = step_sizes(c.inner_lr, c.num_inner_iterations)
-    np.random.seed(c.seed)
-    start, per_task, lengths, params = time.time(), [], [], []
-    while sum(p.shape[1] for p in per_task) < c.num_tasks:
-        n = min(c.batch, c.num_tasks - sum(p.shape[1] for p in per_task))
-        tasks = problem.distribution.sample_batch(n)
-        params += [_jsonable(t.params) for t in tasks]
-        returns, length = adaptation_returns(learner, tasks, c.num_inner_iterations, episodes,
-                                             step_lrs=lrs or None, per_task=True, with_lengths=True)
-        per_task.append(returns)
-        lengths.append(length)
-    per_task = np.concatenate(per_task, axis=1)  # [T + 1, num_tasks]
+    given = read_task_params(c.test_tasks)[:c.num_tasks] if c.test_tasks else None
+    num_tasks = c.num_tasks if given is None else len(given)
+    start, passes = time.time(), []
+    for repeat in range(c.repeats):  # each repeat adapts to the same tasks, with its own episodes
+        np.random.seed(c.seed + repeat)
+        passes.append(_adapt_to_tasks(problem, learner, c, given, num_tasks, episodes, lrs))
+        given = passes[0][2] if given is None else given
+    per_task = np.mean([p[0] for p in passes], axis=0)  # [T + 1, num_tasks]
+    lengths, params = np.mean([p[1] for p in passes], axis=0), passes[0][2]
     stats = [mean_confidence_interval(r) for r in per_task]
     result = {"returns_by_step": [m for m, _ in stats], "ci95_by_step": [ci for _, ci in stats],
-              "mean_episode_length_by_step": np.concatenate(lengths, axis=1).mean(-1).tolist(),
+              "mean_episode_length_by_step": lengths.mean(-1).tolist(),
               "returns_by_task": per_task.T.tolist(), "task_params": params,
               "num_tasks": int(per_task.shape[1]), "num_inner_iterations": c.num_inner_iterations,
               "episodes_per_task": episodes, "horizon": horizon, "step_sizes": lrs, "init": c.init,
-              "restart_episodes": c.restart_episodes,
+              "restart_episodes": c.restart_episodes, "repeats": c.repeats,
+              "returns_by_step_by_repeat": [p[0].mean(-1).tolist() for p in passes],
               "model": c.model, "dataset": c.dataset, "seconds": round(time.time() - start, 1),
               "settings": dataclasses.asdict(c), "command": " ".join(sys.argv)}
     label = f"{c.metamodel} init" if c.init == "trained" else "random init"
-    logger.info(f"{c.dataset} ({label}), {result['num_tasks']} tasks x {episodes} episodes, return after "
+    times = f" x {c.repeats} adaptations each" if c.repeats > 1 else ""
+    logger.info(f"{c.dataset} ({label}), {result['num_tasks']} tasks x {episodes} episodes{times}, return after "
                 "0.." + f"{c.num_inner_iterations} steps: "
                 + " | ".join(f"{k}: {m:.2f} ± {ci:.2f}" for k, (m, ci) in enumerate(stats)))
     if c.output:
@@ -83,6 +84,62 @@ def meta_test_rl(c) -> Dict[str, Any]:
             curves.setdefault(_curve_label(other), (other["returns_by_step"], other["ci95_by_step"]))
         plot_adaptation_returns(curves, c.plot)
     return result
+
+
+def _adapt_to_tasks(problem, learner, c, given, num_tasks, episodes, lrs):
+    """One pass of the protocol over the test tasks (drawn, or `given` parameters), c.batch at a time:
+    (returns [T + 1, num_tasks], mean episode lengths alike, the tasks' parameters as JSON values)."""
+    from pymeta.rl.task import adaptation_returns
+    per_task, lengths, params = [], [], []
+    while len(params) < num_tasks:
+        done = len(params)
+        tasks = problem.distribution.sample_batch(min(c.batch, num_tasks - done))
+        if given is not None:
+            for task, p in zip(tasks, given[done:done + len(tasks)]):
+                task.params = _task_params_like(task.params, p, c.test_tasks)
+        params += [_jsonable(t.params) for t in tasks]
+        returns, length = adaptation_returns(learner, tasks, c.num_inner_iterations, episodes,
+                                             step_lrs=lrs or None, per_task=True, with_lengths=True)
+        per_task.append(returns)
+        lengths.append(length)
+    return np.concatenate(per_task, axis=1), np.concatenate(lengths, axis=1), params
+
+
+def read_task_params(path: str) -> List[Any]:
+    """The task parameters in a JSON file: a list, or a meta-test result's "task_params" (at least 2)."""
+    import json
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--test_tasks: cannot read {path} as JSON ({e})") from None
+    if isinstance(data, dict):
+        data = data.get("task_params")
+    if not isinstance(data, list) or len(data) < 2:
+        raise ValueError(f"--test_tasks: {path} must hold a list of at least 2 task parameters "
+                         "(or a meta-test JSON with task_params)")
+    return data
+
+
+def _task_params_like(sampled, value, path):
+    """`value` (from JSON) in the form of a sampled task's parameters: an array of the same shape, or
+    the value itself (dicts of numbers, e.g. {"velocity": 1.2})."""
+    if isinstance(sampled, np.ndarray):
+        array = np.asarray(value, dtype=sampled.dtype) if _is_numeric(value) else None
+        if array is None or array.shape != sampled.shape:
+            raise ValueError(f"--test_tasks: {path}: {value!r} is not a task parameter of shape "
+                             f"{list(sampled.shape)}")
+        return array
+    if isinstance(sampled, dict) and not isinstance(value, dict):
+        raise ValueError(f"--test_tasks: {path}: {value!r} is not a task parameter dict like {_jsonable(sampled)}")
+    return value
+
+
+def _is_numeric(value) -> bool:
+    try:
+        return np.asarray(value, dtype=np.float64).dtype.kind == "f"
+    except (TypeError, ValueError):
+        return False
 
 
 def _jsonable(x):
