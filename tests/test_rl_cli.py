@@ -249,6 +249,11 @@ def test_meta_test_on_given_task_parameters(reference, tmp_path):
         meta_test(dataclasses.replace(c, test_tasks=str(tmp_path / "one.json")))
     with pytest.raises(ValueError, match="--test_tasks: .*missing.json: no such file"):
         meta_test(dataclasses.replace(c, test_tasks=str(tmp_path / "missing.json")))
+    from pymeta.rl.evaluation import _task_params_like  # dict parameters (gymnasium tasks): the same keys
+    assert _task_params_like({"velocity": np.float64(0.3)}, {"velocity": 1.5}, "f.json") == {"velocity": 1.5}
+    for wrong in ({"speed": 1.5}, [1.5]):
+        with pytest.raises(ValueError, match="is not a task parameter dict with the keys of {'velocity': 0.3}"):
+            _task_params_like({"velocity": np.float64(0.3)}, wrong, "f.json")
     with pytest.raises(ValueError, match="^--test_tasks and --repeats are for RL datasets"):
         meta_test(MetaTestConfig(model=reference[0], dataset="sinusoid", test_tasks=str(tmp_path / "goals.json")))
 

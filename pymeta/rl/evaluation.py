@@ -130,8 +130,9 @@ def _task_params_like(sampled, value, path):
             raise ValueError(f"--test_tasks: {path}: {value!r} is not a task parameter of shape "
                              f"{list(sampled.shape)}")
         return array
-    if isinstance(sampled, dict) and not isinstance(value, dict):
-        raise ValueError(f"--test_tasks: {path}: {value!r} is not a task parameter dict like {_jsonable(sampled)}")
+    if isinstance(sampled, dict) and (not isinstance(value, dict) or set(value) != set(sampled)):
+        raise ValueError(f"--test_tasks: {path}: {value!r} is not a task parameter dict with the keys of "
+                         f"{_jsonable(sampled)}")
     return value
 
 
