@@ -184,6 +184,21 @@ def test_metatest_refuses_non_finite_models_and_learning_rates(tmp_path):
 
 
 # --- 3. checkpoints ------------------------------------------------------------------------------------------
+def test_a_checkpoint_meta_tests_like_the_model_file_it_became(tmp_path):
+    """--model <run_dir>/ckpt-N.h5 for a supervised run: the last checkpoint gives the final model file's
+    meta-test result exactly, an earlier one (other weights) another."""
+    from pymeta.evaluation import meta_test
+    c = tiny(tmp_path)
+    metatrain(c)
+    run_dir = c.model_save_filename + "_run"
+    mt = MetaTestConfig(dataset="sinusoid", metamodel="fomaml", num_train_samples_per_class=10, inner_lr=0.01,
+                        inner_batch_size=5, num_inner_iterations=3, num_tasks=4, seed=1)
+    results = [meta_test(dataclasses.replace(mt, model=path))
+               for path in (c.model_save_filename, os.path.join(run_dir, "ckpt-00000030.h5"),
+                            os.path.join(run_dir, "ckpt-00000020.h5"))]
+    assert results[0]["mean"] == results[1]["mean"] != results[2]["mean"]
+
+
 def dead_pid():
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
