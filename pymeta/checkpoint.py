@@ -15,6 +15,7 @@ import json
 import os
 import random
 import re
+from typing import Any, Dict, List, Optional, Tuple
 
 import h5py
 import numpy as np
@@ -182,6 +183,31 @@ def elapsed_seconds(path, history):
         if "seconds" in f.attrs:
             return float(f.attrs["seconds"])
     return float(history[-1]["seconds"]) if history else 0.0
+
+
+Weights = Tuple[List[np.ndarray], List[np.ndarray], Dict[str, Any]]
+
+
+def read_checkpoint_weights(path) -> Optional[Weights]:
+    """(theta, model state, run config) of the checkpoint `path`, to meta-test it like a model file
+    (`pymeta.model_io`); None for a file that is not a checkpoint (no theta group or config). Raises a
+    one-line ValueError for a checkpoint that `checkpoint_problem` finds untrustworthy."""
+    path = os.fspath(path)
+    if os.path.splitext(path)[1] != ".h5":
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            if "theta" not in f or "config" not in f.attrs:
+                return None
+    except OSError:
+        return None
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise ValueError(f"checkpoint {path!r} cannot be used: {problem}")
+    with h5py.File(path, "r") as f:
+        arrays = {g: [f[g][str(i)][()] for i in range(len(f[g]))] if g in f else []
+                  for g in ("theta", "model_state")}
+        return arrays["theta"], arrays["model_state"], json.loads(f.attrs["config"])
 
 
 def read_checkpoint_config(path):

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import zipfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import h5py
 import keras
@@ -72,28 +72,14 @@ def save_model(model, path, inner_state=None, settings: Optional[Dict[str, Any]]
     return path
 
 
-def read_checkpoint(path) -> Optional[Tuple[List[np.ndarray], List[np.ndarray], Dict[str, Any]]]:
-    """(theta, model state, run config) of a training checkpoint (`ckpt-*.h5`), or None for another file."""
-    if os.path.splitext(path)[1] != ".h5":
-        return None
-    try:
-        with h5py.File(path, "r") as f:
-            if "theta" not in f or "config" not in f.attrs:
-                return None
-            arrays = {g: [f[g][str(i)][()] for i in range(len(f[g]))] if g in f else []
-                      for g in ("theta", "model_state")}
-            return arrays["theta"], arrays["model_state"], json.loads(f.attrs["config"])
-    except OSError:
-        return None
-
-
 def load_settings(path) -> Optional[Dict[str, Any]]:
     """The training settings recorded in the model file `path`, or None (a file written before pymeta
     recorded them, or by plain Keras); for a checkpoint, those of its run's config."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path!r}")
-    checkpoint = read_checkpoint(path)
+    from pymeta.checkpoint import read_checkpoint_weights  # (pymeta.checkpoint imports this module)
+    checkpoint = read_checkpoint_weights(path)
     if checkpoint is not None:
         from pymeta.config import MODEL_SETTINGS
         return {k: checkpoint[2][k] for k in MODEL_SETTINGS if k in checkpoint[2]}
@@ -136,7 +122,8 @@ def load_model(path):
 def load_weights_into(model, path):
     """Copy the weights saved at `path` (a model file or a checkpoint) into `model`, checking that the
     architectures match."""
-    checkpoint = read_checkpoint(os.fspath(path))
+    from pymeta.checkpoint import read_checkpoint_weights
+    checkpoint = read_checkpoint_weights(os.fspath(path))
     if checkpoint is not None:
         for name, arrays, variables in (("theta", checkpoint[0], model.trainable_variables),
                                         ("model state", checkpoint[1], model.non_trainable_variables)):

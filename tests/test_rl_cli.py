@@ -285,7 +285,8 @@ def test_meta_test_of_a_checkpoint_equals_the_model_file_it_became(reference, tm
     checkpoint holds the final model's weights, so both give the same returns, with the settings of the
     run (read from the checkpoint's config)."""
     import pymeta.rl  # noqa: F401
-    from pymeta.model_io import load_settings, read_checkpoint
+    from pymeta.checkpoint import read_checkpoint_weights as read_checkpoint
+    from pymeta.model_io import load_settings
     model = reference[0]
     last = os.path.join(model + "_run", f"ckpt-{N:08d}.h5")
     theta, _, config = read_checkpoint(last)

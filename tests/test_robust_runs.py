@@ -197,6 +197,10 @@ def test_a_checkpoint_meta_tests_like_the_model_file_it_became(tmp_path):
                for path in (c.model_save_filename, os.path.join(run_dir, "ckpt-00000030.h5"),
                             os.path.join(run_dir, "ckpt-00000020.h5"))]
     assert results[0]["mean"] == results[1]["mean"] != results[2]["mean"]
+    with h5py.File(os.path.join(run_dir, "ckpt-00000020.h5"), "r+") as f:  # its checksum no longer matches
+        f["theta"]["0"][0, ...] = 0.5
+    with pytest.raises(ValueError, match="ckpt-00000020.h5' cannot be used: its checksum does not match"):
+        meta_test(dataclasses.replace(mt, model=os.path.join(run_dir, "ckpt-00000020.h5")))
 
 
 def dead_pid():

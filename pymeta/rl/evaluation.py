@@ -125,7 +125,10 @@ def _task_params_like(sampled, value, path):
     """`value` (from JSON) in the form of a sampled task's parameters: an array of the same shape, or
     the value itself (dicts of numbers, e.g. {"velocity": 1.2})."""
     if isinstance(sampled, np.ndarray):
-        array = np.asarray(value, dtype=sampled.dtype) if _is_numeric(value) else None
+        try:
+            array = np.asarray(value, dtype=sampled.dtype)
+        except (TypeError, ValueError):  # not numbers, or ragged
+            array = None
         if array is None or array.shape != sampled.shape:
             raise ValueError(f"--test_tasks: {path}: {value!r} is not a task parameter of shape "
                              f"{list(sampled.shape)}")
@@ -134,13 +137,6 @@ def _task_params_like(sampled, value, path):
         raise ValueError(f"--test_tasks: {path}: {value!r} is not a task parameter dict with the keys of "
                          f"{_jsonable(sampled)}")
     return value
-
-
-def _is_numeric(value) -> bool:
-    try:
-        return np.asarray(value, dtype=np.float64).dtype.kind == "f"
-    except (TypeError, ValueError):
-        return False
 
 
 def _jsonable(x):
