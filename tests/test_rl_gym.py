@@ -158,3 +158,37 @@ def test_missing_gymnasium_names_the_install_command(monkeypatch):
     with pytest.raises(ImportError, match=r'pip install -e "\.\[rl\]"') as e:
         GymTask("CartPole-v1")
     assert "\n" not in str(e.value)
+
+
+@needs_mujoco
+def test_mujoco_warnings_go_to_logging_once_not_to_stdout_or_a_log_file(tmp_path, monkeypatch, caplog, capfd):
+    import logging
+
+    import pymeta.rl.gym_tasks as gym_tasks
+    monkeypatch.chdir(tmp_path)
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(None)  # MuJoCo's default: print, and append to ./MUJOCO_LOG.TXT
+    monkeypatch.setattr(gym_tasks, "_mujoco_warnings_seen", set())
+    model = mujoco.MjModel.from_xml_string("<mujoco><worldbody><body><freejoint/><geom size='.1'/></body>"
+                                           "</worldbody></mujoco>")
+
+    def unstable_step():  # MuJoCo warns once per MjData: "Nan, Inf or huge value in QPOS ..."
+        data = mujoco.MjData(model)
+        data.qpos[:] = np.nan
+        mujoco.mj_step(model, data)
+
+    try:
+        unstable_step()  # the control: without the routing MuJoCo prints and writes the file
+        control = capfd.readouterr()
+        assert "QPOS" in control.out + control.err and (tmp_path / "MUJOCO_LOG.TXT").exists()
+        (tmp_path / "MUJOCO_LOG.TXT").unlink()
+        with caplog.at_level(logging.WARNING, logger="pymeta.rl.gym_tasks"):
+            gym_tasks.make_single_env("HalfCheetah-v5", {}, 10).close()  # routes MuJoCo's warnings
+            for _ in range(3):
+                unstable_step()
+    finally:
+        mujoco.set_mju_user_warning(previous)
+    out = capfd.readouterr()
+    assert "QPOS" not in out.out + out.err and not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    assert [r.getMessage().count("QPOS") for r in caplog.records if "QPOS" in r.getMessage()] == [1]
+    assert all(r.getMessage().startswith("MuJoCo: ") for r in caplog.records)

@@ -25,6 +25,7 @@ from pymeta.rl.task import RLTask
 log = logging.getLogger(__name__)
 INSTALL_HINT = 'pip install -e ".[rl]"'
 _vector_envs: Dict[tuple, object] = {}
+_mujoco_warnings_seen: set = set()  # the MuJoCo warnings this process has logged (see route_mujoco_warnings)
 
 
 def require_gymnasium():
@@ -37,10 +38,31 @@ def require_gymnasium():
     return gymnasium
 
 
+def _log_mujoco_warning(message: str) -> None:
+    if message not in _mujoco_warnings_seen:
+        _mujoco_warnings_seen.add(message)
+        log.warning("MuJoCo: %s", message)
+
+
+def route_mujoco_warnings() -> None:
+    """MuJoCo's warnings to `logging`, each distinct message once per process, instead of to stdout and a
+    MUJOCO_LOG.TXT in the working directory. (gymnasium 1.4's HalfCheetah model uses an attribute MuJoCo
+    4 deprecates, and MuJoCo warns every time a copy is built: 800 lines for a meta-batch of 40 tasks x
+    20 episodes.) A warning handler the user installed is kept; without mujoco nothing happens."""
+    try:
+        import mujoco
+    except ImportError:
+        return
+    if mujoco.get_mju_user_warning() is None:
+        mujoco.set_mju_user_warning(_log_mujoco_warning)
+
+
 def make_single_env(env: Union[str, Callable], make_kwargs: Optional[dict], horizon: Optional[int]):
     """One gymnasium environment from an id or a factory, wrapped in TimeLimit(horizon); one-line errors
-    for an unknown id or a missing dependency (mujoco)."""
+    for an unknown id or a missing dependency (mujoco). MuJoCo's warnings go to `logging`
+    (`route_mujoco_warnings`; this runs in each worker process of an async vector env too)."""
     gym = require_gymnasium()
+    route_mujoco_warnings()
     kwargs = dict(make_kwargs or {})
     try:
         if isinstance(env, str):
