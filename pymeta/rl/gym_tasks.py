@@ -45,7 +45,7 @@ def _log_mujoco_warning(message: str) -> None:
 
 
 def route_mujoco_warnings() -> None:
-    """MuJoCo's warnings to `logging`, each distinct message once per process, instead of to stdout and a
+    """MuJoCo's warnings to `logging`, each distinct message once per process, instead of to stderr and a
     MUJOCO_LOG.TXT in the working directory. (gymnasium 1.4's HalfCheetah model uses an attribute MuJoCo
     4 deprecates, and MuJoCo warns every time a copy is built: 800 lines for a meta-batch of 40 tasks x
     20 episodes.) A warning handler the user installed is kept; without mujoco nothing happens."""
