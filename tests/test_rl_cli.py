@@ -285,14 +285,14 @@ def test_meta_test_of_a_checkpoint_equals_the_model_file_it_became(reference, tm
     checkpoint holds the final model's weights, so both give the same returns, with the settings of the
     run (read from the checkpoint's config)."""
     import pymeta.rl  # noqa: F401
-    from pymeta.checkpoint import read_checkpoint_weights as read_checkpoint
+    from pymeta.checkpoint import read_checkpoint_weights
     from pymeta.model_io import load_settings
     model = reference[0]
     last = os.path.join(model + "_run", f"ckpt-{N:08d}.h5")
-    theta, _, config = read_checkpoint(last)
+    theta, _, config = read_checkpoint_weights(last)
     for a, b in zip(theta, _weights(model)):
         np.testing.assert_array_equal(a, b)
-    assert read_checkpoint(model) is None  # a model file is not a checkpoint
+    assert read_checkpoint_weights(model) is None  # a model file is not a checkpoint
     from_model, from_ckpt = load_settings(model), load_settings(last)
     assert {"dataset", "horizon", "inner_lr", "restart_episodes"} <= set(from_ckpt)
     assert all(from_model[k] == v for k, v in from_ckpt.items() if k != "inner_optimizer")  # 'auto' there

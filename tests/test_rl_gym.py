@@ -161,7 +161,7 @@ def test_missing_gymnasium_names_the_install_command(monkeypatch):
 
 
 @needs_mujoco
-def test_mujoco_warnings_go_to_logging_once_not_to_stdout_or_a_log_file(tmp_path, monkeypatch, caplog, capfd):
+def test_mujoco_warnings_go_to_logging_once_not_to_the_terminal_or_a_log_file(tmp_path, monkeypatch, caplog, capfd):
     import logging
 
     import pymeta.rl.gym_tasks as gym_tasks
