@@ -1,6 +1,7 @@
 """RL speed in one run: bare simulation vs pymeta's sampler (env-steps/s) on 2D navigation and
-HalfCheetah, and the time of one meta-iteration on 2D navigation at the paper's settings
-(20 tasks x 20 episodes x 100 steps, collected before and after one adaptation step).
+HalfCheetah, and the time of one meta-iteration at the paper's settings, collected before and after one
+adaptation step: 2D navigation (20 tasks x 20 episodes x 100 steps) and, unless --no_mujoco,
+HalfCheetah-dir with MAML-TRPO (40 tasks x 20 episodes x 200 steps).
 
     PYTHONPATH=. python benchmarks/bench_rl.py [--no_mujoco] [--vectorization async]
     mpiexec -n 2 python benchmarks/bench_rl.py     # the MAML-TRPO rows with the tasks split over 2 ranks
@@ -35,7 +36,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no_mujoco", action="store_true")
     parser.add_argument("--vectorization", default="sync", choices=["sync", "async"])
-    parser.add_argument("--meta_iterations", type=int, default=3)
+    parser.add_argument("--meta_iterations", type=int, default=3, help="timed 2D-navigation meta-iterations per row")
+    parser.add_argument("--halfcheetah_meta_iterations", type=int, default=2,
+                        help="timed HalfCheetah-dir MAML-TRPO meta-iterations (about 20-45 s each on 2 cores)")
     parser.add_argument("--trpo_hvp", nargs="+", default=list(TRPO_HVP_METHODS[:2]), choices=TRPO_HVP_METHODS,
                         help="the MAML-TRPO rows: how CG's KL Hessian-vector products are computed")
     args = parser.parse_args()
@@ -76,32 +79,42 @@ def meta_iteration_rows(args, share):
     runs = [("fomaml", "adam", None), ("maml", "adam", None)] if share is None else []
     runs += [("maml", "trpo", h) for h in args.trpo_hvp]
     for metamodel, outer, hvp in runs:
-        p = build_problem("navigation2d", metamodel, outer, seed=0)
-        dist, ml = p.distribution, p.metalearner
-        if hvp is not None:
-            ml.hvp = hvp  # before the first call traces the TRPO step
-        count = 20
-        if share is not None:  # this rank's tasks; TRPO's means combined by Allreduces
-            ml.collectives = share.collectives
-            count = share.local_count(20)
-        ml.metatrain_step(dist.sample_batch(count), 1, 20)  # compiles
-        times, parts = [], []
-        for _ in range(args.meta_iterations):
-            times.append(_timed(lambda: parts.append(ml.metatrain_step(dist.sample_batch(count), 1, 20))))
-        if share is not None:  # the slowest rank's time
-            times = [share.collectives.allreduce_max(t) for t in times]
-            if not share.is_root:
-                continue
-        best = int(np.argmin(times))
-        name = f"{metamodel}-{outer}" + (f" (KL HVPs: {hvp})" if hvp else "")
-        if share is not None:
-            name += f" on {share.size} MPI ranks"
-        split = ""
-        if hvp is not None:
-            b = parts[best]
-            split = (f"  [collect {b['seconds_collect']:.2f} s, gradient + CG {b['seconds_direction']:.2f} s, "
-                     f"line search {b['seconds_line_search']:.2f} s]")
-        print(f"navigation2d meta-iteration {name} (20 x 20 x 100, 1 inner step): {times[best]:.2f} s{split}")
+        meta_iteration_row("navigation2d", metamodel, outer, hvp, args.meta_iterations, share)
+    if not args.no_mujoco:
+        meta_iteration_row("halfcheetah_dir", "maml", "trpo", "gauss_newton", args.halfcheetah_meta_iterations,
+                           share, vectorization=args.vectorization)
+
+
+def meta_iteration_row(dataset, metamodel, outer, hvp, iterations, share, **problem_kwargs):
+    """Print the best of `iterations` timed meta-iterations (after one that compiles) at the dataset's
+    defaults (the paper's settings); under MPI, each rank with its share of the tasks."""
+    p = build_problem(dataset, metamodel, outer, seed=0, **problem_kwargs)
+    dist, ml, s = p.distribution, p.metalearner, p.settings
+    if hvp is not None:
+        ml.hvp = hvp  # before the first call traces the TRPO step
+    count, episodes = s["meta_batch_size"], s["episodes_per_task"]
+    if share is not None:  # this rank's tasks; TRPO's means combined by Allreduces
+        ml.collectives = share.collectives
+        count = share.local_count(s["meta_batch_size"])
+    ml.metatrain_step(dist.sample_batch(count), 1, episodes)  # compiles
+    times, parts = [], []
+    for _ in range(iterations):
+        times.append(_timed(lambda: parts.append(ml.metatrain_step(dist.sample_batch(count), 1, episodes))))
+    if share is not None:  # the slowest rank's time
+        times = [share.collectives.allreduce_max(t) for t in times]
+        if not share.is_root:
+            return
+    best = int(np.argmin(times))
+    name = f"{metamodel}-{outer}" + (f" (KL HVPs: {hvp})" if hvp else "")
+    if share is not None:
+        name += f" on {share.size} MPI ranks"
+    split = ""
+    if hvp is not None:
+        b = parts[best]
+        split = (f"  [collect {b['seconds_collect']:.2f} s, gradient + CG {b['seconds_direction']:.2f} s, "
+                 f"line search {b['seconds_line_search']:.2f} s]")
+    shape = f"{s['meta_batch_size']} x {episodes} x {s['horizon']}"
+    print(f"{dataset} meta-iteration {name} ({shape}, 1 inner step): {times[best]:.2f} s{split}", flush=True)
 
 
 if __name__ == "__main__":
