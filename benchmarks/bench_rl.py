@@ -38,7 +38,7 @@ def main():
     parser.add_argument("--vectorization", default="sync", choices=["sync", "async"])
     parser.add_argument("--meta_iterations", type=int, default=3, help="timed 2D-navigation meta-iterations per row")
     parser.add_argument("--halfcheetah_meta_iterations", type=int, default=2,
-                        help="timed HalfCheetah-dir MAML-TRPO meta-iterations (about 20-45 s each on 2 cores)")
+                        help="timed HalfCheetah-dir MAML-TRPO meta-iterations (about 20-45 s each on 2 cores; 0: no HalfCheetah meta-iteration row)")
     parser.add_argument("--trpo_hvp", nargs="+", default=list(TRPO_HVP_METHODS[:2]), choices=TRPO_HVP_METHODS,
                         help="the MAML-TRPO rows: how CG's KL Hessian-vector products are computed")
     args = parser.parse_args()
@@ -80,7 +80,7 @@ def meta_iteration_rows(args, share):
     runs += [("maml", "trpo", h) for h in args.trpo_hvp]
     for metamodel, outer, hvp in runs:
         meta_iteration_row("navigation2d", metamodel, outer, hvp, args.meta_iterations, share)
-    if not args.no_mujoco:
+    if not args.no_mujoco and args.halfcheetah_meta_iterations > 0:
         meta_iteration_row("halfcheetah_dir", "maml", "trpo", "gauss_newton", args.halfcheetah_meta_iterations,
                            share, vectorization=args.vectorization)
 
