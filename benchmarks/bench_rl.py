@@ -38,7 +38,8 @@ def main():
     parser.add_argument("--vectorization", default="sync", choices=["sync", "async"])
     parser.add_argument("--meta_iterations", type=int, default=3, help="timed 2D-navigation meta-iterations per row")
     parser.add_argument("--halfcheetah_meta_iterations", type=int, default=2,
-                        help="timed HalfCheetah-dir MAML-TRPO meta-iterations (about 20-45 s each on 2 cores; 0: no HalfCheetah meta-iteration row)")
+                        help="timed HalfCheetah-dir MAML-TRPO meta-iterations (about 20-45 s each on 2 cores; "
+                             "0: no such row)")
     parser.add_argument("--trpo_hvp", nargs="+", default=list(TRPO_HVP_METHODS[:2]), choices=TRPO_HVP_METHODS,
                         help="the MAML-TRPO rows: how CG's KL Hessian-vector products are computed")
     args = parser.parse_args()
