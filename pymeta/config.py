@@ -124,6 +124,9 @@ class RunConfig(TaskConfig):
     run_dir: str = option("", "checkpoints and TensorBoard logs (default: <model file>_run/, e.g. "
                           "saved/model.h5_run/)")
     resume: bool = option(True, "continue from the last checkpoint in --run_dir if there is one")
+    init_model: str = option("", "start from the weights of this model file or checkpoint (a warm start, e.g. "
+                             "to train a saved model further: iterations, optimizer state and random streams "
+                             "start afresh from --seed; a resumed checkpoint takes precedence)")
     overwrite: bool = option(False, "allow replacing a model file / run directory of another run")
     keep_checkpoints: int = option(3, "checkpoints kept in --run_dir")
     tensorboard: bool = option(True, "write TensorBoard summaries to <run_dir>/tensorboard")
@@ -296,6 +299,8 @@ def check_config(c: RunConfig) -> None:
         raise ValueError("--num_threads and --inter_op_threads must be >= 0 (0: TensorFlow's default)")
     if os.path.splitext(c.model_save_filename)[1] not in (".h5", ".keras"):
         raise ValueError(f"--model_save_filename must end in .h5 or .keras, got {c.model_save_filename!r}")
+    if c.init_model and not os.path.isfile(c.init_model):
+        raise ValueError(f"--init_model: no model file at {c.init_model!r}")
 
 
 def _check_rl(c: TaskConfig) -> None:
@@ -423,7 +428,7 @@ RUN_IDENTITY = ("dataset", "metamodel", "num_output_classes", "num_train_samples
                 "test_every_k_iterations", "num_validation_batches", "imaml_lambda_reg", "imaml_cg_steps",
                 "imaml_cg_damping", "imaml_lam_damping", "persistent_inner_state", "seqfomaml_variant",
                 "seqfomaml_sequence_length", "imaml_inner", "imaml_cg_tol", "episodes_per_task", "horizon",
-                "gamma", "gae_lambda", "outer_optimizer", "max_kl", "restart_episodes")
+                "gamma", "gae_lambda", "outer_optimizer", "max_kl", "restart_episodes", "init_model")
 
 
 def run_identity(c: RunConfig) -> Dict[str, Any]:

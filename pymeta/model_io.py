@@ -11,7 +11,7 @@ can also record:
 
 `load_settings` and `load_weights_into` also read a training checkpoint (`<run_dir>/ckpt-*.h5`, see
 `pymeta.checkpoint`): its theta and model state, and the settings of its run's config, so that any
-checkpointed meta-iteration can be meta-tested like a model file.
+checkpointed meta-iteration can be meta-tested like a model file, or trained further (`warm_start`).
 """
 
 import json
@@ -143,3 +143,10 @@ def load_weights_into(model, path):
                          f"do not match this model's {mine}")
     model.set_weights(saved.get_weights())
     return model
+
+
+def warm_start(metalearner, path):
+    """Take theta (and the model state) of `metalearner` from the model file or checkpoint `path`
+    (`--init_model`); the optimizer state stays fresh."""
+    load_weights_into(metalearner.model, path)
+    metalearner.initialize()

@@ -18,7 +18,7 @@ from pymeta.atomic import write_json_atomic
 from pymeta.config import (RunConfig, artifact_path, check_config, check_output_folders, model_settings,
                            run_identity)
 from pymeta.evaluation import validate
-from pymeta.model_io import kept_inner_state, save_model
+from pymeta.model_io import kept_inner_state, save_model, warm_start
 from pymeta.plots import plot_learning_curve, plot_sinusoid
 from pymeta.run_support import (Diverged, Interrupted, SignalFlag, Summaries, check_finite,  # noqa: F401
                                 check_outputs, compiling, diverged, find_resume_point,
@@ -56,6 +56,8 @@ def setup_run(c: RunConfig, distributed: bool = False):
         imaml_inner=c.imaml_inner, imaml_cg_tol=c.imaml_cg_tol,
         seqfomaml_variant=c.seqfomaml_variant)
     metalearner.initialize()
+    if c.init_model:
+        warm_start(metalearner, c.init_model)
     if distributed:
         from pymeta.metalearners.distributed import DistributedMetaLearner
         metalearner = DistributedMetaLearner(metalearner)
@@ -131,6 +133,8 @@ def _metatrain(c, distributed, stop):
     problem, model, metalearner = setup_run(c, distributed)
     is_root = getattr(metalearner, "is_root", True)
     log = logger.info if is_root else _silent
+    if c.init_model:
+        log(f"initial theta from --init_model={c.init_model}")
     settings = model_settings(c, registry.inner_optimizer_name(c.metamodel, c.dataset, c.inner_optimizer))
     run_dir = c.resolved_run_dir()
     if is_root:  # files a killed run was writing

@@ -133,6 +133,35 @@ def test_sigterm_writes_checkpoint_and_model_and_exits_143(tmp_path):
     assert len(ckpts) == 1 and int(ckpts[0][5:13]) >= 2
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["model", "checkpoint"])
+def test_init_model_starts_from_that_theta(reference, tmp_path, source):
+    """--init_model: the new run's first validation (same seed: same tasks and episodes) equals the
+    reference run's last one, whose theta it started from (a model file, or the last checkpoint)."""
+    path = reference[0] if source == "model" else os.path.join(reference[0] + "_run", f"ckpt-{N:08d}.h5")
+    model = str(tmp_path / "warm.h5")
+    out = _run("example_metatrain.py", *_train_args(model, 1, f"--init_model={path}"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"initial theta from --init_model={path}" in out.stdout
+    ref = [h for h in json.load(open(reference[0][:-3] + "_history.json"))["history"]
+           if "validation_returns_by_step" in h]
+    warm = [h for h in json.load(open(model[:-3] + "_history.json"))["history"] if "validation_returns_by_step" in h]
+    assert ref[-1]["iteration"] == N and warm[0]["iteration"] == 0
+    assert warm[0]["validation_returns_by_step"] == ref[-1]["validation_returns_by_step"]
+    assert ref[0]["validation_returns_by_step"] != ref[-1]["validation_returns_by_step"]  # training moved theta
+
+
+def test_init_model_errors_are_one_line(tmp_path):
+    out = _run("example_metatrain.py", *_train_args(tmp_path / "m.h5", 1, f"--init_model={tmp_path}/none.h5"))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [f"error: --init_model: no model file at '{tmp_path}/none.h5'"]
+    other = os.path.join(REPO, "pretrained", "halfcheetah_dir_maml.h5")  # 17 observations, not 2
+    out = _run("example_metatrain.py", *_train_args(tmp_path / "m.h5", 1, f"--init_model={other}"))
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "holds a model of another architecture" in lines[0], out.stderr[-3000:]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--metamodel=imaml"], "--metamodel=imaml does not do reinforcement learning (--dataset=navigation2d): "
                             "use one of maml, fomaml, reptile"),

@@ -203,6 +203,23 @@ def test_a_checkpoint_meta_tests_like_the_model_file_it_became(tmp_path):
         meta_test(dataclasses.replace(mt, model=os.path.join(run_dir, "ckpt-00000020.h5")))
 
 
+def test_init_model_starts_a_supervised_run_from_that_file(tmp_path):
+    """--init_model for a supervised run: theta starts as the file's weights (checked before any step),
+    and 30 further iterations from them give another model than 30 from the seed's initialisation."""
+    from pymeta.training import setup_run
+    first = tiny(tmp_path, "first.h5")
+    metatrain(first)
+    saved = load_model(first.model_save_filename).get_weights()
+    _, _, metalearner = setup_run(tiny(tmp_path, "warm.h5", init_model=first.model_save_filename))
+    for a, b in zip(saved, metalearner.current_initial_parameters):
+        np.testing.assert_array_equal(a, b)
+    warm, cold = tiny(tmp_path, "warm.h5", init_model=first.model_save_filename), tiny(tmp_path, "cold.h5")
+    metatrain(warm)
+    metatrain(cold)
+    w, c = (load_model(x.model_save_filename).get_weights() for x in (warm, cold))
+    assert not np.array_equal(w[0], c[0]) and not np.array_equal(w[0], saved[0])
+
+
 def dead_pid():
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()

@@ -21,7 +21,7 @@ import numpy as np
 from pymeta import checkpoint as ckpt
 from pymeta.atomic import write_json_atomic
 from pymeta.config import artifact_path, model_settings, resolve_rl_defaults, run_identity
-from pymeta.model_io import save_model
+from pymeta.model_io import save_model, warm_start
 
 logger = logging.getLogger("pymeta.training")
 TRPO_SCALARS = ("kl", "backtracks", "surrogate_before", "surrogate_after", "accepted")
@@ -86,6 +86,9 @@ def run(c, stop, distributed: bool = False):
     log(settings_line(c))
     problem = build_run_problem(c)
     ml, model, dist = problem.metalearner, problem.model, problem.distribution
+    if c.init_model:
+        warm_start(ml, c.init_model)
+        log(f"initial theta from --init_model={c.init_model}")
     stepper = ml if share is None else share.stepper(ml)
     run_dir = c.resolved_run_dir()
     if is_root:
