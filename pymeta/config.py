@@ -8,13 +8,14 @@ into meta-test defaults. No TensorFlow import here: `--help` stays fast.
 """
 
 import dataclasses
+import json
 import math
 import os
 import sys
 from typing import Any, Collection, Dict, Mapping, Optional, Tuple
 
 from pymeta.registry import (DATASETS, INNER_OPTIMIZERS, METAMODELS, OMNIGLOT_PROTOCOLS, RL_DATASETS, RL_DEFAULTS,
-                             RL_METAMODELS, SEQ_FOMAML_VARIANTS)
+                             RL_GYM_DATASETS, RL_METAMODELS, SEQ_FOMAML_VARIANTS)
 from pymeta.runtime import PRECISIONS
 
 
@@ -76,6 +77,10 @@ class TaskConfig:
                                     "the same task following one that terminated (batches of episodes x "
                                     "horizon steps, as rllab's samplers behind the MAML paper's numbers); "
                                     "the returns reported are each environment's first episode's")
+    env_kwargs: str = option("", "RL, gymnasium datasets: a JSON dict of keyword arguments for every task's "
+                             "gymnasium.make, e.g. '{\"frame_skip\": 1}' (the MAML paper's rllab HalfCheetah "
+                             "stepped 0.01 s of simulation, gymnasium's HalfCheetah-v5 0.05 s); a task's own "
+                             "(e.g. halfcheetah_dir's direction) take precedence")
 
 
 @dataclasses.dataclass
@@ -249,6 +254,7 @@ def _check_task(c: TaskConfig) -> None:
         _check_choice(c, name, choices)
     if c.precision not in PRECISIONS:
         raise ValueError(f"--precision must be float32 or mixed_bfloat16, got {c.precision!r}")
+    env_kwargs(c)
 
 
 def check_config(c: RunConfig) -> None:
@@ -325,6 +331,23 @@ def _check_rl(c: TaskConfig) -> None:
     if c.persistent_inner_state or c.inner_optimizer == "adam":
         raise ValueError("RL's inner steps are plain policy-gradient steps (SGD): drop --persistent_inner_state "
                          "and --inner_optimizer=adam")
+
+
+def env_kwargs(c: TaskConfig) -> Dict[str, Any]:
+    """--env_kwargs as a dict ({} when not given); ValueError (one line) if it is not a JSON object or
+    the dataset has no gymnasium environment."""
+    if not c.env_kwargs:
+        return {}
+    try:
+        value = json.loads(c.env_kwargs)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ValueError(f"--env_kwargs must be a JSON object such as '{{\"frame_skip\": 1}}', got {c.env_kwargs!r}")
+    if c.dataset not in RL_GYM_DATASETS:
+        raise ValueError(f"--env_kwargs applies to the gymnasium datasets ({', '.join(RL_GYM_DATASETS)}), "
+                         f"not --dataset={c.dataset}")
+    return value
 
 
 # RL runs: the defaults of the flags whose supervised default does not fit RL, used when the flag is not
@@ -428,7 +451,7 @@ RUN_IDENTITY = ("dataset", "metamodel", "num_output_classes", "num_train_samples
                 "test_every_k_iterations", "num_validation_batches", "imaml_lambda_reg", "imaml_cg_steps",
                 "imaml_cg_damping", "imaml_lam_damping", "persistent_inner_state", "seqfomaml_variant",
                 "seqfomaml_sequence_length", "imaml_inner", "imaml_cg_tol", "episodes_per_task", "horizon",
-                "gamma", "gae_lambda", "outer_optimizer", "max_kl", "restart_episodes", "init_model")
+                "gamma", "gae_lambda", "outer_optimizer", "max_kl", "restart_episodes", "init_model", "env_kwargs")
 
 
 def run_identity(c: RunConfig) -> Dict[str, Any]:
@@ -455,7 +478,7 @@ MODEL_SETTINGS = {
     "imaml_lam_damping": None, "persistent_inner_state": None, "seqfomaml_variant": None,
     "seqfomaml_sequence_length": None, "horizon": "horizon", "gamma": "gamma", "gae_lambda": "gae_lambda",
     "episodes_per_task": None, "outer_optimizer": None, "max_kl": None, "meta_batch_size": None,
-    "restart_episodes": None,
+    "restart_episodes": None, "env_kwargs": "env_kwargs",
 }
 
 

@@ -18,6 +18,7 @@ RL_DEFAULTS = {
     "ant_dir": {"meta_batch_size": 40, "inner_lr": 0.1, "horizon": 200},
 }
 RL_DATASETS = tuple(RL_DEFAULTS)
+RL_GYM_DATASETS = tuple(d for d in RL_DATASETS if d != "navigation2d")  # on gymnasium environments
 RL_METAMODELS = ("maml", "fomaml", "reptile")
 DATASETS = SUPERVISED_DATASETS + RL_DATASETS
 METAMODELS = ("fomaml", "reptile", "imaml", "maml", "seqfomaml")

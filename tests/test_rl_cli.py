@@ -168,6 +168,8 @@ def test_init_model_errors_are_one_line(tmp_path):
     (["--metamodel=fomaml", "--outer_optimizer=trpo"], "--outer_optimizer=trpo is MAML's outer step"),
     (["--episodes_per_task=0"], "--episodes_per_task must be >= 1"),
     (["--gamma=1.5"], "--gamma must be in (0, 1]"),
+    (["--env_kwargs=[1]"], "--env_kwargs must be a JSON object"),
+    (['--env_kwargs={"frame_skip": 1}'], "--env_kwargs applies to the gymnasium datasets"),
 ])
 def test_bad_rl_settings_are_one_line_errors(args, message):
     from pymeta.config import RunConfig, check_config, resolve_rl_defaults
@@ -394,3 +396,28 @@ def test_halfcheetah_smoke_through_the_run(tmp_path, monkeypatch):
     history = metatrain(c)
     assert [h["iteration"] for h in history] == [0, 1, 1]  # validation, iteration 1, validation
     assert os.path.exists(model) and os.path.exists(model[:-3] + "_learning_curve.png")
+
+
+@pytest.mark.slow
+def test_env_kwargs_are_recorded_and_meta_test_uses_them(tmp_path, monkeypatch):
+    """--env_kwargs reach training and, through the model file, the meta-test: with the x position in the
+    observation (18 numbers instead of 17) the trained policy only fits environments built with them."""
+    pytest.importorskip("mujoco")
+    pytest.importorskip("gymnasium")
+    from pymeta.cli.metatest import parse_args
+    from pymeta.config import RunConfig, resolve_rl_defaults
+    from pymeta.evaluation import meta_test
+    from pymeta.training import metatrain
+    monkeypatch.chdir(tmp_path)
+    model, kwargs = str(tmp_path / "model.h5"), '{"exclude_current_positions_from_observation": false}'
+    metatrain(resolve_rl_defaults(RunConfig(dataset="halfcheetah_vel", metamodel="fomaml", meta_batch_size=2,
+                                            episodes_per_task=2, horizon=10, tensorboard=False, env_kwargs=kwargs,
+                                            model_save_filename=model, num_outer_metatraining_iterations=1)))
+    assert _weights(model)[0].shape[0] == 18
+    args = ["--model", model, "--num_tasks=2", "--num_inner_iterations=1", "--episodes_per_task=2"]
+    c = parse_args(args)
+    assert c.env_kwargs == kwargs and c.horizon == 10
+    result = meta_test(c)
+    assert len(result["returns_by_step"]) == 2 and np.all(np.isfinite(result["returns_by_step"]))
+    with pytest.raises(ValueError, match="holds a model of another architecture"):
+        meta_test(parse_args(args + ["--env_kwargs={}"]))  # gymnasium's default observation: 17 numbers

@@ -134,6 +134,43 @@ def test_early_termination_is_masked_and_the_copy_reset_without_junk():
     assert task.evaluate(agent)["mean_episode_length"] < 60
 
 
+@pytest.mark.slow
+@needs_mujoco
+def test_distribution_make_kwargs_reach_every_env_and_a_task_own_kwargs_win():
+    """make_kwargs={"frame_skip": 1} (--env_kwargs): each step is one raw MuJoCo step (0.01 s, as the
+    paper's rllab HalfCheetah) from the same state; the tasks' own forward_reward_weight beats the 5.0 given."""
+    import mujoco
+    tasks = halfcheetah_dir(batch_size=2, make_kwargs={"frame_skip": 1, "forward_reward_weight": 5.0}).sample_batch()
+    for t, d in zip(tasks, (-1.0, 1.0)):
+        t.params = {"direction": d, "make_kwargs": {"forward_reward_weight": d, "ctrl_cost_weight": 0.05}}
+    env = GymBatchedEnv(tasks, 2)
+    env.reset()
+    sims = [c.unwrapped for v in env.venvs for c in v.envs]
+    rng = np.random.RandomState(1)
+    for _ in range(3):
+        a = rng.uniform(-1, 1, (4, 6))
+        expected = []
+        for sim, ai in zip(sims, a):  # one raw MuJoCo step of a copy of each simulation
+            data = mujoco.MjData(sim.model)
+            mujoco.mj_copyData(data, sim.model, sim.data)
+            data.ctrl[:] = ai
+            mujoco.mj_step(sim.model, data)
+            expected.append(data.qpos.copy())
+        x0 = np.array([sim.data.qpos[0] for sim in sims])
+        _, rewards, _ = env.step(a)
+        np.testing.assert_allclose([sim.data.qpos for sim in sims], expected, rtol=0, atol=1e-12)
+        vx = (np.array([sim.data.qpos[0] for sim in sims]) - x0) / 0.01
+        np.testing.assert_allclose(rewards, np.repeat([-1.0, 1.0], 2) * vx - 0.05 * (a ** 2).sum(-1), rtol=1e-9,
+                                   atol=1e-9)
+
+
+@needs_mujoco
+def test_a_keyword_the_environment_does_not_take_is_a_one_line_error():
+    with pytest.raises(ValueError, match="'HalfCheetah-v5' does not take the keyword arguments") as e:
+        GymTask("HalfCheetah-v5", make_kwargs={"fram_skip": 1})
+    assert "\n" not in str(e.value)
+
+
 def test_generic_distribution_applies_make_kwargs_on_reset():
     dist = GymTaskDistribution("Pendulum-v1", lambda: {"make_kwargs": {"g": float(np.random.uniform(5, 15))}},
                                batch_size=2, horizon=10)

@@ -19,6 +19,7 @@ evaluates a fresh random initialisation, `--plot FILE.png` draws the return agai
 """
 
 import logging
+import shlex
 from typing import List, Sequence
 
 from absl import app, flags
@@ -29,7 +30,8 @@ from pymeta.config import (CliOptions, MetaTestConfig, apply_model_settings, che
 from pymeta.registry import RL_DATASETS
 
 logger = logging.getLogger("pymeta.cli")
-RL_METATEST_SETTINGS = ("dataset", "metamodel", "inner_lr", "num_inner_iterations", "horizon", "gamma", "gae_lambda")
+RL_METATEST_SETTINGS = ("dataset", "metamodel", "inner_lr", "num_inner_iterations", "horizon", "gamma", "gae_lambda",
+                        "env_kwargs")
 
 
 def parse_args(argv: Sequence[str]) -> MetaTestConfig:
@@ -57,7 +59,7 @@ def config_with_model_settings(flag_values) -> MetaTestConfig:
         return c
     c, taken = apply_model_settings(c, settings, flags_given(MetaTestConfig, flag_values))
     if c.dataset in RL_DATASETS:  # the supervised task settings a model file records do not matter for RL
-        taken = {k: v for k, v in taken.items() if k in RL_METATEST_SETTINGS}
+        taken = {k: v for k, v in taken.items() if k in RL_METATEST_SETTINGS and (v or k != "env_kwargs")}
     if taken:
         logger.info(f"settings from {c.model}: " + " ".join(_as_flag(k, v) for k, v in taken.items()))
     return c
@@ -66,7 +68,7 @@ def config_with_model_settings(flag_values) -> MetaTestConfig:
 def _as_flag(name, value):
     if isinstance(value, bool):
         return f"--{name}" if value else f"--no{name}"
-    return f"--{name}={value}"
+    return f"--{name}={shlex.quote(str(value))}"
 
 
 def main(argv: List[str]) -> int:

@@ -33,6 +33,7 @@ def meta_test_rl(c) -> Dict[str, Any]:
     """Meta-test config `c` (a checked `MetaTestConfig` of an RL dataset); returns the result dict
     (written to c.output as JSON, drawn to c.plot)."""
     from pymeta.atomic import write_json_atomic
+    from pymeta.config import env_kwargs
     from pymeta.core.learner import Learner
     from pymeta.evaluation import mean_confidence_interval
     from pymeta.model_io import load_weights_into
@@ -41,7 +42,7 @@ def meta_test_rl(c) -> Dict[str, Any]:
     horizon = c.horizon or RL_DEFAULTS[c.dataset]["horizon"]
     problem = build_problem(c.dataset, "fomaml", "adam", c.inner_lr, meta_batch_size=min(c.batch, c.num_tasks),
                             episodes_per_task=episodes, horizon=horizon, gamma=c.gamma, gae_lambda=c.gae_lambda,
-                            seed=c.seed, restart_episodes=c.restart_episodes)
+                            seed=c.seed, restart_episodes=c.restart_episodes, env_kwargs=env_kwargs(c))
     model = problem.model
     if c.init == "trained":
         load_weights_into(model, c.model)

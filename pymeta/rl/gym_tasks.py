@@ -78,6 +78,11 @@ def make_single_env(env: Union[str, Callable], make_kwargs: Optional[dict], hori
         if isinstance(env, str):
             raise ValueError(f"unknown gymnasium environment id {env!r}: {str(err).splitlines()[0]}") from None
         raise
+    except TypeError as err:  # a keyword argument the environment does not take
+        if kwargs and "argument" in str(err):
+            raise ValueError(f"{env!r} does not take the keyword arguments {kwargs}: "
+                             f"{str(err).splitlines()[0]}") from None
+        raise
     return e
 
 
@@ -125,22 +130,26 @@ class GymTask(RLTask):
         reward_fn: optional `(params, next_obs [E, d], actions [E, ...], rewards [E], infos) -> [E]`.
         horizon: steps per episode (default: the environment's `max_episode_steps`).
         vectorization: "sync" (one process) or "async" (one process per copy, across the cores).
+        make_kwargs: passed to the constructor of every task's environment (e.g. {"frame_skip": 1});
+            a task's own "make_kwargs" take precedence.
         gamma, gae_lambda, normalize_advantages: see `RLTask`.
     """
 
     # shared, never copied, by the copies a TaskDistribution draws
-    _shared_attributes = ("env", "sample_task_params", "reward_fn", "observation_space", "action_space")
+    _shared_attributes = ("env", "sample_task_params", "reward_fn", "observation_space", "action_space",
+                          "make_kwargs")
 
     def __init__(self, env: Union[str, Callable], sample_task_params: Optional[Callable] = None,
                  reward_fn: Optional[Callable] = None, horizon: Optional[int] = None,
-                 vectorization: str = "sync", **kwargs):
+                 vectorization: str = "sync", make_kwargs: Optional[dict] = None, **kwargs):
         if vectorization not in ("sync", "async"):
             raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
         self.env = env
         self.sample_task_params = sample_task_params or dict
         self.reward_fn = reward_fn
         self.vectorization = vectorization
-        probe = make_single_env(env, self.sample_task_params().get("make_kwargs"), None)
+        self.make_kwargs = dict(make_kwargs or {})
+        probe = make_single_env(env, self.env_kwargs(self.sample_task_params()), None)
         self.observation_space = probe.observation_space
         self.action_space = probe.action_space
         if horizon is None:
@@ -156,11 +165,16 @@ class GymTask(RLTask):
             raise ValueError(f"sample_task_params must return a dict, got {type(params).__name__}")
         return params
 
+    def env_kwargs(self, params: dict) -> dict:
+        """The constructor kwargs of the environment of a task with `params`: `make_kwargs`, updated
+        with the task's own."""
+        return {**self.make_kwargs, **(params.get("make_kwargs") or {})}
+
     def vector_env(self, params: dict, num_envs: int, slot: int):
         """A cached gymnasium vector env of `num_envs` copies with this task's make kwargs (autoreset
         disabled); `slot` distinguishes tasks of one meta-batch that share make kwargs."""
         gym = require_gymnasium()
-        make_kwargs = params.get("make_kwargs") or {}
+        make_kwargs = self.env_kwargs(params)
         key = (self.env if isinstance(self.env, str) else id(self.env), tuple(sorted(make_kwargs.items())),
                num_envs, self.horizon, self.vectorization, slot)
         if key not in _vector_envs:

@@ -30,15 +30,20 @@ class RLProblem(NamedTuple):
 
 
 def make_distribution(name: str, meta_batch_size: int, horizon: int, gamma: float, gae_lambda: float,
-                      vectorization: str = "sync", restart_episodes: bool = False):
-    """The task distribution `name` ('navigation2d', 'halfcheetah_vel', 'halfcheetah_dir', 'ant_dir')."""
+                      vectorization: str = "sync", restart_episodes: bool = False,
+                      env_kwargs: Optional[Dict[str, Any]] = None):
+    """The task distribution `name` ('navigation2d', 'halfcheetah_vel', 'halfcheetah_dir', 'ant_dir');
+    env_kwargs: extra constructor kwargs of the gymnasium environments (`GymTask`'s make_kwargs)."""
     common = {"gamma": gamma, "gae_lambda": gae_lambda, "restart_episodes": restart_episodes}
     if name == "navigation2d":
+        if env_kwargs:
+            raise ValueError("env_kwargs apply to the gymnasium task distributions, not navigation2d")
         from pymeta.rl.navigation import navigation2d
         return navigation2d(meta_batch_size, horizon=horizon, **common)
     if name in ("halfcheetah_vel", "halfcheetah_dir", "ant_dir"):
         from pymeta.rl import gym_tasks
-        return getattr(gym_tasks, name)(meta_batch_size, horizon=horizon, vectorization=vectorization, **common)
+        return getattr(gym_tasks, name)(meta_batch_size, horizon=horizon, vectorization=vectorization,
+                                        make_kwargs=env_kwargs, **common)
     raise ValueError(f"unknown RL problem {name!r}: use one of {sorted(DEFAULTS)}")
 
 
@@ -48,11 +53,12 @@ def build_problem(name: str, metamodel: str = "maml", outer_optimizer: Optional[
                   horizon: Optional[int] = None, gamma: float = 0.99, gae_lambda: float = 1.0,
                   max_kl: float = 0.01, hidden: Sequence[int] = (100, 100),
                   vectorization: str = "sync", seed: Optional[int] = None,
-                  restart_episodes: bool = False) -> RLProblem:
+                  restart_episodes: bool = False, env_kwargs: Optional[Dict[str, Any]] = None) -> RLProblem:
     """Everything a meta-RL run needs (see the module doc for the defaults).
 
     outer_optimizer: 'trpo' (MAML only; the default for MAML) or 'adam' (meta_lr; the default for
-    FOMAML and Reptile). restart_episodes: see `pymeta.rl.task.RLTask`. Train with
+    FOMAML and Reptile). restart_episodes: see `pymeta.rl.task.RLTask`. env_kwargs: constructor kwargs
+    of every gymnasium environment (e.g. {"frame_skip": 1}). Train with
     `metalearner.metatrain_step(distribution.sample_batch(), 1, settings['episodes_per_task'])`; evaluate
     with `pymeta.rl.task.adaptation_returns`.
     """
@@ -72,11 +78,11 @@ def build_problem(name: str, metamodel: str = "maml", outer_optimizer: Optional[
                 "episodes_per_task": int(episodes_per_task),
                 "horizon": d["horizon"] if horizon is None else int(horizon), "gamma": float(gamma),
                 "gae_lambda": float(gae_lambda), "max_kl": float(max_kl), "hidden": tuple(hidden), "seed": seed,
-                "restart_episodes": bool(restart_episodes)}
+                "restart_episodes": bool(restart_episodes), "env_kwargs": dict(env_kwargs or {})}
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
     dist = make_distribution(name, settings["meta_batch_size"], settings["horizon"], gamma, gae_lambda,
-                             vectorization, settings["restart_episodes"])
+                             vectorization, settings["restart_episodes"], settings["env_kwargs"])
     task = dist.tasks[0]
     obs_dim = int(task.observation_space.shape[0])
     if space_kind(task.action_space) == "box":

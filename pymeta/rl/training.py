@@ -14,13 +14,14 @@ seeded generators and without touching the run's (so a run's parameters do not d
 import contextlib
 import logging
 import os
+import shlex
 import time
 
 import numpy as np
 
 from pymeta import checkpoint as ckpt
 from pymeta.atomic import write_json_atomic
-from pymeta.config import artifact_path, model_settings, resolve_rl_defaults, run_identity
+from pymeta.config import artifact_path, env_kwargs, model_settings, resolve_rl_defaults, run_identity
 from pymeta.model_io import save_model, warm_start
 
 logger = logging.getLogger("pymeta.training")
@@ -32,15 +33,16 @@ def build_run_problem(c):
     from pymeta.rl.problems import build_problem
     return build_problem(c.dataset, c.metamodel, c.outer_optimizer, c.inner_lr, c.meta_lr, c.meta_batch_size,
                          c.episodes_per_task, c.horizon, c.gamma, c.gae_lambda, c.max_kl, seed=c.seed,
-                         restart_episodes=c.restart_episodes)
+                         restart_episodes=c.restart_episodes, env_kwargs=env_kwargs(c))
 
 
 def settings_line(c) -> str:
     keys = ("dataset", "metamodel", "outer_optimizer", "meta_batch_size", "episodes_per_task", "horizon",
             "num_inner_training_iterations", "inner_lr", "meta_lr", "max_kl", "gamma", "gae_lambda",
-            "restart_episodes", "num_outer_metatraining_iterations", "num_validation_batches",
+            "restart_episodes", "env_kwargs", "num_outer_metatraining_iterations", "num_validation_batches",
             "test_every_k_iterations", "save_every_k_iterations", "seed", "model_save_filename")
-    return "settings: " + " ".join(f"--{k}={getattr(c, k)}" for k in keys)
+    return "settings: " + " ".join(f"--{k}={shlex.quote(str(getattr(c, k)))}" for k in keys
+                                   if k != "env_kwargs" or c.env_kwargs)
 
 
 def validation_tasks(distribution, count, seed):
