@@ -14,6 +14,7 @@ cached per (environment, make kwargs, E, horizon) and reused across meta-iterati
 """
 
 import functools
+import json
 import logging
 from typing import Callable, Dict, Optional, Union
 
@@ -175,7 +176,7 @@ class GymTask(RLTask):
         disabled); `slot` distinguishes tasks of one meta-batch that share make kwargs."""
         gym = require_gymnasium()
         make_kwargs = self.env_kwargs(params)
-        key = (self.env if isinstance(self.env, str) else id(self.env), tuple(sorted(make_kwargs.items())),
+        key = (self.env if isinstance(self.env, str) else id(self.env), json.dumps(make_kwargs, sort_keys=True, default=repr),
                num_envs, self.horizon, self.vectorization, slot)
         if key not in _vector_envs:
             fns = [functools.partial(make_single_env, self.env, make_kwargs, self.horizon)] * num_envs
