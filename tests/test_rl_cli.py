@@ -151,6 +151,7 @@ def test_init_model_starts_from_that_theta(reference, tmp_path, source):
     assert ref[0]["validation_returns_by_step"] != ref[-1]["validation_returns_by_step"]  # training moved theta
 
 
+@pytest.mark.slow
 def test_init_model_errors_are_one_line(tmp_path):
     out = _run("example_metatrain.py", *_train_args(tmp_path / "m.h5", 1, f"--init_model={tmp_path}/none.h5"))
     assert out.returncode == 2

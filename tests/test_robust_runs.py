@@ -211,6 +211,7 @@ def test_init_model_starts_a_supervised_run_from_that_file(tmp_path):
     metatrain(first)
     saved = load_model(first.model_save_filename).get_weights()
     _, _, metalearner = setup_run(tiny(tmp_path, "warm.h5", init_model=first.model_save_filename))
+    assert len(saved) == len(metalearner.current_initial_parameters)
     for a, b in zip(saved, metalearner.current_initial_parameters):
         np.testing.assert_array_equal(a, b)
     warm, cold = tiny(tmp_path, "warm.h5", init_model=first.model_save_filename), tiny(tmp_path, "cold.h5")
