@@ -3,8 +3,12 @@ HalfCheetah, and the time of one meta-iteration at the paper's settings, collect
 adaptation step: 2D navigation (20 tasks x 20 episodes x 100 steps) and, unless --no_mujoco,
 HalfCheetah-dir with MAML-TRPO (40 tasks x 20 episodes x 200 steps).
 
-    PYTHONPATH=. python benchmarks/bench_rl.py [--no_mujoco] [--vectorization async]
+    PYTHONPATH=. python benchmarks/bench_rl.py [--no_mujoco] [--vectorization async] [--layout default]
     mpiexec -n 2 python benchmarks/bench_rl.py     # the MAML-TRPO rows with the tasks split over 2 ranks
+
+One process runs under one TensorFlow thread layout (fixed at start-up): by default the one an RL
+training run on several cores uses (`pymeta.runtime.thread_layout`: one thread per op, as many tasks of
+the meta-batch at once as there are cores); `--layout default` gives TensorFlow's own (all cores per op).
 """
 
 import argparse
@@ -18,6 +22,11 @@ from pymeta.rl import Agent, build_problem, make_gaussian_policy, navigation2d
 from pymeta.rl.navigation import Navigation2DEnv
 from pymeta.rl.task import collect
 from pymeta.rl.trpo import TRPO_HVP_METHODS
+from pymeta.runtime import apply_thread_layout
+
+# thread layouts (intra-op threads, inter-op threads), 0 = TensorFlow's default (all cores); task-parallel
+# is what `pymeta.runtime.thread_layout` gives an RL training run in one process on several cores
+LAYOUTS = {"task-parallel": (1, os.cpu_count() or 1), "default": (0, 0)}
 
 
 def sampler_rate(tasks, agent, episodes, repeats=2):
@@ -42,11 +51,15 @@ def main():
                              "0: no such row)")
     parser.add_argument("--trpo_hvp", nargs="+", default=list(TRPO_HVP_METHODS[:2]), choices=TRPO_HVP_METHODS,
                         help="the MAML-TRPO rows: how CG's KL Hessian-vector products are computed")
+    parser.add_argument("--layout", default="task-parallel", choices=list(LAYOUTS),
+                        help="TensorFlow's thread layout in one process (see the module doc; not under MPI)")
     args = parser.parse_args()
     share = None
-    if mpi.is_mpi_run():  # only the MAML-TRPO rows, each rank with its share of the 20 tasks
+    if not mpi.is_mpi_run():
+        apply_thread_layout(*LAYOUTS[args.layout])
+        print(f"thread layout {args.layout}: (intra-op, inter-op) threads {LAYOUTS[args.layout]}", flush=True)
+    else:  # only the MAML-TRPO rows, each rank with its share of the 20 tasks
         from pymeta.rl.training import MPIShare
-        from pymeta.runtime import apply_thread_layout
         threads = max(1, (os.cpu_count() or 1) // mpi.ranks_on_this_node())
         apply_thread_layout(threads, threads)  # as a training run under MPI: cores / ranks each
         share = MPIShare()
