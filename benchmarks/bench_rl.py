@@ -12,7 +12,6 @@ the meta-batch at once as there are cores); `--layout default` gives TensorFlow'
 """
 
 import argparse
-import os
 import time
 
 import numpy as np
@@ -22,11 +21,13 @@ from pymeta.rl import Agent, build_problem, make_gaussian_policy, navigation2d
 from pymeta.rl.navigation import Navigation2DEnv
 from pymeta.rl.task import collect
 from pymeta.rl.trpo import TRPO_HVP_METHODS
-from pymeta.runtime import apply_thread_layout
+from pymeta.config import RunConfig
+from pymeta.runtime import apply_thread_layout, thread_layout
 
-# thread layouts (intra-op threads, inter-op threads), 0 = TensorFlow's default (all cores); task-parallel
-# is what `pymeta.runtime.thread_layout` gives an RL training run in one process on several cores
-LAYOUTS = {"task-parallel": (1, os.cpu_count() or 1), "default": (0, 0)}
+# the 2D-navigation training run whose thread layout the benchmark takes (`pymeta.runtime.thread_layout`)
+TRAINING_RUN = RunConfig(dataset="navigation2d", metamodel="maml", meta_batch_size=20)
+# thread layouts (intra-op threads, inter-op threads), 0 = TensorFlow's default (all cores)
+LAYOUTS = {"task-parallel": thread_layout(TRAINING_RUN), "default": (0, 0)}
 
 
 def sampler_rate(tasks, agent, episodes, repeats=2):
@@ -60,8 +61,7 @@ def main():
         print(f"thread layout {args.layout}: (intra-op, inter-op) threads {LAYOUTS[args.layout]}", flush=True)
     else:  # only the MAML-TRPO rows, each rank with its share of the 20 tasks
         from pymeta.rl.training import MPIShare
-        threads = max(1, (os.cpu_count() or 1) // mpi.ranks_on_this_node())
-        apply_thread_layout(threads, threads)  # as a training run under MPI: cores / ranks each
+        apply_thread_layout(*thread_layout(TRAINING_RUN, distributed=True))  # cores / ranks each
         share = MPIShare()
     np.random.seed(0 if share is None else share.rank)
     if share is None:
