@@ -4,6 +4,8 @@ return against the adaptation steps (PNG, matplotlib's Agg backend)."""
 
 from typing import List
 
+import numpy as np
+
 from pymeta.atomic import atomic_write
 
 
@@ -46,9 +48,9 @@ def plot_sinusoid(metalearner, task, num_inner_iterations: int, inner_batch_size
     model = metalearner.model
     metalearner.task_begin(task)
     test_x, test_y = task.get_test_set()
-    before = model.predict(test_x, verbose=0)
+    before = np.asarray(model(test_x, training=False))  # eager: no predict function to compile
     task.fit_n_iterations(model, num_inner_iterations, inner_batch_size)
-    after = model.predict(test_x, verbose=0)
+    after = np.asarray(model(test_x, training=False))
     metalearner.task_begin(task)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(test_x[:, 0], test_y[:, 0], "k", label="ground truth")
