@@ -56,3 +56,30 @@ def step_by_step_iteration(ml, tasks, steps, batch_size):
         task.fit_n_iterations(ml.model, steps, batch_size)
         results.append(ml.task_end(task))
     ml.update(results)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Scheduling for pytest-xdist (`-n auto --dist loadgroup`, set in pytest.ini): the tests of a module
+    that share a module-scoped fixture (a training run, a dataset built once) form one xdist group, so
+    the fixture is built on one worker only; and slow tests go first (groups holding one with them),
+    so that the workers finish together rather than one running a long end-to-end test alone at the
+    end. Without xdist only the order changes."""
+    def shares_module_fixture(item):
+        defs = getattr(item, "_fixtureinfo", None)
+        return defs is not None and any(d.scope == "module" for fds in defs.name2fixturedefs.values() for d in fds)
+
+    grouped = {item.module.__name__ for item in items if shares_module_fixture(item)}
+    for item in items:
+        if item.module.__name__ in grouped:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    slow_modules = {item.module.__name__ for item in items
+                    if item.module.__name__ in grouped and item.get_closest_marker("slow")}
+
+    def rank(item):
+        if item.module.__name__ in slow_modules:
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=rank)
+

@@ -34,6 +34,7 @@ def assert_baseline_matches_fast_path(algo, tasks, make_model, inner_batch):
         np.testing.assert_allclose(f, b, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["FOMAML", "Reptile"])
 def test_baseline_loop_makes_the_same_meta_update_as_the_fast_path(algo):
     keras.utils.set_random_seed(0)
@@ -41,6 +42,7 @@ def test_baseline_loop_makes_the_same_meta_update_as_the_fast_path(algo):
     assert_baseline_matches_fast_path(algo, tasks, bench.make_omniglot_cnn_model, 25)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["FOMAML", "Reptile"])
 def test_miniimagenet_shaped_baseline_makes_the_same_meta_update(algo):
     """The same check for the Mini-ImageNet-shaped rows (84x84x3, Conv-4 with 32 filters, 5-way 1-shot,

@@ -139,6 +139,7 @@ def test_tensorflow_start_up_lines_stay_off_the_terminal():
         assert noise not in out.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fast", [True, False])
 def test_seqfomaml_meta_trains_on_sequences(tmp_path, fast):
     """--metamodel=seqfomaml: meta-batches of TaskAsSequenceOfTasks of the chosen length, in both

@@ -6,6 +6,7 @@ import os
 
 import keras
 import numpy as np
+import pytest
 
 from pymeta.metalearners.imaml import iMAMLMetaLearner
 from second_order_helpers import ArrayTask, flat, floatx, mlp, params_of, state_of, unflat
@@ -21,6 +22,7 @@ def load_script():
     return module
 
 
+@pytest.mark.slow
 def test_gradients_and_cosines_against_references():
     script = load_script()
     with floatx("float64"):

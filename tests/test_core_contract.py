@@ -57,6 +57,7 @@ def small_net():
     return model
 
 
+@pytest.mark.slow
 def test_fomaml_after_imaml_on_the_same_model_equals_fomaml_on_a_fresh_copy():
     dist = pattern_distribution(num_classes=12, size=6, batch_size=2, num_ways=3, shots=2, queries=2)
     tasks = dist.sample_batch()

@@ -24,6 +24,7 @@ def run_cli(*args, timeout=600):
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_in_process_run_writes_model_history_and_plots(tmp_path):
     model_file = str(tmp_path / "saved" / "model.h5")
     config = RunConfig(dataset="sinusoid", metamodel="fomaml", num_train_samples_per_class=10,
@@ -46,6 +47,7 @@ def test_in_process_run_writes_model_history_and_plots(tmp_path):
     np.testing.assert_array_equal(model.predict(x, verbose=0), fresh.predict(x, verbose=0))
 
 
+@pytest.mark.slow
 def test_step_by_step_and_fast_runs_agree(tmp_path):
     """--nofast (the original task_begin / fit / task_end / update loop) trains the same model."""
     finals = []
@@ -123,6 +125,7 @@ def test_impossible_tasks_on_a_dataset_give_one_line_errors(small_omniglot_pkl, 
     assert out.returncode == 2 and "Traceback" not in out.stderr and message in out.stderr, out.stderr[-1500:]
 
 
+@pytest.mark.slow
 def test_original_protocol_trains_on_a_dataset_file(small_omniglot_pkl, tmp_path):
     out = run_cli("--dataset=omniglot", "--omniglot_protocol=allcharacters", f"--data_path={small_omniglot_pkl}",
                   "--num_output_classes=3", "--num_train_samples_per_class=1", "--num_test_samples_per_class=2",

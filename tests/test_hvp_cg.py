@@ -137,6 +137,7 @@ def implicit_matvec(loss, params, lam):
     return make
 
 
+@pytest.mark.slow
 def test_cg_solves_implicit_system_within_dimension_steps():
     with floatx("float64"):
         model = mlp([2, 3, 2], activation="tanh")  # 17 parameters

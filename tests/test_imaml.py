@@ -278,6 +278,7 @@ def test_xla_compiled_step_equals_plain():
     np.testing.assert_allclose(out[1][1], out[0][1], rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_pullback_mode_is_plain_steps_then_pullback_then_the_implicit_gradient():
     """inner_mode='pullback' (the reference implementation): T plain SGD steps (a reference loop
     here), one step phi <- phi - alpha lambda (phi - theta), then (I + H/lambda) g = grad L_test(phi)

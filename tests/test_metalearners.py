@@ -164,6 +164,7 @@ def sinusoid_mse_after_adaptation(ml, tasks, steps):
     return float(np.mean(losses))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls,meta_opt", [(FOMAMLMetaLearner, lambda: keras.optimizers.Adam(0.001)),
                                           (ReptileMetaLearner, lambda: keras.optimizers.SGD(1.0))])
 def test_metatraining_on_sinusoid_helps(cls, meta_opt):

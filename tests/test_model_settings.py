@@ -83,6 +83,7 @@ def test_only_model_gives_the_result_of_all_flags_spelled_out(trained, caplog):
     assert (c["mean"], c["ci95"]) == (d["mean"], d["ci95"])
 
 
+@pytest.mark.slow
 def test_command_line_with_only_the_model(trained, tmp_path):
     """The brief's check, through the real command line: `--model` (and the data path) alone gives the
     number of the fully spelled-out command; an explicit flag changes it."""

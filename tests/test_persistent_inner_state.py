@@ -117,6 +117,7 @@ def test_only_for_the_shared_inner_loop():
                                model_save_filename="m.keras"))
 
 
+@pytest.mark.slow
 def test_model_file_checkpoint_and_meta_test_carry_the_state(tmp_path):
     """A sinusoid Reptile run with the option: the .h5 model and the checkpoint hold the kept state;
     meta_test.py adapts from it (and from zero with --fresh_inner_state)."""

@@ -66,6 +66,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     assert len(checkpoints(killed)) == 3  # keep_checkpoints
 
 
+@pytest.mark.slow
 def test_sigterm_writes_a_checkpoint_and_exits(tmp_path):
     model = tmp_path / "model.h5"
     proc = subprocess.Popen(command(model, 100000, "--save_every_k_iterations=100000",
@@ -83,6 +84,7 @@ def test_sigterm_writes_a_checkpoint_and_exits(tmp_path):
     assert "stopped by SIGTERM" in err and checkpoints(model) and model.exists()
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_settings_and_nothing_is_overwritten(tmp_path):
     model = tmp_path / "model.h5"
     run(command(model, 20, "--tensorboard"))

@@ -312,6 +312,7 @@ def test_meta_test_repeats_average_single_passes(reference, tmp_path):
         meta_test(dataclasses.replace(c, repeats=0))
 
 
+@pytest.mark.slow
 def test_meta_test_of_a_checkpoint_equals_the_model_file_it_became(reference, tmp_path):
     """--model <run_dir>/ckpt-N.h5: a checkpointed meta-iteration meta-tested like a model file; the last
     checkpoint holds the final model's weights, so both give the same returns, with the settings of the

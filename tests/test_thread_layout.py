@@ -48,6 +48,7 @@ def test_negative_thread_counts_are_refused():
             check_config(RunConfig(dataset="sinusoid", **kw))
 
 
+@pytest.mark.slow
 def test_layout_is_applied_in_a_fresh_process():
     code = ("from pymeta.runtime import apply_thread_layout; import tensorflow as tf; "
             "apply_thread_layout(1, 2); tf.constant(0); "
@@ -93,6 +94,7 @@ def test_bfloat16_without_native_support_warns(monkeypatch):
         setup_run(RunConfig(dataset="sinusoid", precision="mixed_bfloat16"))
 
 
+@pytest.mark.slow
 def test_an_rl_run_applies_the_thread_flags(tmp_path):
     """--num_threads / --inter_op_threads reach TensorFlow in an RL run (fresh process)."""
     code = ("from pymeta.config import RunConfig, resolve_rl_defaults; from pymeta.training import metatrain; "
