@@ -4,6 +4,7 @@ The MPI tests start the scripts of tests/mpi_scripts/ with mpiexec (1 TF thread 
 with the reason shown by `pytest -rs`, when mpi4py or mpiexec is missing (pip install -e .[mpi]).
 """
 
+import glob
 import importlib.util
 import json
 import os
@@ -93,6 +94,7 @@ CONFIGS = ["fomaml_m4", "fomaml_m3", "reptile_m4", "reptile_m3", "fomaml_steps_m
 
 
 # --- (a) all ranks hold identical parameters after every update ----------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CONFIGS + ["per_rank_fomaml_m3"])
 def test_ranks_hold_bit_identical_parameters(equivalence_runs, name):
     reports, _ = equivalence_runs[2]
@@ -137,6 +139,7 @@ def test_check_sync_detects_divergence_and_broadcast_repairs_it(equivalence_runs
 
 
 # --- (d) a rank that raises ends the job ---------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["excepthook", "context"])
 def test_exception_on_one_rank_aborts_the_job(mpi, mode):
     code, out, err, seconds = run_mpi(2, "dist_abort.py", mode, timeout=90)
@@ -250,25 +253,20 @@ def test_the_wrapper_wraps_any_metalearner(no_launcher):
 
 
 # --- example_metatrain.py under mpiexec ---------------------------------------------------------------
+@pytest.mark.slow
 def test_example_metatrain_under_mpiexec_equals_one_process(mpi, tmp_path):
     """`mpiexec -n 2 python example_metatrain.py ...` (rank 0 logs and saves) trains the same model as
-    the single-process command, on an uneven meta-batch (5 tasks on 2 ranks)."""
+    the single-process command, on an uneven meta-batch (5 tasks on 2 ranks), with TensorBoard on:
+    its extra validation task, drawn by a single process only, does not change the run (issue 16;
+    TensorBoard on and off in one process: tests/test_robust_runs.py)."""
     args = ["--dataset=sinusoid", "--metamodel=fomaml", "--num_train_samples_per_class=10",
             "--num_test_samples_per_class=20", "--inner_batch_size=5", "--inner_lr=0.01", "--meta_batch_size=5",
             "--num_outer_metatraining_iterations=20", "--test_every_k_iterations=10", "--num_validation_batches=1",
-            "--notensorboard", "--noprogress"]
+            "--tensorboard", "--noprogress"]
     multi = _same_model_on_one_process_and_two_ranks(tmp_path, args)
     assert multi.stdout.count("iter     10") == 1  # only rank 0 logs
-
-
-def test_tensorboard_on_one_process_and_on_two_ranks_gives_the_same_model(mpi, tmp_path):
-    """TensorBoard's extra validation task (single process) does not change the run (issue 16): one
-    process with TensorBoard on trains the model of 2 ranks with it on."""
-    args = ["--dataset=sinusoid", "--metamodel=fomaml", "--num_train_samples_per_class=10",
-            "--num_test_samples_per_class=20", "--inner_batch_size=5", "--inner_lr=0.01", "--meta_batch_size=2",
-            "--num_outer_metatraining_iterations=20", "--test_every_k_iterations=10", "--num_validation_batches=1",
-            "--tensorboard", "--noprogress"]
-    _same_model_on_one_process_and_two_ranks(tmp_path, args)
+    assert glob.glob(str(tmp_path / "one" / "m.h5_run" / "tensorboard" / "events*"))
+    assert glob.glob(str(tmp_path / "two" / "m.h5_run" / "tensorboard" / "events*"))
 
 
 def _same_model_on_one_process_and_two_ranks(tmp_path, args):

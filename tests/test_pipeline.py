@@ -37,6 +37,7 @@ def test_folder_to_trained_model(tmp_path, fmt):
     assert after > 0.2 and after >= before - 0.05, (before, after)
 
 
+@pytest.mark.slow
 def test_meta_test_script_reports_confidence_interval(tmp_path):
     """scripts/meta_test.py on a saved sinusoid model: MSE mean and 95% CI over the requested tasks."""
     from pymeta.config import RunConfig
@@ -45,7 +46,7 @@ def test_meta_test_script_reports_confidence_interval(tmp_path):
     metatrain(RunConfig(dataset="sinusoid", num_train_samples_per_class=10, num_test_samples_per_class=50,
                         inner_batch_size=10, inner_lr=0.01, num_outer_metatraining_iterations=50,
                         test_every_k_iterations=50, num_validation_batches=1, model_save_filename=str(model),
-                        progress=False))
+                        progress=False, jit_compile="off"))  # a model to meta-test: XLA's compile time spared
     out = tmp_path / "r.json"
     proc = run_script("meta_test.py", "--model", model, "--dataset", "sinusoid", "--num_train_samples_per_class", 10,
                       "--num_test_samples_per_class", 50, "--inner_lr", 0.01, "--inner_batch_size", 10,
@@ -58,6 +59,7 @@ def test_meta_test_script_reports_confidence_interval(tmp_path):
     assert bad.returncode == 2 and "no model file" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_meta_test_refuses_a_model_of_another_architecture(tmp_path):
     import pickle
 

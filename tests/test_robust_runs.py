@@ -22,8 +22,10 @@ from pymeta.training import metatrain
 
 
 def tiny(tmp_path, name="model.h5", **kw):
-    """A sinusoid run of a few seconds."""
-    base = dict(dataset="sinusoid", metamodel="fomaml", num_train_samples_per_class=10,
+    """A sinusoid run of a few seconds. Without XLA: what these tests check (checkpoints, divergence,
+    locks, signals) does not depend on it, and its compilation would double each run's time; XLA runs
+    are checked by tests/test_resume.py and the README commands."""
+    base = dict(jit_compile="off", dataset="sinusoid", metamodel="fomaml", num_train_samples_per_class=10,
                 num_test_samples_per_class=20, inner_batch_size=5, inner_lr=0.01, meta_lr=0.003,
                 num_inner_training_iterations=3, meta_batch_size=2, num_validation_batches=1,
                 test_every_k_iterations=10, save_every_k_iterations=10, iterations_per_call=5,
@@ -109,6 +111,7 @@ def test_rotation_never_deletes_the_newest_checkpoint(tmp_path):
     assert len(ckpt.checkpoint_files(str(tmp_path))) == 1
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_the_training_time_its_checkpoint_recorded(tmp_path):
     """Checkpoints record the training time (covered by the checksum); a resumed run's history continues
     from it, not from its last validation (a run validated every 500 iterations and resumed from 944
@@ -132,6 +135,7 @@ def test_a_resumed_run_continues_the_training_time_its_checkpoint_recorded(tmp_p
 
 
 # --- 2. divergence -------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_divergence_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path):
     from pymeta.training import Diverged
     c = tiny(tmp_path)
@@ -154,6 +158,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path)
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_divergence_is_a_one_line_error_and_nothing_non_finite_is_saved(tmp_path):
     out = run_script("example_metatrain.py", "--dataset=sinusoid", "--meta_lr=1e30", "--noprogress",
                      "--num_validation_batches=1", "--num_outer_metatraining_iterations=20",
@@ -167,6 +172,7 @@ def test_divergence_is_a_one_line_error_and_nothing_non_finite_is_saved(tmp_path
             assert all(np.all(np.isfinite(f["theta"][k][()])) for k in f["theta"])
 
 
+@pytest.mark.slow
 def test_metatest_refuses_non_finite_models_and_learning_rates(tmp_path):
     c = tiny(tmp_path, num_outer_metatraining_iterations=10)
     metatrain(c)
@@ -184,6 +190,7 @@ def test_metatest_refuses_non_finite_models_and_learning_rates(tmp_path):
 
 
 # --- 3. checkpoints ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_checkpoint_meta_tests_like_the_model_file_it_became(tmp_path):
     """--model <run_dir>/ckpt-N.h5 for a supervised run: the last checkpoint gives the final model file's
     meta-test result exactly, an earlier one (other weights) another."""
@@ -203,6 +210,7 @@ def test_a_checkpoint_meta_tests_like_the_model_file_it_became(tmp_path):
         meta_test(dataclasses.replace(mt, model=os.path.join(run_dir, "ckpt-00000020.h5")))
 
 
+@pytest.mark.slow
 def test_init_model_starts_a_supervised_run_from_that_file(tmp_path):
     """--init_model for a supervised run: theta starts as the file's weights (checked before any step),
     and 30 further iterations from them give another model than 30 from the seed's initialisation."""
@@ -227,6 +235,7 @@ def dead_pid():
     return p.pid
 
 
+@pytest.mark.slow
 def test_corrupt_and_truncated_checkpoints_fall_back_to_the_newest_valid_one(tmp_path, caplog):
     reference = tiny(tmp_path / "a", num_outer_metatraining_iterations=50)
     metatrain(reference)
@@ -262,6 +271,7 @@ def test_corrupt_and_truncated_checkpoints_fall_back_to_the_newest_valid_one(tmp
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_non_finite_values_is_not_resumed(tmp_path):
     c = tiny(tmp_path, num_outer_metatraining_iterations=20)
     metatrain(c)
@@ -275,6 +285,7 @@ def test_a_checkpoint_with_non_finite_values_is_not_resumed(tmp_path):
 
 
 # --- 4. run folders ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_second_run_on_a_locked_run_folder_fails_at_once(tmp_path):
     from pymeta.training import run_lock
     c = tiny(tmp_path, num_outer_metatraining_iterations=10)
@@ -286,6 +297,7 @@ def test_a_second_run_on_a_locked_run_folder_fails_at_once(tmp_path):
     assert os.path.exists(c.model_save_filename)
 
 
+@pytest.mark.slow
 def test_h5_and_keras_model_files_never_share_a_run_folder(tmp_path):
     h5 = tiny(tmp_path, name="my model.h5", num_outer_metatraining_iterations=10)
     keras_file = tiny(tmp_path, name="my model.keras", num_outer_metatraining_iterations=10)
@@ -299,6 +311,7 @@ def test_h5_and_keras_model_files_never_share_a_run_folder(tmp_path):
         metatrain(shared)
 
 
+@pytest.mark.slow
 def test_a_finished_run_whose_model_was_deleted_writes_it_again(tmp_path, caplog):
     c = tiny(tmp_path, num_outer_metatraining_iterations=20)
     metatrain(c)
@@ -318,6 +331,7 @@ def test_a_finished_run_whose_model_was_deleted_writes_it_again(tmp_path, caplog
 
 
 # --- 5. monitoring -------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [{}, dict(persistent_inner_state=True, metamodel="reptile", meta_lr=0.1)])
 def test_tensorboard_on_or_off_gives_the_same_parameters(tmp_path, extra):
     finals = []
@@ -332,13 +346,14 @@ def test_tensorboard_on_or_off_gives_the_same_parameters(tmp_path, extra):
 
 # --- 6. compilation ------------------------------------------------------------------------------------------
 def test_jit_compile_auto_uses_xla_only_for_short_sinusoid_inner_loops(tmp_path):
-    assert tiny(tmp_path).resolved_jit_compile()
-    assert not tiny(tmp_path, num_inner_training_iterations=150).resolved_jit_compile()
+    assert tiny(tmp_path, jit_compile="auto").resolved_jit_compile()
+    assert not tiny(tmp_path, jit_compile="auto", num_inner_training_iterations=150).resolved_jit_compile()
     assert tiny(tmp_path, num_inner_training_iterations=150, jit_compile="on").resolved_jit_compile()
     assert not tiny(tmp_path, jit_compile="off").resolved_jit_compile()
-    assert not tiny(tmp_path, dataset="omniglot").resolved_jit_compile()
+    assert not tiny(tmp_path, jit_compile="auto", dataset="omniglot").resolved_jit_compile()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signals,code", [((signal.SIGINT, signal.SIGINT), 130), ((signal.SIGTERM,), 143)])
 def test_signals_end_a_long_compilation_at_once(tmp_path, signals, code):
     """150 unrolled inner steps take minutes to compile with XLA: a second Ctrl-C, or a SIGTERM while
