@@ -65,21 +65,28 @@ def pytest_collection_modifyitems(config, items):
     the fixture is built on one worker only; and slow tests go first (groups holding one with them),
     so that the workers finish together rather than one running a long end-to-end test alone at the
     end. Without xdist only the order changes."""
+    def module(item):
+        return item.nodeid.split("::")[0]
+
     def shares_module_fixture(item):
         defs = getattr(item, "_fixtureinfo", None)
         return defs is not None and any(d.scope == "module" for fds in defs.name2fixturedefs.values() for d in fds)
 
-    grouped = {item.module.__name__ for item in items if shares_module_fixture(item)}
+    grouped = {module(item) for item in items if shares_module_fixture(item)}
     for item in items:
-        if item.module.__name__ in grouped:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-    slow_modules = {item.module.__name__ for item in items
-                    if item.module.__name__ in grouped and item.get_closest_marker("slow")}
+        if module(item) in grouped:
+            item.add_marker(pytest.mark.xdist_group(module(item)))
+    slow_groups = {module(item) for item in items if module(item) in grouped and item.get_closest_marker("slow")}
 
     def rank(item):
-        if item.module.__name__ in slow_modules:
+        if module(item) in slow_groups:
             return 0
         return 1 if item.get_closest_marker("slow") else 2
 
     items.sort(key=rank)
 
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per core this process may use (xdist would count physical cores when psutil
+    is installed: one on a 2-vCPU machine)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
