@@ -22,9 +22,9 @@ from pymeta.training import metatrain
 
 
 def tiny(tmp_path, name="model.h5", **kw):
-    """A sinusoid run of a few seconds. Without XLA: what these tests check (checkpoints, divergence,
-    locks, signals) does not depend on it, and its compilation would double each run's time; XLA runs
-    are checked by tests/test_resume.py and the README commands."""
+    """A sinusoid run of a few seconds. Without XLA: what the tests using it check (checkpoints,
+    divergence, locks, monitoring) does not depend on it, and its compilation would double each run's
+    time; XLA runs are checked by tests/test_resume.py and the README commands."""
     base = dict(jit_compile="off", dataset="sinusoid", metamodel="fomaml", num_train_samples_per_class=10,
                 num_test_samples_per_class=20, inner_batch_size=5, inner_lr=0.01, meta_lr=0.003,
                 num_inner_training_iterations=3, meta_batch_size=2, num_validation_batches=1,
