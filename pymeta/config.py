@@ -12,7 +12,7 @@ import json
 import math
 import os
 import sys
-from typing import Any, Collection, Dict, Mapping, Optional, Tuple
+from typing import Any, Collection, Dict, List, Mapping, Optional, Tuple
 
 from pymeta.registry import (DATASETS, INNER_OPTIMIZERS, METAMODELS, OMNIGLOT_PROTOCOLS, RL_DATASETS, RL_DEFAULTS,
                              RL_GYM_DATASETS, RL_METAMODELS, SEQ_FOMAML_VARIANTS)
@@ -188,6 +188,8 @@ class MetaTestConfig(TaskConfig):
     repeats: int = option(1, "RL: adapt to every test task this many times, each with its own episodes "
                           "(seeds --seed, --seed + 1, ...), and report the mean (after two steps, 2D navigation's "
                           "40-task mean moves by about 1 between single passes)")
+    step_sizes: str = option("", "RL: the step size of each adaptation step, comma-separated, one per step "
+                             "(default: --inner_lr, then --inner_lr / 2: the MAML evaluation's), e.g. 0.25,0.25,0.25")
     num_threads: int = option(0, "TensorFlow threads per op (0: the default layout, several tasks of a batch "
                               "at once)")
 
@@ -375,6 +377,22 @@ def resolve_rl_defaults(c: RunConfig, given: Optional[Collection[str]] = None) -
     return dataclasses.replace(c, **changes)
 
 
+def parse_step_sizes(text: str, num_steps: int) -> List[float]:
+    """--step_sizes "a,b,c" -> [a, b, c] (finite, >= 0, one per adaptation step); "" -> []."""
+    if not text.strip():
+        return []
+    try:
+        sizes = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--step_sizes={text}: not comma-separated numbers") from None
+    if len(sizes) != num_steps:
+        raise ValueError(f"--step_sizes={text}: {len(sizes)} step sizes for --num_inner_iterations={num_steps}"
+                         " (one per step)")
+    if not all(math.isfinite(x) and x >= 0 for x in sizes):
+        raise ValueError(f"--step_sizes={text}: step sizes must be finite and >= 0")
+    return sizes
+
+
 def check_metatest_config(c: MetaTestConfig) -> None:
     """Raise ValueError with a one-line message for any impossible meta-test setting."""
     if not c.model:
@@ -395,8 +413,10 @@ def check_metatest_config(c: MetaTestConfig) -> None:
             raise ValueError(f"--test_tasks: {c.test_tasks}: no such file (a JSON list of task parameters)")
         if c.repeats < 1:
             raise ValueError(f"--repeats must be >= 1, got {c.repeats}")
-    elif c.test_tasks or c.repeats != 1:
-        raise ValueError("--test_tasks and --repeats are for RL datasets (navigation2d, halfcheetah_*, ant_dir)")
+        parse_step_sizes(c.step_sizes, c.num_inner_iterations)
+    elif c.test_tasks or c.repeats != 1 or c.step_sizes:
+        raise ValueError("--test_tasks, --repeats and --step_sizes are for RL datasets (navigation2d, "
+                         "halfcheetah_*, ant_dir)")
     _check_choice(c, "split", ("test", "val"))
     _check_choice(c, "imaml_inner", ("pullback", "proximal"))
     if c.num_tasks < 2:

@@ -6,6 +6,7 @@ TRPO's takes a minute on a loaded machine)."""
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -286,7 +287,7 @@ def test_meta_test_on_given_task_parameters(reference, tmp_path):
     for wrong in ({"speed": 1.5}, [1.5]):
         with pytest.raises(ValueError, match="is not a task parameter dict with the keys of {'velocity': 0.3}"):
             _task_params_like({"velocity": np.float64(0.3)}, wrong, "f.json")
-    with pytest.raises(ValueError, match="^--test_tasks and --repeats are for RL datasets"):
+    with pytest.raises(ValueError, match="^--test_tasks, --repeats and --step_sizes are for RL datasets"):
         meta_test(MetaTestConfig(model=reference[0], dataset="sinusoid", test_tasks=str(tmp_path / "goals.json")))
 
 
@@ -310,6 +311,31 @@ def test_meta_test_repeats_average_single_passes(reference, tmp_path):
     assert first["returns_by_step"] != second["returns_by_step"]  # the repeats saw different episodes
     with pytest.raises(ValueError, match="^--repeats must be >= 1, got 0"):
         meta_test(dataclasses.replace(c, repeats=0))
+
+
+def test_meta_test_step_sizes_replace_the_protocols_schedule(reference):
+    """--step_sizes: the schedule written out as the protocol's (lr, lr / 2, ...) gives the protocol's
+    result; another schedule is used and recorded; bad lists are one-line errors."""
+    from pymeta.config import MetaTestConfig
+    from pymeta.evaluation import meta_test
+    c = MetaTestConfig(model=reference[0], dataset="navigation2d", metamodel="fomaml", inner_lr=0.5, horizon=10,
+                       num_tasks=3, num_inner_iterations=3, episodes_per_task=2, seed=4)
+    protocol = meta_test(c)
+    written = meta_test(dataclasses.replace(c, step_sizes="0.5,0.25,0.25"))
+    assert protocol["step_sizes"] == written["step_sizes"] == [0.5, 0.25, 0.25]
+    np.testing.assert_array_equal(written["returns_by_task"], protocol["returns_by_task"])
+    constant = meta_test(dataclasses.replace(c, step_sizes="0.25,0.25,0.25"))
+    assert constant["step_sizes"] == [0.25, 0.25, 0.25]
+    # same episodes before adaptation (same seed), other steps after it
+    np.testing.assert_array_equal(np.array(constant["returns_by_task"])[:, 0],
+                                  np.array(protocol["returns_by_task"])[:, 0])
+    assert constant["returns_by_step"][1:] != protocol["returns_by_step"][1:]
+    for bad, message in (("0.5,0.25", "2 step sizes for --num_inner_iterations=3 (one per step)"),
+                         ("0.5,x,0.2", "not comma-separated numbers"),
+                         ("0.5,-0.1,0.2", "step sizes must be finite and >= 0"),
+                         ("0.5,nan,0.2", "step sizes must be finite and >= 0")):
+        with pytest.raises(ValueError, match=f"^--step_sizes={bad}: {re.escape(message)}$"):
+            meta_test(dataclasses.replace(c, step_sizes=bad))
 
 
 @pytest.mark.slow

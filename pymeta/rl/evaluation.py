@@ -2,8 +2,9 @@
 paper's evaluation protocol: from the saved initialisation (or, `--init random`, a fresh random one of
 the same policy), `num_inner_iterations` plain policy-gradient steps with the linear baseline on
 `episodes_per_task` fresh episodes each (default 40 for 2D navigation, 20 for locomotion), step size
-inner_lr for the first step and inner_lr / 2 for the later ones, on `num_tasks` test tasks drawn with
-`seed` (or given by a `test_tasks` JSON file, e.g. the MAML paper's 40 test goals). Reports the mean
+inner_lr for the first step and inner_lr / 2 for the later ones (or `step_sizes`, one per step), on
+`num_tasks` test tasks drawn with `seed` (or given by a `test_tasks` JSON file, e.g. the MAML paper's 40
+test goals). Reports the mean
 undiscounted return per episode after 0, 1, ..., T steps and its 95% CI over the tasks, the mean
 episode length after each step, and each task's returns and parameters. `repeats`: every task adapted
 to that many times with fresh episodes, the figures their mean.
@@ -33,7 +34,7 @@ def meta_test_rl(c) -> Dict[str, Any]:
     """Meta-test config `c` (a checked `MetaTestConfig` of an RL dataset); returns the result dict
     (written to c.output as JSON, drawn to c.plot)."""
     from pymeta.atomic import write_json_atomic
-    from pymeta.config import env_kwargs
+    from pymeta.config import env_kwargs, parse_step_sizes
     from pymeta.core.learner import Learner
     from pymeta.evaluation import mean_confidence_interval
     from pymeta.model_io import load_weights_into
@@ -50,7 +51,7 @@ def meta_test_rl(c) -> Dict[str, Any]:
             raise ValueError(f"{c.model} holds non-finite weights (inf or nan; its training diverged?): "
                              "nothing to meta-test")
     learner = Learner(model, inner_optimizer=problem.metalearner.inner_optimizer, objective=problem.agent.objective)
-    lrs = step_sizes(c.inner_lr, c.num_inner_iterations)
+    lrs = parse_step_sizes(c.step_sizes, c.num_inner_iterations) or step_sizes(c.inner_lr, c.num_inner_iterations)
     given = read_task_params(c.test_tasks)[:c.num_tasks] if c.test_tasks else None
     num_tasks = c.num_tasks if given is None else len(given)
     start, passes = time.time(), []
