@@ -4,10 +4,9 @@ the same policy), `num_inner_iterations` plain policy-gradient steps with the li
 `episodes_per_task` fresh episodes each (default 40 for 2D navigation, 20 for locomotion), step size
 inner_lr for the first step and inner_lr / 2 for the later ones (or `step_sizes`, one per step), on
 `num_tasks` test tasks drawn with `seed` (or given by a `test_tasks` JSON file, e.g. the MAML paper's 40
-test goals). Reports the mean
-undiscounted return per episode after 0, 1, ..., T steps and its 95% CI over the tasks, the mean
-episode length after each step, and each task's returns and parameters. `repeats`: every task adapted
-to that many times with fresh episodes, the figures their mean.
+test goals). Reports the mean undiscounted return per episode after 0, 1, ..., T steps and its 95% CI
+over the tasks, the mean episode length after each step, and each task's returns and parameters.
+`repeats`: every task adapted to that many times with fresh episodes, the figures their mean.
 `--restart_episodes`: the paper's code's batches of episodes x horizon steps instead, an episode that
 ends early followed by another (rllab's samplers; the protocol behind its numbers)."""
 
