@@ -239,5 +239,6 @@ def metatest_command(name: str, result: Optional[str] = None, index: Optional[st
 def load_pretrained(name: str, index: Optional[str] = None):
     """The Keras model of `name` (architecture and weights; not compiled). Imports TensorFlow."""
     path = pretrained_path(name, index)
+    import pymeta.rl.policies  # noqa: F401  (registers the RL policies' layers for deserialisation)
     from pymeta.model_io import load_model
     return load_model(path)
