@@ -284,6 +284,6 @@ def test_remeasure_navigation2d_row_task_by_task(tmp_path):
     d = _metatest(tmp_path, zoo.metatest_flags(name))
     with open(os.path.join(REPO, r["json"])) as f:
         recorded = json.load(f)
-    assert d["task_params"] == pytest.approx(recorded["task_params"], abs=1e-12)
+    np.testing.assert_array_equal(d["task_params"], recorded["task_params"])  # the same 40 goals
     np.testing.assert_allclose(d["returns_by_task"], recorded["returns_by_task"], atol=1e-3, rtol=0)
     assert [round(x, 2) for x in d["returns_by_step"]] == r["mean"]
