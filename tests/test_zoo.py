@@ -3,6 +3,7 @@ look-ups and one-line errors, the generated docs page, and re-measured rows."""
 
 import copy
 import dataclasses
+import importlib.util
 import json
 import os
 import shlex
@@ -220,7 +221,7 @@ def test_zoo_imports_no_tensorflow():
     assert out.returncode == 0, out.stderr[-2000:]
 
 
-def test_docs_page_is_the_rendering_of_the_index(tmp_path):
+def test_docs_page_is_the_rendering_of_the_index(tmp_path, capsys):
     render = [sys.executable, os.path.join(REPO, "scripts", "render_zoo.py")]
     out = subprocess.run(render + ["--check"], capture_output=True, text=True, env=_env())
     assert out.returncode == 0, out.stderr
@@ -228,16 +229,20 @@ def test_docs_page_is_the_rendering_of_the_index(tmp_path):
     for m in INDEX["models"]:
         for r in m["results"]:
             assert f"`{r['command']}`" in page and f"`{m['path']}`" in page
-    # a changed index no longer matches the page; a broken one is a one-line error
+    # a changed index no longer matches the page; a broken one is a one-line error (in-process: main(argv))
+    spec = importlib.util.spec_from_file_location("render_zoo", os.path.join(REPO, "scripts", "render_zoo.py"))
+    render_zoo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render_zoo)
     index = copy.deepcopy(INDEX)
     index["models"][0]["results"][0]["mean"] = 97.68
-    out = subprocess.run(render + ["--check", "--index", _write(tmp_path, index)], capture_output=True, text=True,
-                         env=_env())
-    assert out.returncode == 1 and "is not the rendering" in out.stderr
+    assert render_zoo.main(["--check", "--index", _write(tmp_path, index)]) == 1
+    assert "is not the rendering" in capsys.readouterr().err
     index["schema_version"] = 0
-    out = subprocess.run(render + ["--check", "--index", _write(tmp_path, index)], capture_output=True, text=True,
-                         env=_env())
-    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert render_zoo.main(["--check", "--index", _write(tmp_path, index)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    output = tmp_path / "zoo.md"  # and it writes the page it checks
+    assert render_zoo.main(["--output", str(output)]) == 0
+    assert output.read_text() == page
 
 
 @pytest.mark.parametrize("name", ["omniglot_imaml_5w1s", "navigation2d_maml"])
