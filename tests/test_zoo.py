@@ -21,8 +21,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INDEX = zoo.load_index()
 ENTRIES = {m["name"]: m for m in INDEX["models"]}
 RESULTS = [(m["name"], r["key"]) for m in INDEX["models"] for r in m["results"]]
-OMNIGLOT_DIR = os.environ.get("PYMETA_OMNIGLOT_DIR") or os.path.join(
-    os.path.dirname(REPO), "shared", "datasets", "omniglot")
 
 
 def _result(name, key):
