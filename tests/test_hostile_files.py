@@ -211,6 +211,88 @@ def test_memo_shared_payload_cannot_be_multiplied(tmp_path):
     assert len(safe_load(path)) == 2000
 
 
+# ------------------------------------------------------------------------- issue #38: cost not linear in the file
+
+MB = 2 ** 20
+_GLOBAL = b"\x8c\x16numpy._core.multiarray\x94\x8c\x0c_reconstruct\x94\x93\x94"  # memo 0, 1, 2
+_ARGS = b"\x8c\x05numpy\x94\x8c\x07ndarray\x94\x93\x94K\x00\x85\x94C\x01b\x94\x87\x94"  # memo 3..8
+
+
+def _long1(v):
+    n = (v.bit_length() + 8) // 8
+    return b"\x8a" + bytes([n]) + v.to_bytes(n, "little", signed=True)
+
+
+def _dict_of(keys, value=b"N"):
+    """A protocol-4 pickle of {key: None for key in keys}, written without hashing the keys."""
+    return b"\x80\x04}(" + b"".join(keys) + b"u."
+
+
+def _int_keys(values):
+    return [_long1(v) + b"N" for v in values]
+
+
+FLOOD_CASES = {
+    # (pickle bytes, pattern); the issue's figures before: 4 MB of TUPLE1 9.5 s / 951 MB, 20 MB 48 s / 5.3 GB,
+    # empty lists or dicts 1.5 GB from 20 MB, colliding keys 66 s for 100k keys (1.3 MB)
+    "tuple1": (b"\x80\x04N" + b"\x85" * (4 * MB) + b".", r"objects would take .* at opcode TUPLE1"),
+    "empty_lists": (b"\x80\x04(" + b"]" * (4 * MB) + b"l.", r"objects would take .* at opcode EMPTY_LIST"),
+    "empty_dicts": (b"\x80\x04(" + b"}" * (4 * MB) + b"l.", r"objects would take .* at opcode EMPTY_DICT"),
+    "memo_flood": (b"\x80\x04N" + b"\x94" * (4 * MB) + b".", r"objects would take .* at opcode MEMOIZE"),
+    "marks": (b"\x80\x04N" + b"(" * (4 * MB) + b".", r"objects would take .* at opcode MARK"),
+    "stack_of_nones": (b"\x80\x04" + b"N" * (4 * MB) + b".", r"objects would take .* at opcode NONE"),
+    "shared_refs": (b"\x80\x04N\x94(" + b"h\x00" * (2 * MB) + b"l.", r"objects would take"),
+    "empty_arrays": (b"\x80\x04" + _GLOBAL + _ARGS + b"(" + b"h\x02h\x08R" * (MB // 2) + b"l.",
+                     r"objects would take .* at .*(array|REDUCE)"),
+    # 100,000 int keys that all hash to 0 (i * (2**61 - 1)): refused at the second one
+    "colliding_int_keys": (_dict_of(_int_keys(i * (2 ** 61 - 1) for i in range(1, 100_001))),
+                           r"refusing dict keys 2305843009213693951 and 4611686018427387902 of one dict, which "
+                           r"have the same hash"),
+    "colliding_minus_one": (_dict_of(_int_keys([-1, -2])), r"refusing dict keys -1 and -2 .* same hash"),
+    "colliding_tuple_keys": (_dict_of([_long1(i * (2 ** 61 - 1)) + b"\x85N" for i in range(1, 9)]),
+                             r"refusing dict keys \(2305843009213693951,\) and \(4611686018427387902,\) .* same hash"),
+    "colliding_float_keys": (_dict_of([b"G" + struct.pack(">d", 2.0 ** 61) + b"N", b"K\x01N"]),
+                             r"refusing dict keys 2.305843009213694e\+18 and 1 .* same hash"),
+    "big_int_key": (_dict_of(_int_keys([2 ** 100])), r"dict key that is an int of more than 64 bits"),
+    "long_bytes_key": (_dict_of([b"C\xff" + b"x" * 255 + b"N", b"B" + struct.pack("<I", 300) + b"x" * 300 + b"N"]),
+                       r"dict key of 300 bytes"),
+    "nested_tuple_key": (_dict_of([b"K\x01\x85\x85N"]), r"dict key that is a nested tuple"),
+    "list_key": (_dict_of([b"]N"]), r"dict key of type list"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FLOOD_CASES))
+def test_pickle_cost_is_linear_in_the_file(tmp_path, case):
+    """Files of cheap opcodes that each make an object, and dicts of colliding keys (issue #38 item 3):
+    refused within seconds, in a few MiB, with one line naming the file."""
+    data, pattern = FLOOD_CASES[case]
+    path = write(tmp_path, f"{case}.pkl", data)
+    assert path.stat().st_size < 5 * MB
+    assert_refused(path, pattern, unsafe=True)
+
+
+def test_legit_keys_still_load():
+    keys = {"a": 1, 3: 2, -1: 3, 2 ** 63: 4, 1.5: 5, None: 6, b"k": 7, ("t", 1, 2.0): 8, True: 9, np.int64(11): 10}
+    for protocol in range(6):
+        out = safe_loads(pickle.dumps(keys, protocol=protocol))
+        assert out == keys
+    # keys equal to each other (1, 1.0, True) share a hash without colliding: the dict keeps one, as Python does
+    assert safe_loads(_dict_of(_int_keys([1, 1, 5]))) == {1: None, 5: None}
+    # 10,000 distinct int keys (0 .. 9,999 * 2**20, all with the same low bits) load in linear time
+    d = safe_loads(_dict_of(_int_keys(i << 20 for i in range(10_000))))
+    assert len(d) == 10_000 and (9_999 << 20) in d
+
+
+def test_many_distinct_arrays_and_names_still_load(tmp_path):
+    """What a dataset holds: a few thousand arrays and names (Omniglot: 1,623 characters in 50 alphabets)."""
+    obj = {"trainX": [np.full((20, 8, 8, 1), i % 256, np.uint8) for i in range(50)],
+           "trainCharacters": [[f"character{c:02d}" for c in range(40)] for _ in range(50)],
+           "arrays": [np.arange(i, dtype=np.int64) for i in range(2000)]}
+    for protocol in (2, 4, 5):
+        out = safe_loads(pickle.dumps(obj, protocol=protocol))
+        assert out["trainCharacters"][49][39] == "character39" and np.array_equal(out["arrays"][1999], np.arange(1999))
+
+
 # ------------------------------------------------------------------------- loader layouts (pkl)
 
 def _omniglot(**over):
@@ -404,13 +486,18 @@ def test_legit_pickles_of_every_protocol_still_load():
 
 
 def test_deep_nesting_loads_without_recursion():
-    n = 100_000  # a list nested 100,000 deep (200 KB): no recursion in loading or checking it
-    obj = safe_loads(b"\x80\x04" + b"]" * n + b"a" * (n - 1) + b".")
+    n = 10_000  # a list nested 10,000 deep (20 KB; ten times the recursion limit): no recursion in loading or
+    obj = safe_loads(b"\x80\x04" + b"]" * n + b"a" * (n - 1) + b".")  # checking it
     depth = 0
     while obj:
         obj = obj[0]
         depth += 1
     assert depth == n - 1
+    # 100,000 deep (200 KB): 100,000 lists are more objects than a file of that size may build (issue #38)
+    with pytest.raises(UnsafePickleError, match=r"^<bytes>: refusing pickle: its Python objects would take more "
+                                                r"than [\d,]+ bytes of memory beyond their data") as e:
+        safe_loads(b"\x80\x04" + b"]" * (10 * n) + b"a" * (10 * n - 1) + b".")
+    assert "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("field", [dict(ink=np.array(["dark", "light"])), dict(ink=3),
