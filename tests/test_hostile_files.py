@@ -412,6 +412,75 @@ H5_CASES = {
 }
 
 
+def _gzip_zeros(n_chunks):
+    """train/X: n_chunks chunks of 64 zero images 84x84x3 (1.35 MB each), gzip -9: about 1.3 KB each."""
+    def edit(f):
+        import zlib
+        chunk = (64, 84, 84, 3)
+        packed = zlib.compress(bytes(int(np.prod(chunk))), 9)
+        del f["train/X"], f["train/y"]
+        X = f.create_dataset("train/X", shape=(64 * n_chunks, 84, 84, 3), dtype=np.uint8, chunks=chunk,
+                             compression="gzip")
+        for i in range(n_chunks):
+            X.id.write_direct_chunk((64 * i, 0, 0, 0), packed)
+        f.create_dataset("train/y", data=np.zeros(64 * n_chunks, np.int64))
+        for split in ("val", "test"):
+            del f[split + "/X"]
+            f.create_dataset(split + "/X", data=np.zeros((4, 84, 84, 3), np.uint8))
+    return edit
+
+
+def test_h5_gzip_of_zeros_is_refused_before_decompressing(tmp_path):
+    """Issue #38: a 2 MB HDF5 file of gzip'd zeros declaring 2 GB made the loader allocate 2 GB. Here
+    200 chunks (270 MB declared, 0.6 MB file): refused from the declared sizes, within 100 MB."""
+    path = _mini_h5(tmp_path / "zeros.h5", _gzip_zeros(200))
+    assert path.stat().st_size < 600_000
+    assert_refused(path, r"'/train/X' declares 270,950,400 bytes, more than 128 times the [\d,]+ compressed bytes "
+                         r"it stores .* write it uncompressed", loader="miniimagenet")
+
+
+def _count_reads(monkeypatch):
+    import h5py
+    reads = []
+    getitem = h5py.Dataset.__getitem__
+
+    def spy(self, key, *a, **k):
+        reads.append((self.name, self.shape))
+        return getitem(self, key, *a, **k)
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
+    return reads
+
+
+@pytest.mark.parametrize("edit, pattern", [
+    (_replace("val/y", data=np.zeros(5, np.int64)), r"'/val/y' has 5 labels for 4 images"),
+    (_label_1e9, r"contains label 1000000000"),
+    (_too_many_names, r"50 names for at most 4 labels"),
+    (_replace("test/X", data=np.zeros((4, 5, 6, 3), np.uint8)), r"'/test/X' has image shape \(5, 6\), others have"),
+    (_replace("test/X", data=np.zeros((4, 6, 6, 1), np.uint8)), r"'/test/X' has shape \(4, 6, 6, 1\)"),
+    (_replace("train/X", data=np.random.RandomState(0).randint(0, 256, (40, 6, 6, 3)).astype(np.uint8),
+              chunks=(8, 6, 6, 3), compression="gzip"), r"'/train/y' has 4 labels for 40 images"),
+])
+def test_h5_is_checked_whole_before_any_image_is_read(tmp_path, monkeypatch, edit, pattern):
+    """Every check that does not need the pixels runs before any images dataset is read (issue #38)."""
+    from pymeta.data import load_miniimagenet
+    path = _mini_h5(tmp_path / "bad.h5", edit)
+    reads = _count_reads(monkeypatch)
+    with pytest.raises(DatasetFileError, match=pattern) as e:
+        load_miniimagenet(path)
+    assert "bad.h5" in str(e.value) and "\n" not in str(e.value)
+    assert not [name for name, _ in reads if name.endswith("/X")], reads
+
+
+def test_h5_images_are_read_last_and_once(tmp_path, monkeypatch):
+    from pymeta.data import load_miniimagenet
+    path = _mini_h5(tmp_path / "ok.h5")
+    reads = _count_reads(monkeypatch)
+    d = load_miniimagenet(path)
+    assert d["train"][0].shape == (4, 6, 6, 3)
+    images = [i for i, (name, _) in enumerate(reads) if name.endswith("/X")]
+    assert len(images) == 3 and images == list(range(len(reads) - 3, len(reads))), reads
+
+
 @pytest.mark.parametrize("case", sorted(H5_CASES))
 def test_hostile_h5(tmp_path, case):
     edit, pattern = H5_CASES[case]
