@@ -223,9 +223,11 @@ def _long1(v):
     return b"\x8a" + bytes([n]) + v.to_bytes(n, "little", signed=True)
 
 
-def _dict_of(keys, value=b"N"):
-    """A protocol-4 pickle of {key: None for key in keys}, written without hashing the keys."""
-    return b"\x80\x04}(" + b"".join(keys) + b"u."
+def _dict_of(items):
+    """A protocol-4 pickle of a dict of the pickled (key, value) pairs `items`, written without hashing the
+    keys, in SETITEMS batches of 1,000 as pickle writes them."""
+    items = list(items)
+    return b"\x80\x04}" + b"".join(b"(" + b"".join(items[i:i + 1000]) + b"u" for i in range(0, len(items), 1000)) + b"."
 
 
 def _int_keys(values):

@@ -18,7 +18,8 @@ memory: time and memory grow at most linearly with the file, with small constant
 * the objects themselves are counted too: every opcode is charged, before it runs where it can be,
   the memory it makes the unpickler hold (a stack slot, a memo entry, a list, dict or tuple with what
   checking it later costs, an int, a string's overhead, an array's header...), and all of that adds up
-  to at most the file's size plus :data:`OBJECT_SLACK_BYTES` (4 MiB). A dataset is a few large arrays
+  to at most the file's size plus :data:`OBJECT_SLACK_BYTES` (4 MiB); each opcode is charged at least
+  32 bytes, so at most (file size + 4 MiB) / 32 opcodes run. A dataset is a few large arrays
   and names; a file of millions of tiny objects (a flood of empty lists, dicts, nested 1-tuples,
   memo entries, marks or empty arrays, each one or a few bytes in the file but 50-200 bytes in
   memory) is refused within a few MiB, in well under a second;
@@ -322,6 +323,8 @@ class _Budget:
 
 # what the unpickler holds for each object (CPython, 64 bits; sys.getsizeof includes the GC header)
 SLOT = 8                                    # a stack, list or tuple slot
+OPCODE_COST = 32                            # the least any opcode is charged: its slot and the work of running
+                                            # it, so at most (file + 4 MiB) / 32 opcodes run
 LIST_COST = sys.getsizeof([])
 DICT_COST = sys.getsizeof({})
 CHECK_COST = 80                             # checking a container: its id in a set, an iterator...
@@ -584,8 +587,9 @@ def _charged(fn, name, before, after):
 
 
 def _charge_opcodes(dispatch):
-    """Wrap every opcode handler of ``dispatch`` with what it costs (each at least a stack slot, which
-    also bounds the work per byte of file)."""
+    """Wrap every opcode handler of ``dispatch`` with what it costs (each at least OPCODE_COST, which
+    also bounds the work: a file of one-byte opcodes that allocate nothing, POP or NONE, is refused after
+    (its size + 4 MiB) / 32 of them)."""
     top = lambda self: _excess(self.stack[-1])  # noqa: E731
     tuple_ = lambda n: sys.getsizeof((None,) * n) + CHECK_COST  # noqa: E731
     before = {
@@ -603,7 +607,7 @@ def _charge_opcodes(dispatch):
     names = {op.code.encode("latin-1")[0]: op.name for op in pickletools.opcodes}
     for code, fn in list(dispatch.items()):
         name = names.get(code, f"0x{code:02x}")
-        dispatch[code] = _charged(fn, name, before.get(name, SLOT), after.get(name))
+        dispatch[code] = _charged(fn, name, max(before.get(name, 0), OPCODE_COST), after.get(name))
 
 
 _charge_opcodes(SafeUnpickler.dispatch)
