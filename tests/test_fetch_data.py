@@ -373,7 +373,7 @@ def test_miniimagenet_unsafe_or_broken_archive_refused(tmp_path, case):
     before = all_paths(tmp_path)
     data = tmp_path / "data"
     proc = fetch("miniimagenet", data_dir=data, MINIIMAGENET_SRC=archive, **MINI_COUNTS)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("[fetch_data] ERROR: ") and words in lines[0], proc.stderr
     assert "m." in lines[0]  # names the archive
@@ -388,7 +388,7 @@ def test_miniimagenet_one_bad_archive_among_several(tmp_path):
     _cut(a / "images_val.zip", lambda n: n // 2)
     data = tmp_path / "data"
     proc = fetch("miniimagenet", data_dir=data, MINIIMAGENET_SRC=a, **MINI_COUNTS)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "images_val.zip" in lines[0] and "truncated" in lines[0], proc.stderr
     assert os.listdir(data) == []
