@@ -341,7 +341,7 @@ def unpack_all(archives, target, workers, limit=None):
 def detect(folder):
     """'folders' (d), 'csv' (c), 'archives' (a) or None."""
     isdir = lambda n: os.path.isdir(os.path.join(folder, n))  # noqa: E731
-    isfile = lambda n: os.path.isfile(os.path.join(folder, n))  # noqa: E731
+    isfile = lambda n: os.path.exists(os.path.join(folder, n))  # noqa: E731  (read_csv refuses a fifo)
     if all(isdir(s) for s in SPLITS):
         return "folders"
     csvs = all(isfile(s + ".csv") for s in SPLITS)
@@ -493,7 +493,7 @@ def check(root, layout, classes, per_class):
         present, listed = set(_regular_images(images)), set()
         for split, want in zip(SPLITS, classes):
             path = os.path.join(root, split + ".csv")
-            if not os.path.isfile(path):
+            if not os.path.exists(path):
                 raise FetchError(f"{path} is missing")
             counts, missing = {}, []
             for line, name, label in read_csv(path):
