@@ -482,3 +482,18 @@ def test_miniimagenet_listed_member_over_the_bound_is_refused(tmp_path, kind):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and big.name in lines[0] and "more than the 1,048,576 a member may have" in lines[0], lines
     assert os.listdir(dest.parent) == []
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/omniglot", "file:///nonexistent-mirror"])
+def test_omniglot_without_network_says_how_to_use_local_copies(tmp_path, url):
+    """Issue #37: no network (here a closed port, or a missing mirror) -> one line naming both ways to point
+    the script at local data."""
+    data = tmp_path / "data"
+    proc = fetch("omniglot", data_dir=data, OMNIGLOT_BASE_URL=url)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"[fetch_data] ERROR: cannot download {url}/images_background.zip (no network?)")
+    assert "OMNIGLOT_SRC=<folder holding images_background/ and images_evaluation/>" in lines[0]
+    assert "OMNIGLOT_BASE_URL=file://<folder holding images_background.zip and images_evaluation.zip>" in lines[0]
+    assert os.listdir(data / "omniglot") == []
