@@ -1,7 +1,8 @@
 """Time and peak memory of the dataset loaders on hostile files whose cost used to grow faster than the
 file (issue #38, item 3): each case is built in a temporary folder and loaded in its own subprocess
 (under an address-space limit, so that a regression cannot take the machine), which reports the wall
-time, the rise of its peak RSS over the imports, and the first line of the error.
+time, the rise of its peak RSS over the imports (0 when the loader stays below what importing numpy and
+h5py took), optionally the peak of Python's allocations (--tracemalloc), and the error's first line.
 
     PYTHONPATH=. python benchmarks/bench_hostile_loaders.py [--mb 4] [--keys 100000] [--cases tuple1 ...]
 
@@ -12,7 +13,8 @@ Cases (MB: --mb megabytes of opcodes):
   memo_flood     None memoised MB million times (MEMOIZE)
   marks          MB million MARK opcodes
   empty_arrays   a list of MB/5 million empty numpy arrays sharing one memoised constructor call
-  collide_keys   a dict of --keys int keys that all hash to 0 (i * (2**61 - 1)), about 11 bytes a key
+  collide_keys   a dict of --keys int keys that all hash to 0 (i * (2**61 - 1)), about 11 bytes a key, in
+                 SETITEMS batches of 1,000 as pickle writes them
   h5_gzip_zeros  a Mini-ImageNet HDF5 file whose train/X is gzip of zeros: --h5-gb GB declared in ~1/1000
 """
 
@@ -34,6 +36,9 @@ if sys.argv[1] != "safe_load":
     import h5py  # noqa: F401  (before the baseline: the loader imports it)
 fn = {"safe_load": safe_load, "miniimagenet": load_miniimagenet}[sys.argv[1]]
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if sys.argv[4] == "1":
+    import tracemalloc
+    tracemalloc.start()
 start = time.perf_counter()
 error = None
 try:
@@ -42,6 +47,8 @@ except BaseException as e:
     error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 out = {"seconds": time.perf_counter() - start, "error": error,
        "peak_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}
+if sys.argv[4] == "1":
+    out["traced_mb"] = tracemalloc.get_traced_memory()[1] / 2 ** 20
 print(json.dumps(out))
 """
 
@@ -52,7 +59,8 @@ def pickle_cases(mb, keys):
     args = b"\x8c\x05numpy\x94\x8c\x07ndarray\x94\x93\x94K\x00\x85\x94C\x01b\x94\x87\x94"  # memo 3..8
     one_array = b"h\x02h\x08R"  # _reconstruct(ndarray, (0,), b'b'): 5 bytes
     long1 = lambda v: b"\x8a" + bytes([(v.bit_length() + 8) // 8]) + v.to_bytes((v.bit_length() + 8) // 8, "little")
-    pairs = b"".join(long1(i * (2 ** 61 - 1)) + b"N" for i in range(1, keys + 1))
+    pairs = [long1(i * (2 ** 61 - 1)) + b"N" for i in range(1, keys + 1)]
+    pairs = b"".join(b"(" + b"".join(pairs[i:i + 1000]) + b"u" for i in range(0, keys, 1000))  # as pickle batches
     return {
         "tuple1": b"\x80\x04N" + b"\x85" * n + b".",
         "empty_lists": b"\x80\x04(" + b"]" * n + b"l.",
@@ -60,7 +68,7 @@ def pickle_cases(mb, keys):
         "memo_flood": b"\x80\x04N" + b"\x94" * n + b".",
         "marks": b"\x80\x04N" + b"(" * n + b".",
         "empty_arrays": b"\x80\x04" + glob + args + b"(" + one_array * (n // 5) + b"l.",
-        "collide_keys": b"\x80\x04}(" + pairs + b"u.",
+        "collide_keys": b"\x80\x04}" + pairs + b".",
     }
 
 
@@ -88,11 +96,12 @@ def write_h5_zeros(path, gb):
                 g.create_dataset("y", data=np.zeros(2, np.int64))
 
 
-def run(loader, path, limit_mb, timeout):
+def run(loader, path, limit_mb, timeout, traced):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]),
                OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     try:
-        proc = subprocess.run([sys.executable, "-c", CHILD, loader, path, str(limit_mb)], capture_output=True,
+        proc = subprocess.run([sys.executable, "-c", CHILD, loader, path, str(limit_mb), "1" if traced else "0"],
+                              capture_output=True,
                               text=True, timeout=timeout, env=env, cwd=REPO)
     except subprocess.TimeoutExpired:
         return {"seconds": float(timeout), "error": f"(killed after the {timeout} s timeout)", "peak_mb": float("nan")}
@@ -112,6 +121,8 @@ def main():
     p.add_argument("--limit-mb", type=int, default=8192, help="address-space limit of each child (MiB)")
     p.add_argument("--timeout", type=int, default=300, help="seconds before a case is killed")
     p.add_argument("--json", default=None, help="also write the rows to this file")
+    p.add_argument("--tracemalloc", action="store_true",
+                   help="also report the peak of Python's allocations (tracemalloc; slows the loader about 2x)")
     a = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,11 +137,12 @@ def main():
             else:
                 with open(path, "wb") as f:
                     f.write(data)
-            out = run(loader, path, a.limit_mb, a.timeout)
+            out = run(loader, path, a.limit_mb, a.timeout, a.tracemalloc)
             out.update(case=name, file_mb=os.path.getsize(path) / 2 ** 20)
             rows.append(out)
-            print(f"{name:14s} file {out['file_mb']:7.2f} MiB  {out['seconds']:7.2f} s  peak +{out['peak_mb']:8.1f} MiB"
-                  f"  {(out['error'] or 'loaded')[:150]}", flush=True)
+            traced = f"  traced {out['traced_mb']:7.1f} MiB" if "traced_mb" in out else ""
+            print(f"{name:14s} file {out['file_mb']:7.2f} MiB  {out['seconds']:7.2f} s  peak RSS +{out['peak_mb']:8.1f} MiB"
+                  f"{traced}  {(out['error'] or 'loaded')[:150]}", flush=True)
             os.remove(path)
     if a.json:
         with open(a.json, "w") as f:

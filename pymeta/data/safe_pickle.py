@@ -22,7 +22,8 @@ memory: time and memory grow at most linearly with the file, with small constant
   32 bytes, so at most (file size + 4 MiB) / 32 opcodes run. A dataset is a few large arrays
   and names; a file of millions of tiny objects (a flood of empty lists, dicts, nested 1-tuples,
   memo entries, marks or empty arrays, each one or a few bytes in the file but 50-200 bytes in
-  memory) is refused within a few MiB, in well under a second;
+  memory) is refused within a few MiB, in about a second; each call (an array, scalar, dtype) is
+  charged at least 512 bytes, for numpy's work in making it;
 * only the calls numpy and pickle themselves write are accepted (``bytes(10**9)``, ``numpy.ndarray``
   called directly, ``numpy.dtype`` built from a list spec, ``__setstate__`` on anything but a numpy
   array or dtype... are refused); a dtype rebuilt by ``__setstate__`` must be consistent (fields and
@@ -332,6 +333,8 @@ MEMO_COST = 72                              # a memo entry: its int key and dict
 ARRAY_COST = sys.getsizeof(np.empty(0)) + 8
 DTYPE_COST = 2 * sys.getsizeof(np.dtype("u1"))
 UNBUILT_COST = MEMO_COST                    # an entry of SafeUnpickler._unbuilt
+CALL_COST = 512                             # the least a call (an array, scalar, dtype...) is charged: numpy's
+                                            # work in making it costs what hundreds of opcodes do
 KEY_COST = MEMO_COST                        # an entry of a dict's table of non-str key hashes
 
 
@@ -540,7 +543,7 @@ class SafeUnpickler(_U):
         cost = ARRAY_COST if t is np.ndarray else DTYPE_COST if isinstance(out, np.dtype) \
             else LIST_COST + CHECK_COST if t is list else DICT_COST + CHECK_COST if t is dict \
             else CHECK_COST if t is tuple else _excess(out)
-        self._budget.objects(cost, f"a {t.__name__} built by a call")
+        self._budget.objects(max(cost, CALL_COST), f"a {t.__name__} built by a call")
         return out
 
     # --- BUILD: only once on an array fresh from _reconstruct or a dtype fresh from numpy.dtype()
