@@ -107,8 +107,7 @@ def pickle_like_bytes(draw):
 @given(data=pickle_like_bytes())
 def test_safe_loader_on_random_bytes_is_a_value_or_one_line_error(data):
     """Any byte string: a value or a one-line DatasetFileError (a ValueError), within LOADER_SECONDS and
-    LOADER_PEAK_BYTES of Python allocations (tracemalloc). Before issue #38 a 400 KB flood of the kinds drawn
-    took the stock-like loader 4 s and 50-90 MB (10x the file's opcodes: 1 s per MB, 130-220 bytes per byte)."""
+    LOADER_PEAK_BYTES of Python allocations (tracemalloc)."""
     tracemalloc.start()
     start = time.perf_counter()
     try:
