@@ -40,6 +40,9 @@ MINIIMAGENET_TEST_CLASSES="${MINIIMAGENET_TEST_CLASSES:-20}"
 MINIIMAGENET_IMAGES_PER_CLASS="${MINIIMAGENET_IMAGES_PER_CLASS:-600}"
 PYTHON="${PYTHON:-python3}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+OMNIGLOT_LOCAL_HINT="without network, use local copies: OMNIGLOT_SRC=<folder holding images_background/ and \
+images_evaluation/> bash fetch_data.sh omniglot (links them), or OMNIGLOT_BASE_URL=file://<folder holding \
+images_background.zip and images_evaluation.zip> bash fetch_data.sh omniglot"
 
 WHAT=all
 REQUIRE_MINI=0
@@ -80,17 +83,17 @@ count_tree() {
     echo "$((chars)) $((imgs))"
 }
 
-download() {  # download URL DEST (DEST written only when complete)
+download() {  # download URL DEST (DEST written only when complete); 1 on failure, with nothing printed
     local url="$1" dest="$2" part="$2.part.$$"
     TMP_PATHS+=("$part")
     if command -v curl >/dev/null 2>&1; then
-        curl -fsSL --retry 3 -o "$part" "$url" || die "download failed: $url"
+        curl -fsL --retry 3 -o "$part" "$url" 2>/dev/null || return 1
     elif [[ "$url" == file://* ]]; then
-        cp -- "${url#file://}" "$part" || die "download failed: $url"
+        cp -- "${url#file://}" "$part" 2>/dev/null || return 1
     elif command -v wget >/dev/null 2>&1; then
-        wget -q --tries=3 -O "$part" "$url" || die "download failed: $url"
+        wget -q --tries=3 -O "$part" "$url" 2>/dev/null || return 1
     else
-        die "neither curl nor wget is installed"
+        die "neither curl nor wget is installed; $OMNIGLOT_LOCAL_HINT"
     fi
     mv -f -- "$part" "$dest"
 }
@@ -128,7 +131,8 @@ fetch_omniglot_part() {  # fetch_omniglot_part NAME EXPECTED_CHARS EXPECTED_IMAG
         return 0
     fi
     log "downloading $OMNIGLOT_BASE_URL/$name.zip"
-    download "$OMNIGLOT_BASE_URL/$name.zip" "$tmp/$name.zip"
+    download "$OMNIGLOT_BASE_URL/$name.zip" "$tmp/$name.zip" ||
+        die "cannot download $OMNIGLOT_BASE_URL/$name.zip (no network?); $OMNIGLOT_LOCAL_HINT"
     mkdir "$tmp/x"
     unpack "$tmp/$name.zip" "$tmp/x" || die "cannot unpack $name.zip (corrupt or incomplete download?)"
     [ -d "$tmp/x/$name" ] || die "$name.zip does not contain a top-level $name/ folder"

@@ -15,7 +15,12 @@ PATH may be
 (c) and (d) are linked into DEST (--copy: copied); archives are unpacked into it. DEST ends up in
 layout (c) or (d) (make_miniimagenet_dataset.py reads both) plus a completion marker file.
 
-Safety: every archive member is checked before anything is written: a path that is absolute or goes
+Safety: only the members the dataset needs are written: the images the CSVs list (images/<file> or
+images/<label>/<file>; from the CSVs beside the archives in (a), or inside the archive in (b), read
+in a first pass that writes nothing else), the three CSVs, <split>/<wnid>/<image> in layout (d) and
+archives in (a)-inside-(b); every other member is skipped, and each written member may be at most
+--max-member-mb MiB (an archive inside an archive at most twice the outer archive's size). Every
+archive member is checked before anything is written: a path that is absolute or goes
 up ('..'), a symbolic or hard link, a device, fifo or sparse file is refused, and so is an archive
 that is truncated or corrupt (a tar must end with its end-of-archive block; compressed streams are
 read to their end, so their checksums are verified). Files are written by this script itself (never
@@ -25,8 +30,12 @@ into a temporary folder beside DEST, which is renamed into place only after the 
 marker file is written last, so a half-done DEST is never taken as complete. Anything that goes wrong
 is reported as one line on stderr and leaves neither DEST nor the temporary folder behind.
 
+Only regular files are read or counted (a fifo named like an image in a source folder is refused: reading
+it would block). CSVs must be UTF-8 with fields of at most 128 KiB.
+
 Idempotent: a DEST holding the marker (or a complete layout) is checked and left alone.
-Exit status: 0 data in place, 1 error, 3 nothing in DEST and no --src given.
+Exit status: 0 data in place, 2 bad input (one line on stderr: archive, CSV, counts), 1 other error
+(e.g. cannot write), 3 nothing in DEST and no --src given.
 """
 
 import argparse
@@ -51,6 +60,9 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 LAYOUT_ITEMS = {"csv": ("images", "train.csv", "val.csv", "test.csv"), "folders": SPLITS}
 JUNK = ("__MACOSX", ".DS_Store")  # skipped when unpacking, with AppleDouble '._*' files
 READ_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, lzma.LZMAError, zlib.error, OSError)
+CSV_NAMES = tuple(s + ".csv" for s in SPLITS)
+MAX_MEMBER_MB = 64
+"""Default bound on an archive member written (an image or a CSV; Mini-ImageNet's are 3-10 KB and 1.2 MB)."""
 
 
 class FetchError(Exception):
@@ -94,7 +106,12 @@ def _target(target, parts):
     return path
 
 
-def _write(archive, src, path, parts):
+def _too_big(archive, parts, size, limit):
+    return FetchError(f"{os.path.basename(archive)}: member {'/'.join(parts)!r} is {size:,} bytes, more than the "
+                      f"{limit:,} a member may have (--max-member-mb); refusing to unpack it")
+
+
+def _write(archive, src, path, parts, limit):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
@@ -102,13 +119,73 @@ def _write(archive, src, path, parts):
         raise FetchError(f"{os.path.basename(archive)}: {'/'.join(parts)!r} is in the archive(s) twice; "
                          "refusing to overwrite") from None
     with os.fdopen(fd, "wb") as out:
-        shutil.copyfileobj(src, out, 1 << 20)
+        done = 0
+        while True:
+            block = src.read(1 << 20)
+            if not block:
+                return
+            done += len(block)
+            if done > limit:  # a second line of defence: the declared size was checked before
+                raise _too_big(archive, parts, done, limit)
+            out.write(block)
+
+
+class Wanted:
+    """The members a dataset needs (picklable, for the unpacking processes): ``self(parts)`` is the most
+    bytes the regular file at path `parts` may have, or None to skip it. Under `root` (a path prefix):
+    the CSVs (`csvs`), images/<name> or images/<label>/<name> for the names of `names` ({name: label}),
+    <split>/<class>/<image> (`folders`), archives of at most `archive_bytes`; `csvs_anywhere`: any
+    train/val/test.csv a few folders deep (the first pass over a single archive)."""
+
+    def __init__(self, root=(), names=None, csvs=False, folders=False, archive_bytes=0, csvs_anywhere=False,
+                 max_bytes=MAX_MEMBER_MB << 20):
+        self.root, self.names, self.csvs, self.folders = tuple(root), names, csvs, folders
+        self.archive_bytes, self.csvs_anywhere, self.max_bytes = archive_bytes, csvs_anywhere, max_bytes
+
+    def __call__(self, parts):
+        if self.csvs_anywhere:
+            return self.max_bytes if parts[-1] in CSV_NAMES and len(parts) <= 5 else None
+        k = len(self.root)
+        if tuple(parts[:k]) != self.root:
+            return None
+        rest = parts[k:]
+        if len(rest) == 1:
+            if self.csvs and rest[0] in CSV_NAMES:
+                return self.max_bytes
+            return self.archive_bytes if self.archive_bytes and is_archive(rest[0]) else None
+        if self.names is not None and rest[0] == "images":
+            if (len(rest) == 2 and rest[1] in self.names) or (len(rest) == 3 and self.names.get(rest[2]) == rest[1]):
+                return self.max_bytes
+        if self.folders and len(rest) == 3 and rest[0] in SPLITS and rest[2].lower().endswith(IMAGE_EXTS) \
+                and not rest[2].startswith("."):
+            return self.max_bytes
+        return None
+
+
+class Filter:
+    """Which members of an archive are written: ``limit(parts)`` (e.g. a Wanted) is the most bytes the
+    member at path `parts` may have, or None to skip it (None: every member, up to MAX_MEMBER_MB).
+    Records every regular file's path (``seen``) and the skipped ones. Folders are made only as the
+    files written need them."""
+
+    def __init__(self, limit=None):
+        self._limit = limit
+        self.seen, self.skipped = [], []
+
+    def __call__(self, parts, is_dir):
+        if is_dir:
+            return None
+        self.seen.append(parts)
+        got = self._limit(parts) if self._limit else MAX_MEMBER_MB << 20
+        if got is None:
+            self.skipped.append("/".join(parts))
+        return got
 
 
 TAR_MAGIC = ((b"\xfd7zXZ\x00", "xz"), (b"\x1f\x8b", "gz"), (b"BZh", "bz2"))
 
 
-def unpack_tar(archive, target):
+def unpack_tar(archive, target, want):
     n = 0
     with open(archive, "rb") as f:
         head = f.read(6)
@@ -133,12 +210,17 @@ def unpack_tar(archive, target):
                     raise FetchError(f"{what} is not a regular file or folder (type {m.type!r}); refusing")
                 if not parts or is_junk(parts):
                     continue
+                limit = want(parts, m.isdir())
+                if limit is None:
+                    continue
                 path = _target(target, parts)
                 if m.isdir():
                     os.makedirs(path, exist_ok=True)
                     continue
+                if m.size > limit:
+                    raise _too_big(archive, parts, m.size, limit)
                 src = tf.extractfile(m)
-                _write(archive, src, path, parts)
+                _write(archive, src, path, parts, limit)
                 n += 1
             # tarfile stops quietly at a missing, truncated or corrupt header: require the end-of-archive
             # block, then read compressed streams to their end so that their checksums are verified
@@ -157,7 +239,7 @@ def unpack_tar(archive, target):
     return n
 
 
-def unpack_zip(archive, target):
+def unpack_zip(archive, target, want):
     n = 0
     try:
         zf = zipfile.ZipFile(archive)
@@ -181,12 +263,17 @@ def unpack_zip(archive, target):
                 parts = member_parts(archive, info.filename)
                 if not parts or is_junk(parts):
                     continue
+                limit = want(parts, info.is_dir())
+                if limit is None:
+                    continue
                 path = _target(target, parts)
                 if info.is_dir():
                     os.makedirs(path, exist_ok=True)
                     continue
+                if info.file_size > limit:
+                    raise _too_big(archive, parts, info.file_size, limit)
                 with zf.open(info) as src:  # checks the CRC at the end
-                    _write(archive, src, path, parts)
+                    _write(archive, src, path, parts, limit)
                 n += 1
         except FetchError:
             raise
@@ -198,13 +285,14 @@ def unpack_zip(archive, target):
     return n
 
 
-def unpack(archive, target):
-    """Unpack one archive into target (an existing folder); returns (archive, files written, seconds)."""
-    start, target = time.time(), os.path.abspath(target)
+def unpack(archive, target, want=None):
+    """Unpack the members of one archive that `want` (a Filter) accepts into target (an existing folder);
+    returns (archive, files written, seconds, skipped member paths)."""
+    start, target, want = time.time(), os.path.abspath(target), want or Filter()
     with open(archive, "rb") as f:
         zip_magic = f.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
-    n = (unpack_zip if zip_magic or archive.lower().endswith(".zip") else unpack_tar)(archive, target)
-    return archive, n, time.time() - start
+    n = (unpack_zip if zip_magic or archive.lower().endswith(".zip") else unpack_tar)(archive, target, want)
+    return archive, n, time.time() - start, want.skipped
 
 
 def _worker_init():
@@ -219,24 +307,28 @@ def _unpack_job(job):
         return FetchError(str(e))
 
 
-def unpack_all(archives, target, workers):
-    """Unpack archives into target, several at a time (one process each, up to `workers`)."""
+def _report(a, n, secs, skipped):
+    extra = (f", {len(skipped)} member(s) not needed skipped (e.g. {skipped[0]!r})" if skipped else "")
+    log(f"{os.path.basename(a)}: {n} files in {secs:.1f} s{extra}")
+
+
+def unpack_all(archives, target, workers, limit=None):
+    """Unpack archives into target, several at a time (one process each, up to `workers`); `limit`: see
+    Filter (None: every member, up to MAX_MEMBER_MB each)."""
     os.makedirs(target, exist_ok=True)
     for a in archives:
         log(f"unpacking {a}")
-    jobs = [(a, target) for a in archives]
+    jobs = [(a, target, Filter(limit)) for a in archives]
     if workers <= 1 or len(jobs) == 1:
-        results = map(unpack, *zip(*jobs))
-        for a, n, secs in results:
-            log(f"{os.path.basename(a)}: {n} files in {secs:.1f} s")
+        for res in map(unpack, *zip(*jobs)):
+            _report(*res)
         return
     pool = multiprocessing.get_context("fork").Pool(min(workers, len(jobs)), initializer=_worker_init)
     try:
         for res in pool.imap_unordered(_unpack_job, jobs):
             if isinstance(res, FetchError):
                 raise res
-            a, n, secs = res
-            log(f"{os.path.basename(a)}: {n} files in {secs:.1f} s")
+            _report(*res)
         pool.close()
     finally:
         pool.terminate()
@@ -249,7 +341,7 @@ def unpack_all(archives, target, workers):
 def detect(folder):
     """'folders' (d), 'csv' (c), 'archives' (a) or None."""
     isdir = lambda n: os.path.isdir(os.path.join(folder, n))  # noqa: E731
-    isfile = lambda n: os.path.isfile(os.path.join(folder, n))  # noqa: E731
+    isfile = lambda n: os.path.exists(os.path.join(folder, n))  # noqa: E731  (read_csv refuses a fifo)
     if all(isdir(s) for s in SPLITS):
         return "folders"
     csvs = all(isfile(s + ".csv") for s in SPLITS)
@@ -275,8 +367,103 @@ def find_root(folder, what):
                      f"(nor archives + the CSVs); found: {', '.join(found) or 'nothing'}")
 
 
+def layout_from_names(paths, what):
+    """(root, layout) of an archive from its regular files' paths (lists of parts), as find_root does
+    for a folder: the layout at its top or inside a chain of single top folders."""
+    tree = {}
+    for parts in paths:
+        if not is_junk(parts):
+            tree.setdefault(tuple(parts[:-1]), set()).add(parts[-1])
+    dirs = {}
+    for folder in tree:
+        for i in range(len(folder)):
+            dirs.setdefault(folder[:i], set()).add(folder[i])
+    root = ()
+    for _ in range(5):
+        files, subdirs = tree.get(root, set()), dirs.get(root, set())
+        if all(any(d[:len(root) + 1] == root + (s,) and len(d) >= len(root) + 2 for d in tree) for s in SPLITS):
+            return root, "folders"
+        csvs = all(c in files for c in CSV_NAMES)
+        if csvs and "images" in subdirs:
+            return root, "csv"
+        if csvs and any(is_archive(f) for f in files):
+            return root, "archives"
+        if len(subdirs) != 1 or files:
+            break
+        root += (next(iter(subdirs)),)
+    found = sorted(tree.get(root, set()) | dirs.get(root, set()))[:8]
+    raise FetchError(f"{what} holds neither train/ val/ test/ nor images/ + train.csv val.csv test.csv "
+                     f"(nor archives + the CSVs); found: {', '.join(found) or 'nothing'}")
+
+
+def unpack_single(src, staging, max_bytes):
+    """Layout (b): a first pass writes only the archive's CSVs and lists its members, which gives its
+    layout; a second pass writes only what that layout needs. Returns the folder holding it."""
+    log(f"unpacking {src} (first pass: its layout and CSVs)")
+    first = Filter(Wanted(csvs_anywhere=True, max_bytes=max_bytes))
+    unpack(src, os.path.join(staging, "c"), first)
+    root, layout = layout_from_names(first.seen, os.path.basename(src))
+    if layout == "csv":
+        wanted = Wanted(root, names=read_listing(os.path.join(staging, "c", *root)), csvs=True, max_bytes=max_bytes)
+    elif layout == "folders":
+        wanted = Wanted(root, folders=True, max_bytes=max_bytes)
+    else:
+        wanted = Wanted(root, csvs=True, archive_bytes=2 * os.path.getsize(src) + max_bytes, max_bytes=max_bytes)
+    unpack_all([src], os.path.join(staging, "u"), 1, wanted)
+    return os.path.join(staging, "u")
+
+
 def _class_dirs(base):
     return sorted(e.name for e in os.scandir(base) if e.is_dir() and not e.name.startswith("."))
+
+
+def read_csv(path):
+    """Yield (line number, filename, label) of a Ravi & Larochelle CSV (columns filename,label), skipping
+    empty rows; a file that is not a regular file, not UTF-8, or has a field over csv's 128 KiB limit or
+    no such columns is one FetchError line."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise FetchError(f"{path} is not a regular file (a fifo, device or socket?); put the CSV file there")
+    line = 1
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or not {"filename", "label"} <= set(reader.fieldnames):
+                raise FetchError(f"{path}: first line must name the columns filename,label")
+            for row in reader:
+                line = reader.line_num
+                name, label = (row["filename"] or "").strip(), (row["label"] or "").strip()
+                if not name and not label:
+                    continue
+                if not name or not label:
+                    raise FetchError(f"{path}:{line}: empty filename or label")
+                yield line, name, label
+    except UnicodeDecodeError as e:
+        raise FetchError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} after line {line}); save it as "
+                         "UTF-8 (a CSV of filename,label rows)") from None
+    except csv.Error as e:
+        raise FetchError(f"{path}:{line + 1}: not a valid CSV ({e}); a CSV of filename,label rows is needed") from None
+
+
+def read_listing(root):
+    """{image file name: label} of the three CSVs in root."""
+    names = {}
+    for split in SPLITS:
+        for _, name, label in read_csv(os.path.join(root, split + ".csv")):
+            names[name] = label
+    return names
+
+
+def _regular_images(folder):
+    """Names of the image files in folder; an image name that is not a regular file is refused."""
+    out = []
+    for e in os.scandir(folder):
+        if e.name.lower().endswith(IMAGE_EXTS):
+            if not e.is_file():
+                if e.is_dir():
+                    continue
+                raise FetchError(f"{e.path} is not a regular file (a fifo, device or socket?); remove it")
+            out.append(e.name)
+    return out
 
 
 def check(root, layout, classes, per_class):
@@ -292,7 +479,7 @@ def check(root, layout, classes, per_class):
             if len(names) != want:
                 raise FetchError(f"{base} has {len(names)} class folders, expected {want}")
             for c in names:
-                k = sum(1 for f in os.listdir(os.path.join(base, c)) if f.lower().endswith(IMAGE_EXTS))
+                k = len(_regular_images(os.path.join(base, c)))
                 if k == 0 or (per_class and k != per_class):
                     raise FetchError(f"{os.path.join(base, c)} has {k} images, expected {per_class or 'some'}")
                 if c in owner:
@@ -303,28 +490,23 @@ def check(root, layout, classes, per_class):
         images = os.path.join(root, "images")
         if not os.path.isdir(images):
             raise FetchError(f"{images} is missing")
-        present, listed = set(os.listdir(images)), set()
+        present, listed = set(_regular_images(images)), set()
         for split, want in zip(SPLITS, classes):
             path = os.path.join(root, split + ".csv")
-            if not os.path.isfile(path):
+            if not os.path.exists(path):
                 raise FetchError(f"{path} is missing")
             counts, missing = {}, []
-            with open(path, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                if not reader.fieldnames or not {"filename", "label"} <= set(reader.fieldnames):
-                    raise FetchError(f"{path}: first line must name the columns filename,label")
-                for row in reader:
-                    name, label = (row["filename"] or "").strip(), (row["label"] or "").strip()
-                    if not name and not label:
-                        continue
-                    if not name or not label:
-                        raise FetchError(f"{path}:{reader.line_num}: empty filename or label")
-                    if name in listed:
-                        raise FetchError(f"{path}:{reader.line_num}: {name} is listed twice")
-                    listed.add(name)
-                    if name not in present and not os.path.isfile(os.path.join(images, label, name)):
+            for line, name, label in read_csv(path):
+                if name in listed:
+                    raise FetchError(f"{path}:{line}: {name} is listed twice")
+                listed.add(name)
+                if name not in present:
+                    alt = os.path.join(images, label, name)
+                    if not os.path.isfile(alt):
                         missing.append(name)
-                    counts[label] = counts.get(label, 0) + 1
+                    elif not stat.S_ISREG(os.stat(alt).st_mode):
+                        raise FetchError(f"{alt} is not a regular file (a fifo, device or socket?); remove it")
+                counts[label] = counts.get(label, 0) + 1
             if len(counts) != want:
                 raise FetchError(f"{path} has {len(counts)} classes, expected {want}")
             if missing:
@@ -409,8 +591,7 @@ def fetch(args):
             if not is_archive(src) and not (tarfile.is_tarfile(src) or zipfile.is_zipfile(src)):
                 raise FetchError(f"MINIIMAGENET_SRC={args.src} is neither a folder nor an archive "
                                  f"({', '.join(ARCHIVE_EXTS)})")
-            unpack_all([src], os.path.join(staging, "u"), 1)
-            root, layout = find_root(os.path.join(staging, "u"), os.path.basename(src))
+            root, layout = find_root(unpack_single(src, staging, args.max_member_mb << 20), os.path.basename(src))
         how = "copied" if args.copy else "linked"
         if layout == "archives" or not os.path.isdir(src):
             how = "unpacked"
@@ -418,7 +599,8 @@ def fetch(args):
             archives = sorted(os.path.join(root, e.name) for e in os.scandir(root)
                               if e.is_file() and is_archive(e.name))
             out = os.path.join(staging, "a")
-            unpack_all(archives, out, args.workers)
+            listing = read_listing(root)  # only the images the CSVs list are written
+            unpack_all(archives, out, args.workers, Wanted(names=listing, max_bytes=args.max_member_mb << 20))
             for s in SPLITS:
                 if os.path.lexists(os.path.join(out, s + ".csv")):
                     raise FetchError(f"the archives hold a {s}.csv too; unpack them by hand")
@@ -464,6 +646,8 @@ def parse_args(argv):
     p.add_argument("--classes", type=int, nargs=3, default=(64, 16, 20), metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--images-per-class", type=int, default=600, help="0: any number")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="archives unpacked at once")
+    p.add_argument("--max-member-mb", type=int, default=MAX_MEMBER_MB,
+                   help="largest image or CSV written from an archive, in MiB (default %(default)s)")
     return p.parse_args(argv)
 
 
@@ -474,6 +658,7 @@ def main(argv=None):
         return fetch(args)
     except FetchError as e:
         print(f"[fetch_data] ERROR: {one_line(e)}", file=sys.stderr)
+        return 2
     except OSError as e:
         print(f"[fetch_data] ERROR: {type(e).__name__}: {one_line(e)}", file=sys.stderr)
     except KeyboardInterrupt:

@@ -19,6 +19,10 @@ is written (writing the full data as pkl peaked at 1.27 GB, as HDF5 at 0.18 GB s
 loading takes the images' size either way. The full Mini-ImageNet at 84x84 (60,000 x 84 x 84 x 3 uint8 =
 1.27 GB) therefore becomes datasets/miniimagenet/miniimagenet.h5, a subset or a smaller --size a .pkl.
 
+Only regular files are read (a fifo or device named like an image or CSV is refused, not read: it
+would block); CSVs must be UTF-8 with fields of at most 128 KiB. Bad input ends with one line on
+stderr and exit status 2, leaving any existing output file as it was.
+
 The images are decoded by a pool of processes, one per core (--workers), in jobs of --chunk images whose
 results are taken in order, so the output does not depend on the number of processes. A progress bar
 (tqdm) shows the images done (--quiet: none).
@@ -33,6 +37,8 @@ import sys
 import time
 
 import numpy as np
+
+from pymeta.data.files import NotARegularFile, open_regular, regular_files
 
 SPLITS = ("train", "val", "test")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
@@ -49,7 +55,7 @@ def detect_layout(root):
     if all(os.path.isdir(os.path.join(root, s)) for s in SPLITS):
         return "folders"
     if os.path.isdir(os.path.join(root, "images")) and all(
-            os.path.isfile(os.path.join(root, s + ".csv")) for s in SPLITS):
+            os.path.exists(os.path.join(root, s + ".csv")) for s in SPLITS):
         return "csv"
     raise DataError(f"{root} has neither train/ val/ test/ folders nor images/ + train.csv val.csv test.csv")
 
@@ -64,7 +70,7 @@ def scan_folders(root):
         classes = []
         for c in sorted(e.name for e in os.scandir(base) if e.is_dir() and not e.name.startswith(".")):
             cdir = os.path.join(base, c)
-            files = sorted(f for f in os.listdir(cdir) if f.lower().endswith(IMAGE_EXTS))
+            files = regular_files(cdir, IMAGE_EXTS)
             if not files:
                 raise DataError(f"empty class folder (no images): {cdir}")
             classes.append((c, [os.path.join(cdir, f) for f in files]))
@@ -82,24 +88,31 @@ def scan_csv(root):
     out = {}
     for split in SPLITS:
         path = os.path.join(root, split + ".csv")
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             raise DataError(f"missing file {path}")
-        by_class = {}
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or not {"filename", "label"} <= set(reader.fieldnames):
-                raise DataError(f"{path}: expected a header with columns 'filename,label'")
-            for line, row in enumerate(reader, start=2):
-                name, label = (row["filename"] or "").strip(), (row["label"] or "").strip()
-                if not name or not label:
-                    raise DataError(f"{path}:{line}: empty filename or label")
-                p = os.path.join(images, name)
-                if not os.path.isfile(p):
-                    alt = os.path.join(images, label, name)
-                    if not os.path.isfile(alt):
-                        raise DataError(f"{path}:{line}: image not found: {p}")
-                    p = alt
-                by_class.setdefault(label, []).append(p)
+        by_class, line = {}, 1
+        try:
+            with open_regular(path) as raw, open(raw.fileno(), newline="", encoding="utf-8", closefd=False) as f:
+                reader = csv.DictReader(f)
+                if not reader.fieldnames or not {"filename", "label"} <= set(reader.fieldnames):
+                    raise DataError(f"{path}: expected a header with columns 'filename,label'")
+                for line, row in enumerate(reader, start=2):
+                    name, label = (row["filename"] or "").strip(), (row["label"] or "").strip()
+                    if not name or not label:
+                        raise DataError(f"{path}:{line}: empty filename or label")
+                    p = os.path.join(images, name)
+                    if not os.path.exists(p):  # a fifo or device is refused when read (open_regular)
+                        alt = os.path.join(images, label, name)
+                        if not os.path.exists(alt):
+                            raise DataError(f"{path}:{line}: image not found: {p}")
+                        p = alt
+                    by_class.setdefault(label, []).append(p)
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} after line {line}); save it "
+                            "as UTF-8 (a CSV of filename,label rows)") from None
+        except csv.Error as e:
+            raise DataError(f"{path}:{line + 1}: not a valid CSV ({e}); a CSV of filename,label rows is "
+                            "needed") from None
         if not by_class:
             raise DataError(f"{path}: no rows")
         out[split] = sorted(by_class.items())
@@ -109,7 +122,7 @@ def scan_csv(root):
 def load_image(path, size):
     from PIL import Image
     try:
-        with Image.open(path) as im:
+        with open_regular(path) as f, Image.open(f) as im:
             if im.mode != "RGB":
                 im = im.convert("RGB")
             if size > 0 and im.size != (size, size):
@@ -256,9 +269,9 @@ def main(argv=None):
         with tqdm(total=total, desc="miniimagenet", unit="img", disable=a.quiet) as bar, \
                 atomic_write(a.output) as tmp:
             (write_h5 if a.format == "h5" else write_pkl)(tree, a.size, tmp, bar, decoder)
-    except DataError as e:
+    except (DataError, NotARegularFile) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     except OSError as e:
         print(f"error: cannot write {a.output}: {e}", file=sys.stderr)
         return 1

@@ -18,6 +18,9 @@ Pixels: the PNGs are 1-bit, black strokes on white. Like the original pyMeta scr
 no inversion) strokes stay dark: background 255, ink 0 ('ink': 'dark'). ``--invert`` gives ink 255 on
 background 0 ('ink': 'light'). Images are converted to 8-bit grayscale and resized with an antialiasing
 filter (``--resample``, default lanczos), so resized strokes have intermediate grey values.
+
+Only regular files are read (a fifo or device named like a .png is refused, not read: it would block).
+Bad input ends with one line on stderr and exit status 2, leaving any existing output file as it was.
 """
 
 import argparse
@@ -25,6 +28,8 @@ import os
 import sys
 
 import numpy as np
+
+from pymeta.data.files import NotARegularFile, open_regular, regular_files
 
 PARTS = (("train", "images_background"), ("test", "images_evaluation"))
 IMAGE_EXTS = (".png",)
@@ -53,7 +58,7 @@ def scan(root):
             chars = []
             for char in _subdirs(os.path.join(base, alphabet)):
                 cdir = os.path.join(base, alphabet, char)
-                files = sorted(f for f in os.listdir(cdir) if f.lower().endswith(IMAGE_EXTS))
+                files = regular_files(cdir, IMAGE_EXTS)
                 if not files:
                     raise DataError(f"empty character folder (no .png files): {cdir}")
                 chars.append((char, [os.path.join(cdir, f) for f in files]))
@@ -69,7 +74,7 @@ def scan(root):
 def load_image(path, size, invert, resample):
     from PIL import Image
     try:
-        with Image.open(path) as im:
+        with open_regular(path) as f, Image.open(f) as im:
             im = im.convert("L")
             if size > 0 and im.size != (size, size):
                 im = im.resize((size, size), resample=resample)
@@ -180,9 +185,9 @@ def main(argv=None):
     try:
         d = build(scan(a.input), a.size, a.invert, resample, a.quiet)
         write_atomically(a.output, write_h5 if a.format == "h5" else write_pkl, d)
-    except DataError as e:
+    except (DataError, NotARegularFile) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -188,8 +188,11 @@ def make_archives_folder(c, folder, exts=(".tar.xz", ".zip", ".tar.gz")):
     return folder
 
 
-def make_mini_input(kind, tmp_path):
+def make_mini_input(kind, tmp_path, edit=None):
+    """(source of `kind`, layout); edit(folder) changes the packed folder first."""
     c = mini_csv_source(tmp_path)
+    if edit:
+        edit(c)
     if kind == "a: archives + csv folder":
         return make_archives_folder(c, tmp_path / "a"), "csv"
     if kind == "b: tar.gz, csv layout in a top folder":
@@ -201,6 +204,8 @@ def make_mini_input(kind, tmp_path):
         return pack_folder(a, tmp_path / "mini.tar.bz2", arcroot="download"), "csv"
     d = tmp_path / "d"
     make_miniimagenet_folders(d, classes=(3, 2, 2), images_per_class=2, size=(12, 12))
+    if edit:
+        edit(d)
     return pack_folder(d, tmp_path / "mini.zip"), "folders"
 
 
@@ -373,7 +378,7 @@ def test_miniimagenet_unsafe_or_broken_archive_refused(tmp_path, case):
     before = all_paths(tmp_path)
     data = tmp_path / "data"
     proc = fetch("miniimagenet", data_dir=data, MINIIMAGENET_SRC=archive, **MINI_COUNTS)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("[fetch_data] ERROR: ") and words in lines[0], proc.stderr
     assert "m." in lines[0]  # names the archive
@@ -388,7 +393,107 @@ def test_miniimagenet_one_bad_archive_among_several(tmp_path):
     _cut(a / "images_val.zip", lambda n: n // 2)
     data = tmp_path / "data"
     proc = fetch("miniimagenet", data_dir=data, MINIIMAGENET_SRC=a, **MINI_COUNTS)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "images_val.zip" in lines[0] and "truncated" in lines[0], proc.stderr
     assert os.listdir(data) == []
+
+
+# --- only the members the dataset needs are written (issue #38, item 3) ----------------------------------------
+
+def _add_extras(folder):
+    """Files the dataset does not need: an image the CSVs do not list, a file of another kind, a folder
+    beside the layout (folders layout: a text file in a class folder, a folder beside the splits)."""
+    if (folder / "images").is_dir():
+        (folder / "images" / "n00_unlisted.jpg").write_bytes(RNG.randbytes(300))
+        (folder / "images" / "n00_extra.bin").write_bytes(b"\0" * 100_000)
+    else:
+        (sorted((folder / "train").iterdir())[0] / "notes.txt").write_text("not an image")
+    (folder / "extra").mkdir()
+    (folder / "extra" / "big.bin").write_bytes(b"\0" * 100_000)
+
+
+EXTRAS = {"n00_unlisted.jpg", "n00_extra.bin", "notes.txt", "extra", "big.bin"}
+
+
+@pytest.mark.parametrize("kind", MINI_INPUTS)
+def test_miniimagenet_archives_write_only_what_the_dataset_needs(tmp_path, kind):
+    src, layout = make_mini_input(kind, tmp_path, _add_extras)
+    data = tmp_path / "data"
+    proc = fetch("miniimagenet", data_dir=data, MINIIMAGENET_SRC=src, **MINI_COUNTS)
+    assert proc.returncode == 0, proc.stderr
+    assert "not needed skipped" in proc.stdout, proc.stdout
+    written = {os.path.basename(p) for p in all_paths(data)}
+    assert not written & EXTRAS, written & EXTRAS
+    if layout == "csv":
+        assert len(os.listdir(data / "miniimagenet" / "images")) == 14
+
+
+def _zeros_member(t, name, size):
+    info = tarfile.TarInfo(name)
+    info.size = size
+
+    class Zeros(io.RawIOBase):
+        left = size
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            n = min(len(b), self.left)
+            b[:n] = bytes(n)
+            self.left -= n
+            return n
+    t.addfile(info, io.BufferedReader(Zeros(), 1 << 20))
+
+
+def test_miniimagenet_archive_with_an_extra_big_member(tmp_path):
+    """The issue's case (there 1 GiB; 128 MiB here, to keep the test short): a member beside the dataset
+    in one archive is read past, never written."""
+    c = mini_csv_source(tmp_path)
+    archive = tmp_path / "mini.tar.gz"
+    import gzip
+    with gzip.open(archive, "wb", compresslevel=1) as g, tarfile.open(fileobj=g, mode="w|") as t:
+        _zeros_member(t, "mini/images/huge.jpg", 2 ** 27)
+        for dirpath, _, files in sorted(os.walk(c)):
+            for f in sorted(files):
+                path = os.path.join(dirpath, f)
+                t.add(path, "mini/" + os.path.relpath(path, c))
+    assert archive.stat().st_size < 10 * 2 ** 20
+    data = tmp_path / "data"
+    proc = fetch("miniimagenet", data_dir=data, MINIIMAGENET_SRC=archive, **MINI_COUNTS)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 member(s) not needed skipped (e.g. 'mini/images/huge.jpg')" in proc.stdout, proc.stdout
+    assert sum(os.path.getsize(p) for p in all_paths(data) if os.path.isfile(p)) < 2 ** 20
+    assert not (data / "miniimagenet" / "images" / "huge.jpg").exists()
+
+
+@pytest.mark.parametrize("kind", ["a: archives + csv folder", "b: tar.gz, csv layout in a top folder"])
+def test_miniimagenet_listed_member_over_the_bound_is_refused(tmp_path, kind):
+    c = mini_csv_source(tmp_path)
+    big = sorted((c / "images").iterdir())[0]
+    big.write_bytes(b"\xff\xd8" + b"\0" * (2 * 2 ** 20))  # 2 MiB, listed in train.csv
+    src = make_archives_folder(c, tmp_path / "a") if kind.startswith("a") else \
+        pack_folder(c, tmp_path / "mini.tar.gz", arcroot="mini")
+    dest = tmp_path / "data" / "miniimagenet"
+    proc = run_script("fetch_miniimagenet.py", "--dest", dest, "--src", src, "--classes", 3, 2, 2,
+                      "--images-per-class", 2, "--max-member-mb", 1)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and big.name in lines[0] and "more than the 1,048,576 a member may have" in lines[0], lines
+    assert os.listdir(dest.parent) == []
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/omniglot", "file:///nonexistent-mirror"])
+def test_omniglot_without_network_says_how_to_use_local_copies(tmp_path, url):
+    """Issue #37: no network (here a closed port, or a missing mirror) -> one line naming both ways to point
+    the script at local data."""
+    data = tmp_path / "data"
+    proc = fetch("omniglot", data_dir=data, OMNIGLOT_BASE_URL=url)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"[fetch_data] ERROR: cannot download {url}/images_background.zip (no network?)")
+    assert "OMNIGLOT_SRC=<folder holding images_background/ and images_evaluation/>" in lines[0]
+    assert "OMNIGLOT_BASE_URL=file://<folder holding images_background.zip and images_evaluation.zip>" in lines[0]
+    assert os.listdir(data / "omniglot") == []

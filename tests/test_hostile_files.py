@@ -211,6 +211,90 @@ def test_memo_shared_payload_cannot_be_multiplied(tmp_path):
     assert len(safe_load(path)) == 2000
 
 
+# ------------------------------------------------------------------------- issue #38: cost not linear in the file
+
+MB = 2 ** 20
+_GLOBAL = b"\x8c\x16numpy._core.multiarray\x94\x8c\x0c_reconstruct\x94\x93\x94"  # memo 0, 1, 2
+_ARGS = b"\x8c\x05numpy\x94\x8c\x07ndarray\x94\x93\x94K\x00\x85\x94C\x01b\x94\x87\x94"  # memo 3..8
+
+
+def _long1(v):
+    n = (v.bit_length() + 8) // 8
+    return b"\x8a" + bytes([n]) + v.to_bytes(n, "little", signed=True)
+
+
+def _dict_of(items):
+    """A protocol-4 pickle of a dict of the pickled (key, value) pairs `items`, written without hashing the
+    keys, in SETITEMS batches of 1,000 as pickle writes them."""
+    items = list(items)
+    return b"\x80\x04}" + b"".join(b"(" + b"".join(items[i:i + 1000]) + b"u" for i in range(0, len(items), 1000)) + b"."
+
+
+def _int_keys(values):
+    return [_long1(v) + b"N" for v in values]
+
+
+FLOOD_CASES = {
+    # (pickle bytes, pattern); the issue's figures before: 4 MB of TUPLE1 9.5 s / 951 MB, 20 MB 48 s / 5.3 GB,
+    # empty lists or dicts 1.5 GB from 20 MB, colliding keys 66 s for 100k keys (1.3 MB)
+    "tuple1": (b"\x80\x04N" + b"\x85" * (4 * MB) + b".", r"objects would take .* at opcode TUPLE1"),
+    "empty_lists": (b"\x80\x04(" + b"]" * (4 * MB) + b"l.", r"objects would take .* at opcode EMPTY_LIST"),
+    "empty_dicts": (b"\x80\x04(" + b"}" * (4 * MB) + b"l.", r"objects would take .* at opcode EMPTY_DICT"),
+    "memo_flood": (b"\x80\x04N" + b"\x94" * (4 * MB) + b".", r"objects would take .* at opcode MEMOIZE"),
+    "marks": (b"\x80\x04N" + b"(" * (4 * MB) + b".", r"objects would take .* at opcode MARK"),
+    "stack_of_nones": (b"\x80\x04" + b"N" * (4 * MB) + b".", r"objects would take .* at opcode NONE"),
+    "shared_refs": (b"\x80\x04N\x94(" + b"h\x00" * (2 * MB) + b"l.", r"objects would take"),
+    "empty_arrays": (b"\x80\x04" + _GLOBAL + _ARGS + b"(" + b"h\x02h\x08R" * (MB // 2) + b"l.",
+                     r"objects would take .* at .*(array|REDUCE)"),
+    # 100,000 int keys that all hash to 0 (i * (2**61 - 1)): refused at the second one
+    "colliding_int_keys": (_dict_of(_int_keys(i * (2 ** 61 - 1) for i in range(1, 100_001))),
+                           r"refusing dict keys 2305843009213693951 and 4611686018427387902 of one dict, which "
+                           r"have the same hash"),
+    "colliding_minus_one": (_dict_of(_int_keys([-1, -2])), r"refusing dict keys -1 and -2 .* same hash"),
+    "colliding_tuple_keys": (_dict_of([_long1(i * (2 ** 61 - 1)) + b"\x85N" for i in range(1, 9)]),
+                             r"refusing dict keys \(2305843009213693951,\) and \(4611686018427387902,\) .* same hash"),
+    "colliding_float_keys": (_dict_of([b"G" + struct.pack(">d", 2.0 ** 61) + b"N", b"K\x01N"]),
+                             r"refusing dict keys 2.305843009213694e\+18 and 1 .* same hash"),
+    "big_int_key": (_dict_of(_int_keys([2 ** 100])), r"dict key that is an int of more than 64 bits"),
+    "long_bytes_key": (_dict_of([b"C\xff" + b"x" * 255 + b"N", b"B" + struct.pack("<I", 300) + b"x" * 300 + b"N"]),
+                       r"dict key of 300 bytes"),
+    "nested_tuple_key": (_dict_of([b"K\x01\x85\x85N"]), r"dict key that is a nested tuple"),
+    "list_key": (_dict_of([b"]N"]), r"dict key of type list"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FLOOD_CASES))
+def test_pickle_cost_is_linear_in_the_file(tmp_path, case):
+    """Files of cheap opcodes that each make an object, and dicts of colliding keys (issue #38 item 3):
+    refused within seconds, in a few MiB, with one line naming the file."""
+    data, pattern = FLOOD_CASES[case]
+    path = write(tmp_path, f"{case}.pkl", data)
+    assert path.stat().st_size < 5 * MB
+    assert_refused(path, pattern, unsafe=True)
+
+
+def test_legit_keys_still_load():
+    keys = {"a": 1, 3: 2, -1: 3, 2 ** 63: 4, 1.5: 5, None: 6, b"k": 7, ("t", 1, 2.0): 8, True: 9, np.int64(11): 10}
+    for protocol in range(6):
+        out = safe_loads(pickle.dumps(keys, protocol=protocol))
+        assert out == keys
+    # keys equal to each other (1, 1.0, True) share a hash without colliding: the dict keeps one, as Python does
+    assert safe_loads(_dict_of(_int_keys([1, 1, 5]))) == {1: None, 5: None}
+    # 10,000 distinct int keys (0 .. 9,999 * 2**20, all with the same low bits) load in linear time
+    d = safe_loads(_dict_of(_int_keys(i << 20 for i in range(10_000))))
+    assert len(d) == 10_000 and (9_999 << 20) in d
+
+
+def test_many_distinct_arrays_and_names_still_load(tmp_path):
+    """What a dataset holds: a few thousand arrays and names (Omniglot: 1,623 characters in 50 alphabets)."""
+    obj = {"trainX": [np.full((20, 8, 8, 1), i % 256, np.uint8) for i in range(50)],
+           "trainCharacters": [[f"character{c:02d}" for c in range(40)] for _ in range(50)],
+           "arrays": [np.arange(i, dtype=np.int64) for i in range(2000)]}
+    for protocol in (2, 4, 5):
+        out = safe_loads(pickle.dumps(obj, protocol=protocol))
+        assert out["trainCharacters"][49][39] == "character39" and np.array_equal(out["arrays"][1999], np.arange(1999))
+
+
 # ------------------------------------------------------------------------- loader layouts (pkl)
 
 def _omniglot(**over):
@@ -330,6 +414,75 @@ H5_CASES = {
 }
 
 
+def _gzip_zeros(n_chunks):
+    """train/X: n_chunks chunks of 64 zero images 84x84x3 (1.35 MB each), gzip -9: about 1.3 KB each."""
+    def edit(f):
+        import zlib
+        chunk = (64, 84, 84, 3)
+        packed = zlib.compress(bytes(int(np.prod(chunk))), 9)
+        del f["train/X"], f["train/y"]
+        X = f.create_dataset("train/X", shape=(64 * n_chunks, 84, 84, 3), dtype=np.uint8, chunks=chunk,
+                             compression="gzip")
+        for i in range(n_chunks):
+            X.id.write_direct_chunk((64 * i, 0, 0, 0), packed)
+        f.create_dataset("train/y", data=np.zeros(64 * n_chunks, np.int64))
+        for split in ("val", "test"):
+            del f[split + "/X"]
+            f.create_dataset(split + "/X", data=np.zeros((4, 84, 84, 3), np.uint8))
+    return edit
+
+
+def test_h5_gzip_of_zeros_is_refused_before_decompressing(tmp_path):
+    """Issue #38: a 2 MB HDF5 file of gzip'd zeros declaring 2 GB made the loader allocate 2 GB. Here
+    200 chunks (270 MB declared, 0.6 MB file): refused from the declared sizes, within 100 MB."""
+    path = _mini_h5(tmp_path / "zeros.h5", _gzip_zeros(200))
+    assert path.stat().st_size < 600_000
+    assert_refused(path, r"'/train/X' declares 270,950,400 bytes, more than 128 times the [\d,]+ compressed bytes "
+                         r"it stores .* write it uncompressed", loader="miniimagenet")
+
+
+def _count_reads(monkeypatch):
+    import h5py
+    reads = []
+    getitem = h5py.Dataset.__getitem__
+
+    def spy(self, key, *a, **k):
+        reads.append((self.name, self.shape))
+        return getitem(self, key, *a, **k)
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
+    return reads
+
+
+@pytest.mark.parametrize("edit, pattern", [
+    (_replace("val/y", data=np.zeros(5, np.int64)), r"'/val/y' has 5 labels for 4 images"),
+    (_label_1e9, r"contains label 1000000000"),
+    (_too_many_names, r"50 names for at most 4 labels"),
+    (_replace("test/X", data=np.zeros((4, 5, 6, 3), np.uint8)), r"'/test/X' has image shape \(5, 6\), others have"),
+    (_replace("test/X", data=np.zeros((4, 6, 6, 1), np.uint8)), r"'/test/X' has shape \(4, 6, 6, 1\)"),
+    (_replace("train/X", data=np.random.RandomState(0).randint(0, 256, (40, 6, 6, 3)).astype(np.uint8),
+              chunks=(8, 6, 6, 3), compression="gzip"), r"'/train/y' has 4 labels for 40 images"),
+])
+def test_h5_is_checked_whole_before_any_image_is_read(tmp_path, monkeypatch, edit, pattern):
+    """Every check that does not need the pixels runs before any images dataset is read (issue #38)."""
+    from pymeta.data import load_miniimagenet
+    path = _mini_h5(tmp_path / "bad.h5", edit)
+    reads = _count_reads(monkeypatch)
+    with pytest.raises(DatasetFileError, match=pattern) as e:
+        load_miniimagenet(path)
+    assert "bad.h5" in str(e.value) and "\n" not in str(e.value)
+    assert not [name for name, _ in reads if name.endswith("/X")], reads
+
+
+def test_h5_images_are_read_last_and_once(tmp_path, monkeypatch):
+    from pymeta.data import load_miniimagenet
+    path = _mini_h5(tmp_path / "ok.h5")
+    reads = _count_reads(monkeypatch)
+    d = load_miniimagenet(path)
+    assert d["train"][0].shape == (4, 6, 6, 3)
+    images = [i for i, (name, _) in enumerate(reads) if name.endswith("/X")]
+    assert len(images) == 3 and images == list(range(len(reads) - 3, len(reads))), reads
+
+
 @pytest.mark.parametrize("case", sorted(H5_CASES))
 def test_hostile_h5(tmp_path, case):
     edit, pattern = H5_CASES[case]
@@ -404,13 +557,18 @@ def test_legit_pickles_of_every_protocol_still_load():
 
 
 def test_deep_nesting_loads_without_recursion():
-    n = 100_000  # a list nested 100,000 deep (200 KB): no recursion in loading or checking it
-    obj = safe_loads(b"\x80\x04" + b"]" * n + b"a" * (n - 1) + b".")
+    n = 10_000  # a list nested 10,000 deep (20 KB; ten times the recursion limit): no recursion in loading or
+    obj = safe_loads(b"\x80\x04" + b"]" * n + b"a" * (n - 1) + b".")  # checking it
     depth = 0
     while obj:
         obj = obj[0]
         depth += 1
     assert depth == n - 1
+    # 100,000 deep (200 KB): 100,000 lists are more objects than a file of that size may build (issue #38)
+    with pytest.raises(UnsafePickleError, match=r"^<bytes>: refusing pickle: its Python objects would take more "
+                                                r"than [\d,]+ bytes of memory beyond their data") as e:
+        safe_loads(b"\x80\x04" + b"]" * (10 * n) + b"a" * (10 * n - 1) + b".")
+    assert "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("field", [dict(ink=np.array(["dark", "light"])), dict(ink=3),

@@ -23,7 +23,10 @@ pickles as in :mod:`pymeta.data.safe_pickle`; an HDF5 dataset must be stored in 
 declaring more bytes than are stored, e.g. only a fill value, is refused; a compressed one must have
 every chunk written and expand at most MAX_COMPRESSION_RATIO times), hard links only, each dataset read
 once, strings read one by one within the file's size; labels must be class indices below the number of
-images (or of the names given), so no label makes the loader build more than that many names.
+images (or of the names given), so no label makes the loader build more than that many names. An HDF5
+file is checked whole before any image is read: its layout, dtypes and shapes (as many labels as
+images, one image shape), every declared size against what is stored and against ``max_bytes``, then
+the labels and names; so a file that will be refused is refused before anything large is decompressed.
 """
 
 import os
@@ -36,14 +39,17 @@ __all__ = ["load_omniglot", "load_miniimagenet", "HDF5_MAGIC", "DatasetFileError
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 SPLITS = ("train", "val", "test")
-MAX_COMPRESSION_RATIO = 1100
-"""A compressed HDF5 dataset may hold at most this many times its stored bytes (deflate's limit is 1032)."""
+MAX_COMPRESSION_RATIO = 128
+"""A compressed HDF5 dataset may hold at most this many times its stored bytes. Images compress far less
+(gzip -9 of 105x105 binary Omniglot images: 65x; of 28x28 ones 3.8x; of photos about 1x); gzip of zeros
+reaches 1000x, which let a 2 MB file make the loader allocate 2 GB."""
 
 _HINT = {
     "omniglot": "run `bash fetch_data.sh omniglot` and then `python scripts/make_omniglot_dataset.py` "
                 "(see README) to create it",
     "miniimagenet": "run `MINIIMAGENET_SRC=/path/to/miniimagenet bash fetch_data.sh miniimagenet` and then "
-                    "`python scripts/make_miniimagenet_dataset.py` (see README) to create it",
+                    "`python scripts/make_miniimagenet_dataset.py`, which writes "
+                    "datasets/miniimagenet/miniimagenet.h5 (see README), to create it",
 }
 
 
@@ -119,16 +125,21 @@ class _H5Reader:
             expected = 1
             for n, c in zip(ds.shape, ds.chunks):
                 expected *= -(-n // c)
-            if ds.id.get_num_chunks() < expected or nbytes > MAX_COMPRESSION_RATIO * stored:
+            if ds.id.get_num_chunks() < expected:
                 self.fail(f"'{where}' declares {nbytes:,} bytes but stores {stored:,} compressed bytes "
-                          "(unwritten chunks or more than a deflate stream can expand to)")
+                          "(unwritten chunks)")
+            if nbytes > MAX_COMPRESSION_RATIO * stored:
+                self.fail(f"'{where}' declares {nbytes:,} bytes, more than {MAX_COMPRESSION_RATIO} times the "
+                          f"{stored:,} compressed bytes it stores (images never compress that much; refused "
+                          "before decompressing): write it uncompressed, as scripts/make_*_dataset.py do")
         elif stored < nbytes:
             self.fail(f"'{where}' declares {nbytes:,} bytes but only {stored:,} are stored in the file "
                       "(unwritten / fill-value data)")
         self.total += nbytes
 
-    def array(self, group, key, where, kind, ndims):
-        """Numeric dataset group[key]: kind 'uint8' or 'int', ndim in `ndims`; returns a numpy array."""
+    def dataset(self, group, key, where, kind, ndims):
+        """Numeric dataset group[key]: kind 'uint8' or 'int', ndim in `ndims`; checked (storage, declared
+        size against the cap) but not read: returns the h5py dataset, to read with ``ds[()]``."""
         ds = self.child(group, key, "dataset", where)
         dt = ds.dtype
         ok = dt == np.uint8 if kind == "uint8" else dt.kind in "iu" and dt.fields is None
@@ -136,7 +147,20 @@ class _H5Reader:
             self.fail(f"'{where}' has dtype {dt} and {ds.ndim} dimensions, expected {kind} with "
                       f"{' or '.join(map(str, ndims))} dimensions")
         self._stored(ds, where, ds.size * dt.itemsize)
-        return ds[()]
+        return ds
+
+    def images_and_labels(self, group, x_key, y_key, where, channels, shape):
+        """Datasets X (uint8 [n, h, w(, channels)]) and y (int [n]) of group, checked, not read; `shape`:
+        the (h, w) the images must have (None: any)."""
+        X = self.dataset(group, x_key, f"{where}/{x_key}", "uint8", (3, 4) if channels == 1 else (4,))
+        y = self.dataset(group, y_key, f"{where}/{y_key}", "int", (1,))
+        if X.shape[0] == 0 or min(X.shape[1:3]) == 0 or (X.ndim == 4 and X.shape[3] != channels):
+            self.fail(f"'{where}/{x_key}' has shape {X.shape}, expected [n > 0, height, width, {channels}]")
+        if y.shape[0] != X.shape[0]:
+            self.fail(f"'{where}/{y_key}' has {y.shape[0]:,} labels for {X.shape[0]:,} images")
+        if shape is not None and tuple(X.shape[1:3]) != shape:
+            self.fail(f"'{where}/{x_key}' has image shape {tuple(X.shape[1:3])}, others have {shape}")
+        return X, y
 
     def strings(self, group, key, where, max_count):
         """1-D string dataset group[key] -> list of str (at most max_count of them)."""
@@ -175,6 +199,8 @@ class _H5Reader:
 
 
 def _read_h5(path, which, file_size, max_bytes):
+    """Check the whole file (layout, shapes, declared sizes), then read labels and names (checked),
+    and the images last."""
     import h5py
     r = _H5Reader(path, file_size, MAX_BYTES if max_bytes is None else int(max_bytes))
     try:
@@ -184,29 +210,42 @@ def _read_h5(path, which, file_size, max_bytes):
                 r.fail(f"it holds a {kind!r} dataset, expected {which!r}")
             if which == "omniglot":
                 out = {"ink": r.attr(f, "ink", "dark", "/")}
+                plan, shape = {}, None
                 for part in ("train", "test"):
                     g = r.child(f, part, "group", f"/{part}")
-                    X, Y, alph, chars = [], [], [], []
+                    plan[part] = []
                     for key in sorted(g.keys()):
                         where = f"/{part}/{key}"
                         a = r.child(g, key, "group", where)
-                        X.append(r.array(a, "X", where + "/X", "uint8", (3, 4)))
-                        Y.append(r.array(a, "Y", where + "/Y", "int", (1,)))
-                        alph.append(r.attr(a, "alphabet", key, where))
-                        chars.append(r.strings(a, "characters", where + "/characters", max(len(Y[-1]), 1))
-                                     if "characters" in a else None)
-                    out[part + "X"], out[part + "Y"] = X, Y
-                    out[part + "Alphabets"], out[part + "Characters"] = alph, chars
+                        X, Y = r.images_and_labels(a, "X", "Y", where, 1, shape)
+                        shape = tuple(X.shape[1:3])
+                        plan[part].append((where, a, X, Y))
+                for part in ("train", "test"):
+                    Ys, alph, chars = [], [], []
+                    for where, a, X, Y in plan[part]:
+                        names = (r.strings(a, "characters", where + "/characters", max(X.shape[0], 1))
+                                 if "characters" in a else None)
+                        Ys.append(_check_labels(path, Y[()], X.shape[0], where + "/Y", _num_names(names)))
+                        alph.append(r.attr(a, "alphabet", where.rsplit("/", 1)[1], where))
+                        chars.append(names)
+                    out[part + "Y"], out[part + "Alphabets"], out[part + "Characters"] = Ys, alph, chars
+                for part in ("train", "test"):
+                    out[part + "X"] = [X[()] for _, _, X, _ in plan[part]]
                 return out
-            out = {"class_names": {}}
+            out, plan, shape = {"class_names": {}}, {}, None
             for split in SPLITS:
                 g = r.child(f, split, "group", f"/{split}")
-                X = r.array(g, "X", f"/{split}/X", "uint8", (4,))
-                y = r.array(g, "y", f"/{split}/y", "int", (1,))
-                out[split] = (X, y)
-                if "class_names" in g:
-                    out["class_names"][split] = r.strings(g, "class_names", f"/{split}/class_names",
-                                                          max(len(y), 1))
+                X, y = r.images_and_labels(g, "X", "y", f"/{split}", 3, shape)
+                shape = tuple(X.shape[1:3])
+                plan[split] = (g, X, y)
+            for split, (g, X, y) in plan.items():
+                names = (r.strings(g, "class_names", f"/{split}/class_names", max(X.shape[0], 1))
+                         if "class_names" in g else None)
+                if names is not None:
+                    out["class_names"][split] = names
+                plan[split] = (X, _check_labels(path, y[()], X.shape[0], f"/{split}/y", _num_names(names)))
+            for split, (X, y) in plan.items():
+                out[split] = (X[()], y)
             return out
     except DatasetFileError:
         raise

@@ -6,7 +6,7 @@ bytearray). Any other global (e.g. ``os.system`` in a malicious ``__reduce__``) 
 it is called, and so are object dtypes and sets.
 
 Loading is bounded by the file, so a small hostile file can neither hang the loader nor fill the
-memory:
+memory: time and memory grow at most linearly with the file, with small constants.
 
 * every length declared in the stream (strings, bytes, frames) must fit in the bytes left in the
   file, and is checked before anything is allocated for it;
@@ -15,13 +15,26 @@ memory:
 * everything built from the file's data by the allowed constructors (arrays, scalars, bytes, copies)
   adds up to at most twice the file's size plus 1 MiB, so data referenced many times through the
   pickle memo cannot be multiplied;
+* the objects themselves are counted too: every opcode is charged, before it runs where it can be,
+  the memory it makes the unpickler hold (a stack slot, a memo entry, a list, dict or tuple with what
+  checking it later costs, an int, a string's overhead, an array's header...), and all of that adds up
+  to at most the file's size plus :data:`OBJECT_SLACK_BYTES` (4 MiB); each opcode is charged at least
+  32 bytes, so at most (file size + 4 MiB) / 32 opcodes run. A dataset is a few large arrays
+  and names; a file of millions of tiny objects (a flood of empty lists, dicts, nested 1-tuples,
+  memo entries, marks or empty arrays, each one or a few bytes in the file but 50-200 bytes in
+  memory) is refused within a few MiB, in about a second; each call (an array, scalar, dtype) is
+  charged at least 512 bytes, for numpy's work in making it;
 * only the calls numpy and pickle themselves write are accepted (``bytes(10**9)``, ``numpy.ndarray``
   called directly, ``numpy.dtype`` built from a list spec, ``__setstate__`` on anything but a numpy
   array or dtype... are refused); a dtype rebuilt by ``__setstate__`` must be consistent (fields and
   sub-arrays inside its item size), so an array never reads outside its memory;
-* dict keys must be scalars or small tuples (hashing is then cheap); a reference cycle (a list or
-  dict containing itself) is refused; shared sub-objects are checked once, so checking is linear in
-  the file even for a DAG that would be exponential if expanded.
+* dict keys are strings (whose hashes are randomised per process, so a file cannot make them
+  collide) or small scalars (int of at most 64 bits, float, complex, bool, None, bytes of at most
+  256 bytes, numeric numpy scalars) or flat tuples of at most 16 of these; two such keys of one dict
+  with the same hash but different values are refused as soon as the second arrives (a file of keys
+  that all hash alike, e.g. ``i * (2**61 - 1)``, made building the dict quadratic); a reference cycle
+  (a list or dict containing itself) is refused; shared sub-objects are checked once, so checking is
+  linear in the file even for a DAG that would be exponential if expanded.
 
 Refused content raises :class:`UnsafePickleError`; corrupt or truncated input, and running out of
 memory, raise :class:`DatasetFileError`. Both are ``ValueError`` subclasses whose one-line message
@@ -34,7 +47,9 @@ import itertools
 import math
 import os
 import pickle
+import pickletools
 import stat
+import sys
 
 import numpy as np
 
@@ -46,8 +61,13 @@ MAX_BYTES = 64 * 2 ** 30
 SLACK_BYTES = 2 ** 20
 """What the objects built while unpickling may add up to beyond twice the file's size (1 MiB)."""
 
+OBJECT_SLACK_BYTES = 4 * 2 ** 20
+"""What the objects built while unpickling (their overhead, beyond the data) may take beyond the file's
+size (4 MiB)."""
+
 MAX_DTYPE_DEPTH = 32
-MAX_KEY_ITEMS = 10_000
+MAX_KEY_ITEMS = 16
+MAX_KEY_BYTES = 256
 
 
 class DatasetFileError(ValueError):
@@ -148,21 +168,37 @@ def _size(shape):
     return n
 
 
-def _check_key(key):
-    """Dict keys: scalars, or tuples of them with at most MAX_KEY_ITEMS items in all (hashing a
-    deeply nested or shared tuple would otherwise recurse or take exponential time)."""
-    if isinstance(key, _KEY_LEAVES) and type(key) is not tuple:
+def _check_key_leaf(k):
+    t = type(k)
+    if t is str or t is bool or t is float or t is complex or k is None:
         return
-    stack, count = [key], 0
-    while stack:
-        k = stack.pop()
-        count += 1
-        if count > MAX_KEY_ITEMS:
+    if t is int:
+        if not -2 ** 63 <= k < 2 ** 64:
+            raise UnsafePickleError("refusing a dict key that is an int of more than 64 bits")
+        return
+    if t is bytes:
+        if len(k) > MAX_KEY_BYTES:
+            raise UnsafePickleError(f"refusing a dict key of {len(k):,} bytes (at most {MAX_KEY_BYTES} unless "
+                                    "it is a str)")
+        return
+    if isinstance(k, np.generic) and k.dtype.kind in "biufc":
+        return
+    raise UnsafePickleError(f"refusing dict key of type {t.__name__}: keys must be strings, small scalars or "
+                            f"flat tuples of at most {MAX_KEY_ITEMS} of them")
+
+
+def _check_key(key):
+    """Dict keys: str; or a small scalar, or a flat tuple of at most MAX_KEY_ITEMS of them (their
+    hashes are not cached, so a big or nested key would be hashed again at every insertion)."""
+    if type(key) is tuple:
+        if len(key) > MAX_KEY_ITEMS:
             raise UnsafePickleError(f"refusing a dict key of more than {MAX_KEY_ITEMS} items")
-        if type(k) is tuple:
-            stack.extend(k)
-        elif not isinstance(k, _KEY_LEAVES):
-            raise UnsafePickleError(f"refusing dict key of type {type(k).__name__}: keys must be scalars or tuples")
+        for k in key:
+            if type(k) is tuple:
+                raise UnsafePickleError("refusing a dict key that is a nested tuple")
+            _check_key_leaf(k)
+    else:
+        _check_key_leaf(key)
 
 
 def _check_types(obj):
@@ -245,14 +281,20 @@ class _BoundedReader:
 
 
 class _Budget:
-    """Bytes of data the objects built while unpickling may hold: each array at most the file's size
-    (and ``max_bytes``), all of them at most twice the file's size + SLACK_BYTES."""
+    """Memory the objects built while unpickling may take.
+
+    Data (arrays, scalars, bytes, copies): each array at most the file's size (and ``max_bytes``), all of
+    them at most twice the file's size + SLACK_BYTES. Objects (their overhead beyond the data: stack and
+    memo entries, containers, ints, strings' headers, arrays' headers...): at most the file's size +
+    OBJECT_SLACK_BYTES."""
 
     def __init__(self, file_bytes, max_bytes):
         self.file_bytes = file_bytes
         self.max_bytes = max_bytes
         self.total = min(2 * file_bytes + SLACK_BYTES, max_bytes)
         self.used = 0
+        self.objects_total = file_bytes + OBJECT_SLACK_BYTES
+        self.objects_used = 0
 
     def array(self, nbytes, what):
         if nbytes > self.file_bytes:
@@ -269,6 +311,39 @@ class _Budget:
                 f"refusing {what}: the data built from this pickle would exceed {self.total:,} bytes "
                 f"(twice its {self.file_bytes:,} bytes + 1 MiB, or the cap; data referenced many times?)")
         self.used += nbytes
+
+    def objects(self, nbytes, what):
+        self.objects_used += nbytes
+        if self.objects_used > self.objects_total:
+            raise UnsafePickleError(
+                f"refusing pickle: its Python objects would take more than {self.objects_total:,} bytes of "
+                f"memory beyond their data (its {self.file_bytes:,} bytes + 4 MiB) at {what}; a dataset file "
+                "holds numpy arrays and names, not millions of small objects (empty lists, dicts, tuples, "
+                "memo entries, marks, tiny arrays)")
+
+
+# what the unpickler holds for each object (CPython, 64 bits; sys.getsizeof includes the GC header)
+SLOT = 8                                    # a stack, list or tuple slot
+OPCODE_COST = 32                            # the least any opcode is charged: its slot and the work of running
+                                            # it, so at most (file + 4 MiB) / 32 opcodes run
+LIST_COST = sys.getsizeof([])
+DICT_COST = sys.getsizeof({})
+CHECK_COST = 80                             # checking a container: its id in a set, an iterator...
+MEMO_COST = 72                              # a memo entry: its int key and dict entry
+ARRAY_COST = sys.getsizeof(np.empty(0)) + 8
+DTYPE_COST = 2 * sys.getsizeof(np.dtype("u1"))
+UNBUILT_COST = MEMO_COST                    # an entry of SafeUnpickler._unbuilt
+CALL_COST = 512                             # the least a call (an array, scalar, dtype...) is charged: numpy's
+                                            # work in making it costs what hundreds of opcodes do
+KEY_COST = MEMO_COST                        # an entry of a dict's table of non-str key hashes
+
+
+def _excess(obj):
+    """What a str / bytes / int object built from the file takes beyond the bytes it was read from
+    (at least its header; a str of astral characters 4 bytes per character)."""
+    if type(obj) in (str, bytes, bytearray):
+        return sys.getsizeof(obj) - len(obj)
+    return sys.getsizeof(obj)
 
 
 _U = pickle._Unpickler  # the pure-Python unpickler: every opcode below can be checked before it acts
@@ -297,9 +372,11 @@ class SafeUnpickler(_U):
         # (id -> object, which keeps the id valid); a dtype leaves this as soon as anything uses it,
         # so BUILD can never change the dtype of an existing array
         self._unbuilt = {}
+        self._key_hashes = {}  # id(dict) -> (dict, {hash: key}) for the non-str keys of dicts being built
         super().__init__(self._reader)
 
     def _fresh(self, obj):
+        self._budget.objects(UNBUILT_COST, "a numpy array or dtype")
         self._unbuilt[id(obj)] = obj
         return obj
 
@@ -354,14 +431,43 @@ class SafeUnpickler(_U):
     dispatch[pickle.FROZENSET[0]] = load_set
     dispatch[pickle.ADDITEMS[0]] = load_set
 
-    # --- containers: only lists are appended to, only dicts get items, keys are small
+    # --- containers: only lists are appended to, only dicts get items, keys are small and do not collide
+    def _add_keys(self, d, keys):
+        """Check keys about to go into dict d: small, and no two non-str ones with one hash but unequal
+        values (colliding keys make inserting quadratic); str hashes are randomised per process."""
+        table = None
+        for k in keys:
+            _check_key(k)
+            if type(k) is str:
+                continue
+            if table is None:
+                entry = self._key_hashes.get(id(d))
+                if entry is None or entry[0] is not d:
+                    entry = self._key_hashes[id(d)] = (d, {})
+                table = entry[1]
+            h = hash(k)
+            prior = table.get(h, _MISSING)
+            if prior is _MISSING:
+                table[h] = k
+                self._budget.objects(KEY_COST, "a dict key")
+            elif prior is not k and not prior == k:
+                raise UnsafePickleError(f"refusing dict keys {one_line(repr(prior), 40)} and {one_line(repr(k), 40)}"
+                                        " of one dict, which have the same hash (colliding keys make loading "
+                                        "take quadratic time)")
+
+    def _grow(self, d, update):
+        before = sys.getsizeof(d)
+        update()
+        self._budget.objects(max(sys.getsizeof(d) - before, 0), "dict items")
+
     def load_dict(self):
         items = self.pop_mark()
         if len(items) % 2:
             raise DatasetFileError("corrupt pickle: odd number of items for a dict")
-        for k in items[0::2]:
-            _check_key(k)
-        self.append(dict(zip(items[0::2], items[1::2])))
+        d = {}
+        self._add_keys(d, items[0::2])
+        self._grow(d, lambda: d.update(zip(items[0::2], items[1::2])))
+        self.append(d)
     dispatch[pickle.DICT[0]] = load_dict
 
     def _target(self, kind):
@@ -380,14 +486,17 @@ class SafeUnpickler(_U):
 
     def load_appends(self):
         items = self.pop_mark()
-        self._target(list).extend(items)
+        target = self._target(list)
+        self._budget.objects(SLOT * len(items), "list items")
+        target.extend(items)
     dispatch[pickle.APPENDS[0]] = load_appends
 
     def load_setitem(self):
         value = self.stack.pop()
         key = self.stack.pop()
-        _check_key(key)
-        self._target(dict)[key] = value
+        d = self._target(dict)
+        self._add_keys(d, (key,))
+        self._grow(d, lambda: d.__setitem__(key, value))
     dispatch[pickle.SETITEM[0]] = load_setitem
 
     def load_setitems(self):
@@ -395,9 +504,8 @@ class SafeUnpickler(_U):
         if len(items) % 2:
             raise DatasetFileError("corrupt pickle: odd number of items for a dict")
         d = self._target(dict)
-        for k in items[0::2]:
-            _check_key(k)
-        d.update(zip(items[0::2], items[1::2]))
+        self._add_keys(d, items[0::2])
+        self._grow(d, lambda: d.update(zip(items[0::2], items[1::2])))
     dispatch[pickle.SETITEMS[0]] = load_setitems
 
     # --- calls: every call opcode goes through _call
@@ -430,7 +538,13 @@ class SafeUnpickler(_U):
         handler = _CALLS.get(id(func))
         if handler is None or handler[0] is not func:
             raise UnsafePickleError(f"refusing to call an object of type {type(func).__name__} in pickle")
-        return handler[1](self, *args)
+        out = handler[1](self, *args)
+        t = type(out)
+        cost = ARRAY_COST if t is np.ndarray else DTYPE_COST if isinstance(out, np.dtype) \
+            else LIST_COST + CHECK_COST if t is list else DICT_COST + CHECK_COST if t is dict \
+            else CHECK_COST if t is tuple else _excess(out)
+        self._budget.objects(max(cost, CALL_COST), f"a {t.__name__} built by a call")
+        return out
 
     # --- BUILD: only once on an array fresh from _reconstruct or a dtype fresh from numpy.dtype()
     def load_build(self):
@@ -456,6 +570,50 @@ class SafeUnpickler(_U):
     def load_readonly_buffer(self):
         raise UnsafePickleError("refusing pickle with out-of-band buffers")
     dispatch[pickle.READONLY_BUFFER[0]] = load_readonly_buffer
+
+
+_MISSING = object()
+
+
+def _charged(fn, name, before, after):
+    """Opcode handler fn, charging the objects budget `before` bytes before it runs (what it is about to
+    allocate) and after(self) bytes after (what only the result tells)."""
+    what = f"opcode {name}"
+
+    def run(self):
+        self._budget.objects(before, what)
+        fn(self)
+        if after is not None:
+            self._budget.objects(after(self), what)
+    run.__name__ = getattr(fn, "__name__", name)
+    return run
+
+
+def _charge_opcodes(dispatch):
+    """Wrap every opcode handler of ``dispatch`` with what it costs (each at least OPCODE_COST, which
+    also bounds the work: a file of one-byte opcodes that allocate nothing, POP or NONE, is refused after
+    (its size + 4 MiB) / 32 of them)."""
+    top = lambda self: _excess(self.stack[-1])  # noqa: E731
+    tuple_ = lambda n: sys.getsizeof((None,) * n) + CHECK_COST  # noqa: E731
+    before = {
+        "MARK": LIST_COST + SLOT, "EMPTY_LIST": LIST_COST + CHECK_COST + SLOT,
+        "EMPTY_DICT": DICT_COST + CHECK_COST + SLOT, "LIST": CHECK_COST,
+        "TUPLE1": tuple_(1), "TUPLE2": tuple_(2), "TUPLE3": tuple_(3),
+        "MEMOIZE": MEMO_COST, "PUT": MEMO_COST, "BINPUT": MEMO_COST, "LONG_BINPUT": MEMO_COST,
+        "BININT": SLOT + sys.getsizeof(2 ** 31), "BININT2": SLOT + sys.getsizeof(2 ** 15),
+        "BINFLOAT": SLOT + sys.getsizeof(1.0), "FLOAT": SLOT + sys.getsizeof(1.0),
+    }
+    after = {name: top for name in ("INT", "LONG", "LONG1", "LONG4", "STRING", "BINSTRING", "SHORT_BINSTRING",
+                                    "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "UNICODE",
+                                    "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8")}
+    after["TUPLE"] = lambda self: tuple_(len(self.stack[-1]))
+    names = {op.code.encode("latin-1")[0]: op.name for op in pickletools.opcodes}
+    for code, fn in list(dispatch.items()):
+        name = names.get(code, f"0x{code:02x}")
+        dispatch[code] = _charged(fn, name, max(before.get(name, 0), OPCODE_COST), after.get(name))
+
+
+_charge_opcodes(SafeUnpickler.dispatch)
 
 
 def _check_array_state(u, state):
