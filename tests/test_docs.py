@@ -131,9 +131,9 @@ def test_readme_python_examples_run(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("page", HOW_TO_PAGES)
-def test_how_to_page_runs(page, tmp_path):
-    path = os.path.join(DOCS, "how-to", page)
+@pytest.mark.parametrize("page", ("index.md",) + tuple(f"how-to/{p}" for p in HOW_TO_PAGES))
+def test_page_runs(page, tmp_path):
+    path = os.path.join(DOCS, page)
     script, needs = page_script(path)
     if not script.strip():
         pytest.skip(f"{page} has no Python to run")
