@@ -204,6 +204,15 @@ def test_no_documented_command_writes_into_pretrained():
     assert not offending, "documented commands writing into pretrained/:\n" + "\n".join(offending)
 
 
+def test_readme_links_resolve():
+    """The README's relative links (into docs/) name files of the repository."""
+    text = open(README, encoding="utf-8").read()
+    links = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t]
+    assert links, "the README links into the docs"
+    missing = [t for t in links if t and not os.path.exists(os.path.join(REPO, t))]
+    assert not missing, f"README links to missing files: {missing}"
+
+
 def test_readme_is_short():
     assert len(open(README, encoding="utf-8").read().split("\n")) <= 251  # 250 lines + the final newline
 
