@@ -100,9 +100,10 @@ def _run(args, cwd, timeout=600):
 
 def readme_quick_start_command():
     """The README's first quick-start command, without its install step, on 20 meta-iterations."""
-    bash = [code for lang, code, _ in code_blocks(README) if lang == "bash"]
-    first = bash[0].strip()
-    assert first.startswith("pip install -e . && python example_metatrain.py --dataset=sinusoid"), first
+    start = "pip install -e . && python example_metatrain.py --dataset=sinusoid"
+    bash = [code.strip() for lang, code, _ in code_blocks(README) if lang == "bash"]
+    first = next((code for code in bash if code.startswith(start)), None)
+    assert first is not None, f"the README has no quick-start command starting {start!r}"
     assert QUICK_START_ITERATIONS[0] in first
     command = first.split("&&", 1)[1].replace(*QUICK_START_ITERATIONS)
     return [sys.executable if a == "python" else a for a in shlex.split(command)]
