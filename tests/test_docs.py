@@ -250,4 +250,4 @@ def test_mkdocs_build_strict(tmp_path):
     _run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)], REPO, timeout=300)
     cli = (site / "reference" / "cli" / "index.html").read_text()
     assert "--num_outer_metatraining_iterations" in cli and "--num_tasks" in cli
-    assert (site / "reference" / "api" / "index.html").read_text().count("FOMAMLMetaLearner") > 1
+    assert (site / "reference" / "api" / "metalearners" / "index.html").read_text().count("FOMAMLMetaLearner") > 1
