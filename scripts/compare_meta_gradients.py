@@ -11,7 +11,7 @@ the model file's settings unless flags say otherwise):
 and prints the mean cosine between each pair per task and between the means over all tasks (a
 meta-batch's direction), the CG steps taken and the support loss after adaptation.
 
-    python scripts/compare_meta_gradients.py --model pretrained/omniglot_imaml_5w1s.h5
+    python scripts/compare_meta_gradients.py --model pretrained/omniglot/omniglot_imaml_5w1s.h5
 """
 
 import argparse

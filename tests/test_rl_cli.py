@@ -157,7 +157,7 @@ def test_init_model_errors_are_one_line(tmp_path):
     out = _run("example_metatrain.py", *_train_args(tmp_path / "m.h5", 1, f"--init_model={tmp_path}/none.h5"))
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [f"error: --init_model: no model file at '{tmp_path}/none.h5'"]
-    other = os.path.join(REPO, "pretrained", "halfcheetah_dir_maml.h5")  # 17 observations, not 2
+    other = os.path.join(REPO, "pretrained", "rl", "halfcheetah_dir", "halfcheetah_dir_maml.h5")  # 17 observations
     out = _run("example_metatrain.py", *_train_args(tmp_path / "m.h5", 1, f"--init_model={other}"))
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
