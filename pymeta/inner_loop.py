@@ -10,11 +10,11 @@ differentiable by a surrounding `tf.GradientTape` (MAML differentiates through `
     batches: the same structure with a leading step axis [T, ...]: the batch of each inner step
     objective(params, state, batch) -> scalar: what an inner step descends (a supervised loss plus
             the model's regularisation losses, a policy-gradient surrogate, ...)
-    optimizer: a `pymeta.optim.InnerOptimizer` (init / update), possibly a chain of transforms
-            (iMAML's proximal pull towards theta is one)
+    optimizer: a `pymeta.optim.GradientTransformation` (init / update, updates to updates),
+            possibly a chain of transforms (iMAML's proximal pull towards theta is one)
 
 `adapt(params, state, batches, objective, optimizer, opt_state)` runs T steps
-params <- optimizer.update(d objective(params, state, batches[t]) / d params, ...) and returns
+params <- params + optimizer.update(d objective(params, state, batches[t]) / d params, ...) and returns
 (adapted params, the objective's value at the last step (before it), final optimizer state).
 Every meta-learner, `Task.fit_n_iterations`, evaluation and MAML's meta-gradient run this function.
 """
@@ -23,6 +23,8 @@ from typing import Any, Callable, Sequence
 
 import keras
 import tensorflow as tf
+
+from pymeta.optim import GradientTransformation, apply_updates
 
 Objective = Callable[[Sequence[tf.Tensor], Sequence[tf.Tensor], Any], tf.Tensor]
 
@@ -52,8 +54,8 @@ def adapt(params: Sequence[tf.Tensor], state: Sequence[tf.Tensor], batches: Any,
             tape.watch(params)
             loss = objective(params, state, batch)
         grads = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        params, opt_state = optimizer.update(grads, opt_state, params)
-        return list(params), opt_state, tf.cast(loss, loss_dtype)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return apply_updates(params, updates), opt_state, tf.cast(loss, loss_dtype)
 
     loss = tf.zeros([], loss_dtype)
     if unroll and static_steps is not None:

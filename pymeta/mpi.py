@@ -12,7 +12,7 @@ import random
 import sys
 import time
 import traceback
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -82,6 +82,7 @@ class Collectives:
     def __init__(self, comm=None):
         self.comm = comm
         self.rank, self.size = get_rank_and_size(comm) if comm is not None else (0, 1)
+        self._buffer: Optional[np.ndarray] = None  # reused by `allreduce_sum_arrays`
 
     @property
     def _many(self):
@@ -111,6 +112,66 @@ class Collectives:
         if self._many:
             return self.comm.allgather(obj)
         return [obj]
+
+    # --- the one cross-rank reduction of several arrays, and its broadcast --------------------------
+    def allreduce_sum_arrays(self, arrays: Sequence[Any], dtype: Any = np.float32) -> List[np.ndarray]:
+        """The sums over the ranks of several arrays (any shapes; scalars too), with ONE in-place
+        Allreduce of a flat buffer of `dtype` (float32: 4 bytes a value; float64 holds int64 counts
+        and steps exactly). Returns arrays of `dtype` shaped like the inputs."""
+        buf = flatten_arrays(arrays, dtype, self._reusable_buffer(arrays, dtype))
+        self.allreduce_sum_(buf)
+        return [a.copy() for a in unflatten_arrays(buf, arrays, dtype)]
+
+    def bcast_arrays(self, arrays: Sequence[Any], root: int = 0, dtype: Any = np.float64) -> List[np.ndarray]:
+        """`arrays` of rank `root` on every rank (ONE Bcast of a flat buffer of `dtype`); returned with
+        each input's dtype and shape."""
+        buf = flatten_arrays(arrays, dtype)
+        self.bcast_(buf, root)
+        return unflatten_arrays(buf, arrays)
+
+    def allreduce_sum_tensors(self, tensors: Sequence[Any]) -> List[Any]:
+        """Inside a `tf.function`: the sums over the ranks of several tensors, with ONE float64
+        Allreduce of a flat buffer, run as a stateful op so every rank runs its Allreduces in the same
+        (program) order. Returns tensors shaped and typed like the inputs."""
+        import tensorflow as tf
+        flat = tf.concat([tf.reshape(tf.cast(t, tf.float64), [-1]) for t in tensors], 0)
+        summed = tf.numpy_function(lambda b: self.allreduce_sum_(np.array(b, np.float64)), [flat], tf.float64,
+                                   stateful=True)
+        summed.set_shape(flat.shape)
+        parts = tf.split(summed, [int(np.prod(t.shape)) for t in tensors])
+        return [tf.cast(tf.reshape(p, tf.shape(t)), t.dtype) for p, t in zip(parts, tensors)]
+
+    def _reusable_buffer(self, arrays: Sequence[Any], dtype: Any) -> np.ndarray:
+        n = sum(int(np.prod(np.shape(a))) for a in arrays)
+        buf = self._buffer
+        if buf is None or buf.size != n or buf.dtype != np.dtype(dtype):
+            buf = self._buffer = np.empty(n, dtype)
+        return buf
+
+
+def flatten_arrays(arrays: Sequence[Any], dtype: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """The arrays' values, one after the other, in one flat array of `dtype` (into `out` if given)."""
+    sizes = [int(np.prod(np.shape(a))) for a in arrays]
+    out = np.empty(sum(sizes), dtype) if out is None else out
+    offset = 0
+    for a, k in zip(arrays, sizes):
+        out[offset:offset + k] = np.asarray(a).reshape(-1)
+        offset += k
+    return out
+
+
+def unflatten_arrays(buf: np.ndarray, like: Sequence[Any], dtype: Any = None) -> List[np.ndarray]:
+    """The inverse of `flatten_arrays`: views of `buf` shaped like each of `like`, cast to `dtype`
+    (default: each one's own dtype; a view when the dtype is buf's)."""
+    values, offset = [], 0
+    for a in like:
+        shape = np.shape(a)
+        k = int(np.prod(shape))
+        target = np.asarray(a).dtype if dtype is None else np.dtype(dtype)
+        part = buf[offset:offset + k].reshape(shape)
+        values.append(part if part.dtype == target else part.astype(target))
+        offset += k
+    return values
 
 
 # --- seeding -----------------------------------------------------------------------------------------

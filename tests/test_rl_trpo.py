@@ -112,7 +112,7 @@ def test_kl_hessian_products_agree_at_theta_old_and_gauss_newton_differs_away_fr
     ml = mls["per_task"]
     data = tf.nest.map_structure(tf.convert_to_tensor,
                                  ml.stack_tasks(navigation2d(batch_size=3, horizon=15).sample_batch(), 1, 4))
-    theta, state = ml._theta(), ml._state()
+    theta, state = ml.theta_tensors(), ml.state_tensors()
     old = ml._loss_gradient_and_old(theta, state, data)[2]
     rng = np.random.default_rng(0)
     v = [tf.constant(rng.normal(size=t.shape)) for t in theta]

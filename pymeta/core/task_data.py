@@ -14,7 +14,7 @@ A meta-batch stacks M of them leaf by leaf ([M, ...]); `metatrain_steps` stacks 
 its meaning.
 """
 
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Dict, NamedTuple, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -24,6 +24,20 @@ class TaskData(NamedTuple):
     support: Any
     inner: Any
     query: Any
+
+
+class TaskResult(list):
+    """A task's result (a list of tensors shaped like the parameters) as returned by a meta-learner's
+    `task_end`, with the task's auxiliary values in `aux` (e.g. iMAML's CG residual)."""
+
+    def __init__(self, tensors: Any, aux: Optional[Dict[str, float]] = None):
+        super().__init__(tensors)
+        self.aux: Dict[str, float] = dict(aux or {})
+
+
+def aux_of(result: Any) -> Dict[str, float]:
+    """The auxiliary values of a task result (none for a plain list of tensors)."""
+    return result.aux if isinstance(result, TaskResult) else {}
 
 
 def stack_task_data(items: Sequence[Any]) -> Any:
@@ -55,6 +69,6 @@ def _stack(items):
     return np.asarray(first)[None] if len(items) == 1 else np.stack(items)  # one item: a view
 
 
-def task_slice(data: TaskData, i) -> TaskData:
+def task_slice(data: TaskData, i: Any) -> TaskData:
     """Task `i` of stacked task data (leaves [M, ...] -> [...]), inside or outside `tf.function`."""
     return tf.nest.map_structure(lambda a: tf.convert_to_tensor(a)[i], data)

@@ -113,11 +113,11 @@ class SeqFOMAMLMetaLearner(FOMAMLMetaLearner):
                                  "it with sequence.fit_n_iterations(model, ...) before task_end, or "
                                  "pass results={'weights_<i>': ...}")
             inner = [r.inner for r in records]
-        result = self._function("seq_fomaml_task_end", self._seq_task_end_fn)(queries, aux_terms, phis, inner)
+        result = self.compiled("seq_fomaml_task_end", self._seq_task_end_fn)(queries, aux_terms, phis, inner)
         return TaskResult(result)
 
     def _seq_task_end_fn(self, queries, aux_terms, phis, inner):
-        state, theta = self._state(), self._theta()
+        state, theta = self.state_tensors(), self.theta_tensors()
         if aux_terms and phis is None:  # replay the adaptation from theta, task after task
             phi, phis = theta, []
             for batches in inner:

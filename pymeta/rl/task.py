@@ -8,9 +8,10 @@ tasks x episodes environments, task-major). Everything else is shared:
   collected with the current (adapted) policy, each through the learner's `fit_in_place` (THE inner
   loop); records `last_fit = TaskData(support=last inner batch, inner=[T, ...] batches,
   query=batch of E episodes collected after adaptation)`.
-+ `meta_batch_task_data(tasks, learner, T, E)` (classmethod, the fast path's `stack_tasks` hook):
++ `meta_batch_task_data(tasks, learner, T, E)` (classmethod; `RLTask` is a
+  `pymeta.core.protocols.CollectsTaskData`, which the fast path's `stack_tasks` asks for the data):
   the same for a whole meta-batch, one policy call per time step for all environments of all tasks,
-  the tasks adapted between collections by the learner's compiled `adapt`.
+  the tasks adapted between collections by the learner's compiled adaptation (`Learner.adapt_tasks`).
 
 A batch is (obs [N, d], actions [N, ...], advantages [N], mask [N]), N = E x horizon (see
 `pymeta.rl.objective`). With a stateless inner optimizer (SGD, the paper's) collection and MAML's
@@ -19,15 +20,17 @@ replay from theta adapt identically; a stateful one (Adam) restarts its state at
 
 import logging
 import weakref
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from pymeta.core.learner import Learner
+from pymeta.core.protocols import CollectsTaskData
 from pymeta.core.task import Task
 from pymeta.core.task_data import TaskData, stack_task_data
 from pymeta.rl.agent import Agent, agent_for
+from pymeta.rl.objective import PolicyGradientObjective
 from pymeta.rl.returns import Episodes, policy_gradient_batch
 from pymeta.rl.sampler import rollout
 
@@ -35,7 +38,7 @@ log = logging.getLogger(__name__)
 _default_rl_learners = weakref.WeakKeyDictionary()
 
 
-class RLTask(Task):
+class RLTask(Task, CollectsTaskData):
     """Base class of reinforcement-learning tasks (see the module doc).
 
     Args:
@@ -128,7 +131,7 @@ class RLTask(Task):
                 "mean_episode_length": float(episodes.lengths().mean())}
 
     @classmethod
-    def meta_batch_task_data(cls, tasks: Sequence["RLTask"], learner, num_iterations: int,
+    def meta_batch_task_data(cls, tasks: Sequence["RLTask"], learner: Learner, num_iterations: int,  # type: ignore[override]
                              episodes_per_iteration: int = 20) -> TaskData:
         """The stacked `TaskData` (leaves [M, ...]) of a meta-batch, collected with theta and then with
         each task's adapted parameters (the fast path's hook in `GradBasedMetaLearner.stack_tasks`).
@@ -192,10 +195,16 @@ def adaptation_returns(learner, tasks: Sequence[RLTask], num_steps: int = 3, epi
     return (per, lengths) if with_lengths else per
 
 
-def agent_of_learner(learner, action_space) -> Agent:
-    """The agent whose objective the learner descends, else an agent of the learner's model."""
-    agent = getattr(learner.objective, "agent", None)
-    return agent if isinstance(agent, Agent) else agent_for(learner.model, action_space)
+def agent_of_learner(learner: Learner, action_space: Any = None) -> Agent:
+    """The agent whose policy-gradient objective the learner descends (`PolicyGradientObjective.agent`),
+    else an agent of the learner's model in `action_space`."""
+    objective = learner.objective
+    if isinstance(objective, PolicyGradientObjective):
+        return objective.agent
+    if action_space is None:
+        raise ValueError("the learner's objective is not a PolicyGradientObjective: build the meta-learner "
+                         "with objective=agent.objective")
+    return agent_for(learner.model, action_space)
 
 
 def collect(tasks: Sequence[RLTask], agent: Agent, episodes_per_task: int,
@@ -247,23 +256,8 @@ def _stack_steps(steps, like):
     return tuple(np.zeros((0,) + b.shape, b.dtype) for b in like)
 
 
-def _adapt_each(learner, theta, phis, batches):
-    """One inner step for every task (leaves [M, ...]) in one compiled call of the learner's adapt."""
-    @tf.autograph.experimental.do_not_convert  # straight-line code; a new closure per call
-    def fn(theta, phis, batches):
-        state = [tf.convert_to_tensor(v) for v in learner.model.non_trainable_variables]
-
-        @tf.autograph.experimental.do_not_convert
-        def one(args):
-            phi, batch = args
-            new, _, _ = learner.adapt(list(phi), state, tf.nest.map_structure(lambda b: b[None], batch),
-                                      theta=theta)
-            return new
-
-        return tf.map_fn(one, (phis, batches),
-                         fn_output_signature=[tf.TensorSpec(p.shape[1:], p.dtype) for p in phis])
-
-    m = batches[0].shape[0]
-    if phis is None:
-        phis = [tf.tile(t[None], [m] + [1] * len(t.shape)) for t in theta]
-    return learner._function("rl_adapt_each", fn)(list(theta), list(phis), batches)
+def _adapt_each(learner: Learner, theta: Sequence[tf.Tensor], phis: Optional[List[tf.Tensor]],
+                batches: tuple) -> List[tf.Tensor]:
+    """One inner step for every task (batch leaves [M, ...]) in one compiled call of the learner's
+    adaptation (`Learner.adapt_tasks`; phis None: every task from theta)."""
+    return learner.adapt_tasks(list(theta), phis, tuple(b[:, None] for b in batches))
