@@ -12,7 +12,8 @@ import random
 import sys
 import time
 import traceback
-from typing import Any, List, Optional, Sequence, Tuple
+from types import TracebackType
+from typing import Any, Callable, List, Literal, NoReturn, Optional, Sequence, Tuple, Type
 
 import numpy as np
 
@@ -26,7 +27,7 @@ _LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")
 
 
 # --- detecting and reaching MPI ----------------------------------------------------------------------
-def _env_int(names):
+def _env_int(names: Sequence[str]) -> Optional[int]:
     for name in names:
         value = os.environ.get(name)
         if value:
@@ -49,7 +50,7 @@ def ranks_on_this_node() -> int:
     return _env_int(_LOCAL_SIZE_VARIABLES) or 1
 
 
-def mpi_module():
+def mpi_module() -> Any:
     """mpi4py's MPI module (imported here, on first use: importing it initialises MPI)."""
     try:
         from mpi4py import MPI
@@ -59,7 +60,7 @@ def mpi_module():
     return MPI
 
 
-def default_comm():
+def default_comm() -> Any:
     """MPI.COMM_WORLD in an MPI run (or when mpi4py is already in use), else None (one process), so
     that pymeta runs without mpi4py and without initialising MPI."""
     if is_mpi_run() or "mpi4py.MPI" in sys.modules:
@@ -67,7 +68,7 @@ def default_comm():
     return None
 
 
-def get_rank_and_size(comm=None) -> Tuple[int, int]:
+def get_rank_and_size(comm: Any = None) -> Tuple[int, int]:
     """(rank, number of processes) of `comm` (default: MPI.COMM_WORLD in an MPI run, else (0, 1))."""
     if comm is None:
         comm = default_comm()
@@ -79,13 +80,13 @@ def get_rank_and_size(comm=None) -> Tuple[int, int]:
 class Collectives:
     """The few collectives pymeta needs, on an mpi4py communicator or on one process (comm None)."""
 
-    def __init__(self, comm=None):
+    def __init__(self, comm: Any = None):
         self.comm = comm
         self.rank, self.size = get_rank_and_size(comm) if comm is not None else (0, 1)
         self._buffer: Optional[np.ndarray] = None  # reused by `allreduce_sum_arrays`
 
     @property
-    def _many(self):
+    def _many(self) -> bool:
         return self.comm is not None and self.size > 1
 
     def allreduce_sum_(self, buf: np.ndarray) -> np.ndarray:
@@ -205,10 +206,10 @@ class AbortOnException:
     Without it, a rank that dies leaves the others blocked in their next collective forever.
     """
 
-    def __init__(self, comm=None, errorcode: int = 1):
+    def __init__(self, comm: Any = None, errorcode: int = 1):
         self.comm = comm
         self.errorcode = errorcode
-        self._previous_hook = None
+        self._previous_hook: Optional[Callable[..., Any]] = None
 
     @property
     def active(self) -> bool:
@@ -225,10 +226,11 @@ class AbortOnException:
             sys.excepthook = self._previous_hook
             self._previous_hook = None
 
-    def _excepthook(self, exc_type, exc, tb):
+    def _excepthook(self, exc_type: Type[BaseException], exc: BaseException,
+                    tb: Optional[TracebackType]) -> None:
         self.abort(exc_type, exc, tb)
 
-    def abort(self, exc_type, exc, tb):
+    def abort(self, exc_type: Type[BaseException], exc: BaseException, tb: Optional[TracebackType]) -> NoReturn:
         comm = self.comm
         try:
             if comm is None:
@@ -251,19 +253,19 @@ class AbortOnException:
                 comm.Abort(self.errorcode)
             os._exit(self.errorcode)  # pragma: no cover - Abort does not return
 
-    def __enter__(self):
+    def __enter__(self) -> "AbortOnException":
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> Literal[False]:
         if exc_type is None or not self.active:
             return False
-        if issubclass(exc_type, SystemExit) and exc.code in (None, 0):
+        if isinstance(exc, SystemExit) and exc.code in (None, 0):
             return False
-        self.abort(exc_type, exc, tb)
-        return False  # pragma: no cover
+        self.abort(exc_type, exc if exc is not None else exc_type(), tb)
 
 
-def mpi_abort_on_exception(comm=None, errorcode: int = 1) -> AbortOnException:
+def mpi_abort_on_exception(comm: Any = None, errorcode: int = 1) -> AbortOnException:
     """In an MPI run, make an uncaught exception on any rank end the whole job with MPI_Abort.
 
     Installs a `sys.excepthook` (call it once at the top of a script) and returns a context manager

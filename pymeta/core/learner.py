@@ -48,11 +48,13 @@ class Learner:
                              "or pass inner_optimizer= to the meta-learner")
         self.inner_optimizer = optim.from_keras(inner_optimizer)
         loss = loss if loss is not None else getattr(model, "loss", None)
-        if objective is None or loss is not None:
-            self.fmodel = FunctionalModel(model, loss)
-        else:
-            self.fmodel = None  # a user-defined objective without a supervised loss
-        self.objective: Objective = objective if objective is not None else self.fmodel.objective  # type: ignore[union-attr]
+        # None: a user-defined objective without a supervised loss
+        fmodel = FunctionalModel(model, loss) if objective is None or loss is not None else None
+        self.fmodel: Optional[FunctionalModel] = fmodel
+        if objective is None:
+            assert fmodel is not None
+            objective = fmodel.objective
+        self.objective: Objective = objective
         self.jit_compile = bool(jit_compile)
         self.unroll = self.jit_compile
         self.inner_state: Optional[optim.InnerStateVariables] = None  # the kept inner optimizer state
@@ -172,6 +174,7 @@ class Learner:
 
     def _metrics_of_model_fn(self, query_x, query_y, support_x=None):
         fm = self.fmodel
+        assert fm is not None  # checked by metrics_of_model
         return fm.metrics(fm.read_params(), fm.read_state(), query_x, query_y, support_x)
 
     # --- compiled functions -------------------------------------------------------------------------
@@ -184,7 +187,7 @@ class Learner:
         return self.compiled_functions.get(key, fn, example_args, free_dims)
 
 
-_default_learners = weakref.WeakKeyDictionary()
+_default_learners: "weakref.WeakKeyDictionary[Any, Tuple[Any, Learner]]" = weakref.WeakKeyDictionary()
 
 
 def default_learner(model: keras.Model) -> Learner:

@@ -66,7 +66,7 @@ class GradBasedMetaLearner(Learner):
     `evaluate_tasks_distributed` are their single-process versions.
     """
 
-    aux_names = ("last_minibatch_loss",)
+    aux_names: Tuple[str, ...] = ("last_minibatch_loss",)
     replays_adaptation = False
     supports_persistent_inner_state = True
 
@@ -294,6 +294,8 @@ class GradBasedMetaLearner(Learner):
         The meta-parameters (and a kept inner optimizer state) are not changed.
         """
         self.ensure_initialized()
+        if self.fmodel is None:
+            raise ValueError("evaluate_tasks needs a supervised loss: this meta-learner has only a custom objective")
         data = stack_tasks(tasks, num_inner_iterations, inner_batch_size)  # single tasks
         self.check_data(data)
         losses, accs = self.compiled("evaluate_tasks", self._evaluate_tasks_fn)(
@@ -361,6 +363,8 @@ class GradBasedMetaLearner(Learner):
 
     def _evaluate_tasks_fn(self, data, transductive):
         theta, state, kept = self.theta_tensors(), self.state_tensors(), self.inner_state
+        fmodel = self.fmodel
+        assert fmodel is not None  # checked by evaluate_tasks
         m = tf.shape(tf.nest.flatten(data)[0])[0]
 
         def step(i, carry):
@@ -369,8 +373,8 @@ class GradBasedMetaLearner(Learner):
             phi, _, _ = self.adapt(theta, state, task.inner, opt_state=None if kept is None else kept.read())
             qx, qy = task.query
             loss, acc = tf.cond(transductive,
-                                lambda: self.fmodel.metrics(phi, state, qx, qy),
-                                lambda: self.fmodel.metrics(phi, state, qx, qy, support_x=task.support[0]))
+                                lambda: fmodel.metrics(phi, state, qx, qy),
+                                lambda: fmodel.metrics(phi, state, qx, qy, support_x=task.support[0]))
             return losses.write(i, tf.cast(loss, tf.float32)), accs.write(i, tf.cast(acc, tf.float32))
 
         losses, accs = for_each_task(data, step, (tf.TensorArray(tf.float32, size=m),

@@ -39,7 +39,7 @@ class OptimizerStep:
         """theta <- optimizer step on `meta_gradient(theta, mean_result)`; the model is left at theta
         (traceable: runs inside the compiled meta-iteration)."""
         grads = learner.meta_gradient(learner.theta_tensors(), list(mean_result))
-        self.optimizer.apply_gradients(zip(grads, learner.meta_variables))
+        self.optimizer.apply_gradients(zip(grads, learner.ensure_initialized()))
         learner.load_theta_into_model()
 
     def metatrain(self, learner: "GradBasedMetaLearner", meta_batches: Sequence[Sequence[Any]],

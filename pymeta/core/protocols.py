@@ -50,11 +50,11 @@ class OuterStep(Protocol):
     """How a meta-learner's theta moves after a meta-batch.
 
     variables: the step's state, as a checkpoint stores it (an optimizer's moments and step count).
-    build(learner): create that state for the learner's meta-variables.
-    metatrain(learner, datas): one step per stacked meta-batch (leaves [M, ...]) in `datas`; one dict
-        of auxiliary values per meta-batch.
-    update(learner, results, datas): one step from the per-task results of the step-by-step API and,
-        for steps that need them, the data the tasks recorded (stacked, leaves [M, ...]).
+    build(learner): create that state for the learner's meta-variables (at `initialize`).
+    metatrain(learner, meta_batches, T, B): one step per meta-batch (a list of tasks), the tasks' data
+        drawn or collected with `learner.stack_tasks`; one dict of statistics per meta-batch.
+    update(learner, results, tasks): one step from the per-task results of the step-by-step API
+        (`task_end`'s) and, for a step that needs them (TRPO), the tasks (their recorded `last_fit`).
     """
 
     @property
@@ -62,10 +62,11 @@ class OuterStep(Protocol):
 
     def build(self, learner: "GradBasedMetaLearner") -> None: ...
 
-    def metatrain(self, learner: "GradBasedMetaLearner", datas: Sequence[TaskData]) -> List[Dict[str, float]]: ...
+    def metatrain(self, learner: "GradBasedMetaLearner", meta_batches: Sequence[Sequence[Any]],
+                  num_inner_iterations: int, inner_batch_size: int = -1) -> List[Dict[str, float]]: ...
 
     def update(self, learner: "GradBasedMetaLearner", results: Sequence[Sequence[Any]],
-               datas: Optional[TaskData]) -> Dict[str, float]: ...
+               tasks: Optional[Sequence[Any]] = None) -> Dict[str, float]: ...
 
 
 @runtime_checkable

@@ -14,7 +14,7 @@ A meta-batch stacks M of them leaf by leaf ([M, ...]); `metatrain_steps` stacks 
 its meaning.
 """
 
-from typing import Any, Dict, NamedTuple, Optional, Sequence
+from typing import Any, Dict, NamedTuple, Optional, Sequence, cast
 
 import numpy as np
 import tensorflow as tf
@@ -61,7 +61,7 @@ def _stack(items):
         if any(not isinstance(i, tuple) or len(i) != len(first) for i in items):
             raise ValueError("task data of different structures")
         parts = [_stack(list(field)) for field in zip(*items)]
-        return type(first)._make(parts) if hasattr(first, "_fields") else tuple(parts)
+        return cast(Any, type(first))._make(parts) if hasattr(first, "_fields") else tuple(parts)
     if isinstance(first, (list, dict)) or tf.nest.is_nested(first):  # other structures: the general way
         tf.nest.map_structure(lambda *_: None, *items)  # same structure, or ValueError
         return tf.nest.pack_sequence_as(first, [np.stack(leaves) for leaves in

@@ -7,7 +7,7 @@ reproducible). Stored actions are the raw samples (their log-probs are what the 
 """
 
 import weakref
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -65,7 +65,7 @@ class Agent:
         return [tf.convert_to_tensor(v) for v in self.model.non_trainable_variables]
 
     # --- acting (compiled) ------------------------------------------------------------------------------
-    def _fn(self, key: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def _fn(self, key: str, fn: Callable[..., Any]) -> Any:
         return self.compiled_functions.get(key, fn)
 
     def policy_outputs(self, obs: np.ndarray, params: Optional[Sequence] = None) -> np.ndarray:
@@ -108,7 +108,7 @@ class Agent:
             return np.clip(actions, self.action_space.low, self.action_space.high).astype(actions.dtype)
         return np.asarray(actions, np.int64)
 
-    def sample(self, obs: np.ndarray, params: Optional[Sequence] = None):
+    def sample(self, obs: np.ndarray, params: Optional[Sequence] = None) -> Tuple[np.ndarray, np.ndarray]:
         """obs [N, d] -> (raw actions [N, A] (or [N] ints), environment actions): one policy call."""
         actions = sample_actions(self.kind, self.policy_outputs(obs, params))
         return actions, self.to_env(actions)
@@ -118,7 +118,7 @@ class Agent:
         return self.sample(obs)[1]
 
 
-_agents = weakref.WeakKeyDictionary()
+_agents: "weakref.WeakKeyDictionary[Any, Agent]" = weakref.WeakKeyDictionary()
 
 
 def agent_for(agent_or_model: Any, action_space: Any) -> Agent:

@@ -20,7 +20,7 @@ replay from theta adapt identically; a stateful one (Adam) restarts its state at
 
 import logging
 import weakref
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -35,7 +35,7 @@ from pymeta.rl.returns import Episodes, policy_gradient_batch
 from pymeta.rl.sampler import rollout
 
 log = logging.getLogger(__name__)
-_default_rl_learners = weakref.WeakKeyDictionary()
+_default_rl_learners: "weakref.WeakKeyDictionary[Any, Tuple[Any, Learner]]" = weakref.WeakKeyDictionary()
 
 
 class RLTask(Task, CollectsTaskData):
@@ -50,8 +50,8 @@ class RLTask(Task, CollectsTaskData):
             paper's numbers); the returns reported are each environment's first episode's.
     """
 
-    observation_space = None
-    action_space = None
+    observation_space: Any = None
+    action_space: Any = None
 
     def __init__(self, horizon: int, gamma: float = 0.99, gae_lambda: float = 1.0,
                  normalize_advantages: bool = True, restart_episodes: bool = False):
@@ -61,28 +61,28 @@ class RLTask(Task, CollectsTaskData):
         self.gamma, self.gae_lambda = float(gamma), float(gae_lambda)
         self.normalize_advantages = bool(normalize_advantages)
         self.restart_episodes = bool(restart_episodes)
-        self.params = None
+        self.params: Any = None
         self.last_stats: Dict[str, float] = {}
         self.reset()
 
     # --- what a subclass defines ---------------------------------------------------------------------
-    def sample_params(self):
+    def sample_params(self) -> Any:
         """A new task's parameters (goal, target velocity, direction, ...)."""
         raise NotImplementedError
 
     @classmethod
-    def make_env(cls, tasks: Sequence["RLTask"], episodes_per_task: int):
+    def make_env(cls, tasks: Sequence["RLTask"], episodes_per_task: int) -> Any:
         """A batched environment (see `pymeta.rl.sampler`) of len(tasks) x episodes_per_task envs."""
         raise NotImplementedError
 
     # --- shared ----------------------------------------------------------------------------------------
-    def reset(self):
+    def reset(self) -> None:
         self.params = self.sample_params()
 
-    def agent(self, agent_or_model) -> Agent:
+    def agent(self, agent_or_model: Any) -> Agent:
         return agent_for(agent_or_model, self.action_space)
 
-    def learner_for(self, model):
+    def learner_for(self, model: Any) -> Learner:
         learner = self.learner
         if learner is not None and learner.model is model:
             return learner
@@ -97,11 +97,12 @@ class RLTask(Task, CollectsTaskData):
             _default_rl_learners[model] = entry
         return entry[1]
 
-    def batch(self, episodes: Episodes, dtype=np.float32):
+    def batch(self, episodes: Episodes, dtype: Any = np.float32) -> Tuple[np.ndarray, ...]:
         """This task's episodes (leaves [E, H, ...]) -> the objective's batch (leaves [E H, ...])."""
         return policy_gradient_batch(episodes, self.gamma, self.gae_lambda, self.normalize_advantages, dtype)
 
-    def fit_n_iterations(self, agent_or_model, num_iterations: int, episodes_per_iteration: int = 20):
+    def fit_n_iterations(self, agent_or_model: Any, num_iterations: int,
+                         episodes_per_iteration: int = 20) -> Dict[str, float]:
         """`num_iterations` inner policy-gradient steps on `episodes_per_iteration` fresh episodes each
         (see the module doc). Returns {'last_minibatch_loss', 'mean_return' (after adaptation),
         'mean_return_before'}."""
@@ -124,14 +125,14 @@ class RLTask(Task, CollectsTaskData):
         return {"last_minibatch_loss": loss, "mean_return": after,
                 "mean_return_before": self.last_stats["mean_return_before"]}
 
-    def evaluate(self, agent_or_model, num_episodes: int = 20) -> Dict[str, float]:
+    def evaluate(self, agent_or_model: Any, num_episodes: int = 20) -> Dict[str, float]:
         """{'mean_return', 'mean_episode_length'} of the current policy on fresh episodes."""
         episodes = collect([self], self.agent(agent_or_model), num_episodes)
         return {"mean_return": float(episodes.returns().mean()),
                 "mean_episode_length": float(episodes.lengths().mean())}
 
     @classmethod
-    def meta_batch_task_data(cls, tasks: Sequence["RLTask"], learner: Learner, num_iterations: int,  # type: ignore[override]
+    def meta_batch_task_data(cls, tasks: Sequence["RLTask"], learner: Learner, num_iterations: int,
                              episodes_per_iteration: int = 20) -> TaskData:
         """The stacked `TaskData` (leaves [M, ...]) of a meta-batch, collected with theta and then with
         each task's adapted parameters (the fast path's hook in `GradBasedMetaLearner.stack_tasks`).
@@ -151,8 +152,9 @@ class RLTask(Task, CollectsTaskData):
         return stack_task_data(datas)
 
 
-def adapt_and_collect(tasks: Sequence[RLTask], learner, num_steps: int, episodes_per_task: int,
-                      step_learners: Optional[Sequence] = None):
+def adapt_and_collect(tasks: Sequence[RLTask], learner: Learner, num_steps: int, episodes_per_task: int,
+                      step_learners: Optional[Sequence[Learner]] = None
+                      ) -> Tuple[List[Episodes], List[Tuple[np.ndarray, ...]]]:
     """Collect with theta (the learner's meta-parameters, else its model's weights), adapt every task
     one inner step on its batch (one compiled call of the learner's `adapt` for all tasks), collect
     again, ... `num_steps` times. step_learners: the learner of each inner step (e.g. one per step size;
@@ -172,9 +174,9 @@ def adapt_and_collect(tasks: Sequence[RLTask], learner, num_steps: int, episodes
     return all_episodes, all_batches
 
 
-def adaptation_returns(learner, tasks: Sequence[RLTask], num_steps: int = 3, episodes_per_task: int = 20,
+def adaptation_returns(learner: Learner, tasks: Sequence[RLTask], num_steps: int = 3, episodes_per_task: int = 20,
                        step_lrs: Optional[Sequence[float]] = None, per_task: bool = False,
-                       with_lengths: bool = False):
+                       with_lengths: bool = False) -> Any:
     """Mean undiscounted return per episode after 0, 1, ..., num_steps inner steps from the learner's
     theta, averaged over `tasks`: [num_steps + 1] (per_task: not averaged, [num_steps + 1, M]);
     with_lengths: (returns, mean episode lengths shaped alike).
@@ -235,7 +237,7 @@ def collect(tasks: Sequence[RLTask], agent: Agent, episodes_per_task: int,
     return episodes.map(lambda x: x.reshape((m, e) + x.shape[1:]))
 
 
-def _episodes(episodes_per_iteration) -> int:
+def _episodes(episodes_per_iteration: Optional[int]) -> int:
     """Episodes per task and inner step: -1 or None (the supervised "whole set") mean 20."""
     return 20 if episodes_per_iteration is None or int(episodes_per_iteration) < 0 else int(episodes_per_iteration)
 

@@ -255,6 +255,7 @@ class TRPOStep:
         hvp = self._kl_hvp(theta, state, data, old)
         cg = conjugate_gradient(hvp, g, tf.constant(self.cg_iters), damping=self.cg_damping)
         x = cg.x
+        assert cg.residual is not None
         shs = 0.5 * vdot(x, [gi - ri for gi, ri in zip(g, cg.residual)])  # x^T (H + damping I) x / 2
         scale = tf.sqrt(shs / tf.cast(max_kl, shs.dtype))
         return [xi / scale for xi in x], loss, old, vdot(g, x) / scale
@@ -312,9 +313,19 @@ class MAMLTRPOMetaLearner(MAMLMetaLearner):
     def max_kl(self) -> float:
         return self.outer_step.max_kl
 
+    @max_kl.setter
+    def max_kl(self, value: float) -> None:
+        self.outer_step.max_kl = float(value)
+
     @property
     def hvp(self) -> str:
         return self.outer_step.hvp
+
+    @hvp.setter
+    def hvp(self, value: str) -> None:  # before the first step traces it
+        if value not in TRPO_HVP_METHODS:
+            raise ValueError(f"unknown TRPO Hessian-vector product {value!r}: use one of {', '.join(TRPO_HVP_METHODS)}")
+        self.outer_step.hvp = value
 
     def trpo_update(self, data: TaskData) -> Dict[str, float]:
         """One TRPO step on stacked task data (see `TRPOStep.step`)."""
