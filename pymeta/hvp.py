@@ -30,9 +30,12 @@ repeated ones may also be merged by Grappler), forward-over-backward is 5-10% sl
 Python int (the loop costs ~25 ms more per product).
 """
 
-from typing import NamedTuple
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Union
 
 import tensorflow as tf
+
+Vector = Sequence[Any]  # a list of tensors shaped like the parameters
+ScalarFn = Callable[[List[tf.Tensor]], tf.Tensor]  # params -> scalar
 
 HVP_METHODS = ("reverse_over_reverse", "reverse_over_reverse_recompute", "forward_over_backward")
 DEFAULT_HVP_METHOD = "reverse_over_reverse"
@@ -43,18 +46,18 @@ def _as_list(vector):
     return [tf.convert_to_tensor(t) for t in vector]
 
 
-def vdot(a, b, dtype=None):
+def vdot(a: Vector, b: Vector, dtype: Any = None) -> tf.Tensor:
     """<a, b> summed over all the tensors of the two lists (scalar of `dtype`, default a[0]'s)."""
     dtype = dtype or a[0].dtype
     return tf.add_n([tf.cast(tf.reduce_sum(x * y), dtype) for x, y in zip(a, b)])
 
 
-def vnorm(a, dtype=None):
+def vnorm(a: Vector, dtype: Any = None) -> tf.Tensor:
     """Euclidean norm of a list of tensors seen as one vector."""
     return tf.sqrt(vdot(a, a, dtype))
 
 
-def vaxpy(alpha, x, y):
+def vaxpy(alpha: Any, x: Vector, y: Vector) -> List[tf.Tensor]:
     """alpha * x + y, elementwise over the lists (alpha a scalar tensor or number)."""
     return [tf.cast(alpha, yi.dtype) * xi + yi for xi, yi in zip(x, y)]
 
@@ -67,7 +70,7 @@ def _gradient(f, params):
     return value, tape.gradient(value, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
-def hvp_reverse_over_reverse_recompute(f, params, vector):
+def hvp_reverse_over_reverse_recompute(f: ScalarFn, params: Vector, vector: Vector) -> List[tf.Tensor]:
     """H v with H the Hessian of f at params: nested tapes, forward and backward recomputed."""
     params, vector = _as_list(params), _as_list(vector)
     with tf.GradientTape() as outer:
@@ -77,7 +80,7 @@ def hvp_reverse_over_reverse_recompute(f, params, vector):
                           unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
-def hvp_forward_over_backward(f, params, vector):
+def hvp_forward_over_backward(f: ScalarFn, params: Vector, vector: Vector) -> List[tf.Tensor]:
     """H v: forward-mode derivative (tangent v) of the reverse-mode gradient of f."""
     params, vector = _as_list(params), _as_list(vector)
     with tf.autodiff.ForwardAccumulator(params, vector) as acc:
@@ -86,7 +89,9 @@ def hvp_forward_over_backward(f, params, vector):
             for p, t in zip(params, acc.jvp(grads, unconnected_gradients=tf.UnconnectedGradients.ZERO))]
 
 
-def gauss_newton_vector_product(outputs_fn, output_loss, params, vector):
+def gauss_newton_vector_product(outputs_fn: Callable[[List[tf.Tensor]], tf.Tensor],
+                                output_loss: Callable[[tf.Tensor], tf.Tensor], params: Vector,
+                                vector: Vector) -> List[tf.Tensor]:
     """G v = J^T (d^2 l / d out^2) J v, with out = outputs_fn(params) and J = d out / d params.
 
     This is H v for the Hessian H of l(outputs_fn(params)) wherever d l / d out = 0, e.g. a KL
@@ -101,7 +106,7 @@ def gauss_newton_vector_product(outputs_fn, output_loss, params, vector):
     with tf.GradientTape() as tape:
         tape.watch(params)
         with tf.autodiff.ForwardAccumulator(params, vector) as acc:
-            out = outputs_fn(params)
+            out = outputs_fn(list(params))
         jv = acc.jvp(out, unconnected_gradients=zero)
     leaf = tf.stop_gradient(out)
     with tf.GradientTape() as outer:
@@ -125,7 +130,7 @@ class HessianOperator:
     The operator may be called inside a `tf.while_loop` built after it, in the same `tf.function`.
     """
 
-    def __init__(self, f, params, method=DEFAULT_HVP_METHOD):
+    def __init__(self, f: ScalarFn, params: Vector, method: str = DEFAULT_HVP_METHOD):
         if method not in HVP_METHODS:
             raise ValueError(f"unknown Hessian-vector product method {method!r}; use one of {HVP_METHODS}")
         self.f = f
@@ -139,7 +144,7 @@ class HessianOperator:
         else:
             self.value, self.gradient = _gradient(f, self.params)
 
-    def __call__(self, vector):
+    def __call__(self, vector: Vector) -> List[tf.Tensor]:
         vector = _as_list(vector)
         if self.method == "reverse_over_reverse":
             return self._tape.gradient(self.gradient, self.params, output_gradients=vector,
@@ -149,7 +154,8 @@ class HessianOperator:
         return hvp_forward_over_backward(self.f, self.params, vector)
 
 
-def hessian_vector_product(f, params, vector, method=DEFAULT_HVP_METHOD):
+def hessian_vector_product(f: ScalarFn, params: Vector, vector: Vector,
+                           method: str = DEFAULT_HVP_METHOD) -> List[tf.Tensor]:
     """H v, H the Hessian of the scalar function f (list of tensors -> scalar) at params."""
     if method == "forward_over_backward":
         return hvp_forward_over_backward(f, params, vector)
@@ -158,12 +164,13 @@ def hessian_vector_product(f, params, vector, method=DEFAULT_HVP_METHOD):
     raise ValueError(f"unknown Hessian-vector product method {method!r}; use one of {HVP_METHODS}")
 
 
-def training_loss(fmodel, state, x, y):
+def training_loss(fmodel: Any, state: Sequence[tf.Tensor], x: Any, y: Any) -> ScalarFn:
     """params -> mean loss of a `FunctionalModel` on (x, y), batch norm in training mode."""
     return lambda params: fmodel.loss(params, state, x, y, training=True)
 
 
-def training_loss_hessian(fmodel, params, state, x, y, method=DEFAULT_HVP_METHOD):
+def training_loss_hessian(fmodel: Any, params: Vector, state: Sequence[tf.Tensor], x: Any, y: Any,
+                          method: str = DEFAULT_HVP_METHOD) -> "HessianOperator":
     """The `HessianOperator` of a FunctionalModel's mean training loss on (x, y) at params."""
     return HessianOperator(training_loss(fmodel, state, x, y), params, method)
 
@@ -172,12 +179,13 @@ def training_loss_hessian(fmodel, params, state, x, y, method=DEFAULT_HVP_METHOD
 class CGResult(NamedTuple):
     x: list                  # the solution, a list of tensors shaped like b
     residual_norms: tf.Tensor  # [num_steps + 1]: ||r_k|| of the CG recurrence, r_0 = b - A x0
-    steps: tf.Tensor = None  # int32 scalar: iterations actually run (= products with A computed)
-    residual: list = None    # r = b - (A + damping I) x of the recurrence, for the returned x
+    steps: Optional[tf.Tensor] = None  # int32 scalar: iterations actually run (= products with A computed)
+    residual: Optional[list] = None    # r = b - (A + damping I) x of the recurrence, for the returned x
 
 
-def conjugate_gradient(matvec, b, num_steps, damping=0.0, x0=None, tol=0.0, return_best=False,
-                       unroll=None):
+def conjugate_gradient(matvec: Callable[[List[tf.Tensor]], Sequence[tf.Tensor]], b: Vector,
+                       num_steps: Union[int, tf.Tensor], damping: float = 0.0, x0: Optional[Vector] = None,
+                       tol: float = 0.0, return_best: bool = False, unroll: Optional[bool] = None) -> CGResult:
     """Solve (A + damping I) x = b with `num_steps` conjugate-gradient iterations.
 
     matvec: v -> A v on lists of tensors; A must be symmetric, and positive definite for the method to

@@ -10,25 +10,28 @@ differentiable by a surrounding `tf.GradientTape` (MAML differentiates through `
     batches: the same structure with a leading step axis [T, ...]: the batch of each inner step
     objective(params, state, batch) -> scalar: what an inner step descends (a supervised loss plus
             the model's regularisation losses, a policy-gradient surrogate, ...)
-    optimizer: a `pymeta.optim.InnerOptimizer` (init / update), possibly a chain of transforms
-            (iMAML's proximal pull towards theta is one)
+    optimizer: a `pymeta.optim.GradientTransformation` (init / update, updates to updates),
+            possibly a chain of transforms (iMAML's proximal pull towards theta is one)
 
 `adapt(params, state, batches, objective, optimizer, opt_state)` runs T steps
-params <- optimizer.update(d objective(params, state, batches[t]) / d params, ...) and returns
+params <- params + optimizer.update(d objective(params, state, batches[t]) / d params, ...) and returns
 (adapted params, the objective's value at the last step (before it), final optimizer state).
 Every meta-learner, `Task.fit_n_iterations`, evaluation and MAML's meta-gradient run this function.
 """
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import keras
 import tensorflow as tf
+
+from pymeta.optim import GradientTransformation, apply_updates
 
 Objective = Callable[[Sequence[tf.Tensor], Sequence[tf.Tensor], Any], tf.Tensor]
 
 
 def adapt(params: Sequence[tf.Tensor], state: Sequence[tf.Tensor], batches: Any, objective: Objective,
-          optimizer, opt_state: Any = None, *, unroll: bool = False):
+          optimizer: GradientTransformation, opt_state: Any = None, *,
+          unroll: bool = False) -> Tuple[List[tf.Tensor], tf.Tensor, Any]:
     """T inner steps of `optimizer` on `objective`, one per leading entry of `batches`.
 
     params: list of tensors; state: list of tensors (passed unchanged to the objective);
@@ -52,14 +55,14 @@ def adapt(params: Sequence[tf.Tensor], state: Sequence[tf.Tensor], batches: Any,
             tape.watch(params)
             loss = objective(params, state, batch)
         grads = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        params, opt_state = optimizer.update(grads, opt_state, params)
-        return list(params), opt_state, tf.cast(loss, loss_dtype)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return apply_updates(params, updates), opt_state, tf.cast(loss, loss_dtype)
 
     loss = tf.zeros([], loss_dtype)
     if unroll and static_steps is not None:
         for t in range(static_steps):
             params, opt_state, loss = step(t, params, opt_state)
-        return params, loss, opt_state
+        return list(params), loss, opt_state
 
     def body(t, params, opt_state, _):
         params, opt_state, loss = step(t, params, opt_state)
@@ -70,7 +73,7 @@ def adapt(params: Sequence[tf.Tensor], state: Sequence[tf.Tensor], batches: Any,
     return list(params), loss, opt_state
 
 
-def resolve_loss(loss):
+def resolve_loss(loss: Any) -> Callable[..., Any]:
     """A loss callable (y_true, y_pred) -> per-example losses [batch], from a name or a callable."""
     if loss is None:
         raise ValueError("no loss: compile the model with a loss (e.g. "
@@ -95,19 +98,19 @@ class FunctionalModel:
     `assign`. A meta-learner builds its own; nothing is attached to the Keras model.
     """
 
-    def __init__(self, model: keras.Model, loss=None):
+    def __init__(self, model: keras.Model, loss: Any = None):
         self.model = model
         self.loss_fn = resolve_loss(loss)
         self.is_classification = _is_classification_loss(self.loss_fn)
 
     # --- reading and writing the model -------------------------------------------------------------
-    def read_params(self):
+    def read_params(self) -> List[tf.Tensor]:
         return [tf.convert_to_tensor(v) for v in self.model.trainable_variables]
 
-    def read_state(self):
+    def read_state(self) -> List[tf.Tensor]:
         return [tf.convert_to_tensor(v) for v in self.model.non_trainable_variables]
 
-    def assign(self, params, state=None):
+    def assign(self, params: Sequence[Any], state: Optional[Sequence[Any]] = None) -> None:
         for v, p in zip(self.model.trainable_variables, params):
             v.assign(p)
         if state is not None:
@@ -115,7 +118,8 @@ class FunctionalModel:
                 v.assign(s)
 
     # --- pure functions ------------------------------------------------------------------------------
-    def forward_with_losses(self, params, state, x, training=True):
+    def forward_with_losses(self, params: Sequence[tf.Tensor], state: Sequence[tf.Tensor], x: Any,
+                            training: bool = True) -> Tuple[tf.Tensor, List[tf.Tensor], tf.Tensor]:
         """x [batch, ...] -> (outputs [batch, ...] float32, new state, regularisation loss scalar)."""
         y, new_state, losses = self.model.stateless_call(params, state, x, training=training,
                                                          return_losses=True)
@@ -128,25 +132,29 @@ class FunctionalModel:
         reg = tf.add_n([tf.cast(l, dtype) for l in losses]) if losses else tf.zeros([], dtype)
         return y, new_state, reg
 
-    def forward(self, params, state, x, training=True):
+    def forward(self, params: Sequence[tf.Tensor], state: Sequence[tf.Tensor], x: Any,
+                training: bool = True) -> Tuple[tf.Tensor, List[tf.Tensor]]:
         """x [batch, ...] -> (outputs [batch, ...] float32, new state)."""
         y, new_state, _ = self.forward_with_losses(params, state, x, training)
         return y, new_state
 
-    def mean_loss(self, y_true, y_pred):
+    def mean_loss(self, y_true: Any, y_pred: tf.Tensor) -> tf.Tensor:
+        """Mean over the batch of the per-example losses: scalar."""
         return tf.reduce_mean(self.loss_fn(y_true, y_pred))
 
-    def loss(self, params, state, x, y, training=True):
+    def loss(self, params: Sequence[tf.Tensor], state: Sequence[tf.Tensor], x: Any, y: Any,
+             training: bool = True) -> tf.Tensor:
         """Mean loss on one batch plus the model's regularisation losses (`model.losses`): scalar."""
         pred, _, reg = self.forward_with_losses(params, state, x, training)
         return self.mean_loss(y, pred) + reg
 
-    def objective(self, params, state, batch):
+    def objective(self, params: Sequence[tf.Tensor], state: Sequence[tf.Tensor], batch: Any) -> tf.Tensor:
         """The supervised inner objective: `loss` on batch = (x [B, ...], y [B, ...])."""
         x, y = batch
         return self.loss(params, state, x, y)
 
-    def loss_and_grad(self, params, state, x, y):
+    def loss_and_grad(self, params: Sequence[tf.Tensor], state: Sequence[tf.Tensor], x: Any,
+                      y: Any) -> Tuple[tf.Tensor, List[tf.Tensor]]:
         """(loss, d loss / d params) on one batch, batch norm in training mode."""
         params = list(params)
         with tf.GradientTape() as tape:
@@ -154,7 +162,8 @@ class FunctionalModel:
             loss = self.loss(params, state, x, y)
         return loss, tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
-    def metrics(self, params, state, query_x, query_y, support_x=None):
+    def metrics(self, params: Sequence[tf.Tensor], state: Sequence[tf.Tensor], query_x: Any, query_y: Any,
+                support_x: Any = None) -> Tuple[tf.Tensor, tf.Tensor]:
         """(mean loss, accuracy) on the query set; accuracy is 0 for regression.
 
         Transductive (support_x None): batch norm uses the query batch's own statistics, as the

@@ -12,7 +12,8 @@ import random
 import sys
 import time
 import traceback
-from typing import Any, List, Optional, Tuple
+from types import TracebackType
+from typing import Any, Callable, List, Literal, NoReturn, Optional, Sequence, Tuple, Type
 
 import numpy as np
 
@@ -26,7 +27,7 @@ _LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")
 
 
 # --- detecting and reaching MPI ----------------------------------------------------------------------
-def _env_int(names):
+def _env_int(names: Sequence[str]) -> Optional[int]:
     for name in names:
         value = os.environ.get(name)
         if value:
@@ -49,7 +50,7 @@ def ranks_on_this_node() -> int:
     return _env_int(_LOCAL_SIZE_VARIABLES) or 1
 
 
-def mpi_module():
+def mpi_module() -> Any:
     """mpi4py's MPI module (imported here, on first use: importing it initialises MPI)."""
     try:
         from mpi4py import MPI
@@ -59,7 +60,7 @@ def mpi_module():
     return MPI
 
 
-def default_comm():
+def default_comm() -> Any:
     """MPI.COMM_WORLD in an MPI run (or when mpi4py is already in use), else None (one process), so
     that pymeta runs without mpi4py and without initialising MPI."""
     if is_mpi_run() or "mpi4py.MPI" in sys.modules:
@@ -67,7 +68,7 @@ def default_comm():
     return None
 
 
-def get_rank_and_size(comm=None) -> Tuple[int, int]:
+def get_rank_and_size(comm: Any = None) -> Tuple[int, int]:
     """(rank, number of processes) of `comm` (default: MPI.COMM_WORLD in an MPI run, else (0, 1))."""
     if comm is None:
         comm = default_comm()
@@ -79,12 +80,13 @@ def get_rank_and_size(comm=None) -> Tuple[int, int]:
 class Collectives:
     """The few collectives pymeta needs, on an mpi4py communicator or on one process (comm None)."""
 
-    def __init__(self, comm=None):
+    def __init__(self, comm: Any = None):
         self.comm = comm
         self.rank, self.size = get_rank_and_size(comm) if comm is not None else (0, 1)
+        self._buffer: Optional[np.ndarray] = None  # reused by `allreduce_sum_arrays`
 
     @property
-    def _many(self):
+    def _many(self) -> bool:
         return self.comm is not None and self.size > 1
 
     def allreduce_sum_(self, buf: np.ndarray) -> np.ndarray:
@@ -111,6 +113,66 @@ class Collectives:
         if self._many:
             return self.comm.allgather(obj)
         return [obj]
+
+    # --- the one cross-rank reduction of several arrays, and its broadcast --------------------------
+    def allreduce_sum_arrays(self, arrays: Sequence[Any], dtype: Any = np.float32) -> List[np.ndarray]:
+        """The sums over the ranks of several arrays (any shapes; scalars too), with ONE in-place
+        Allreduce of a flat buffer of `dtype` (float32: 4 bytes a value; float64 holds int64 counts
+        and steps exactly). Returns arrays of `dtype` shaped like the inputs."""
+        buf = flatten_arrays(arrays, dtype, self._reusable_buffer(arrays, dtype))
+        self.allreduce_sum_(buf)
+        return [a.copy() for a in unflatten_arrays(buf, arrays, dtype)]
+
+    def bcast_arrays(self, arrays: Sequence[Any], root: int = 0, dtype: Any = np.float64) -> List[np.ndarray]:
+        """`arrays` of rank `root` on every rank (ONE Bcast of a flat buffer of `dtype`); returned with
+        each input's dtype and shape."""
+        buf = flatten_arrays(arrays, dtype)
+        self.bcast_(buf, root)
+        return unflatten_arrays(buf, arrays)
+
+    def allreduce_sum_tensors(self, tensors: Sequence[Any]) -> List[Any]:
+        """Inside a `tf.function`: the sums over the ranks of several tensors, with ONE float64
+        Allreduce of a flat buffer, run as a stateful op so every rank runs its Allreduces in the same
+        (program) order. Returns tensors shaped and typed like the inputs."""
+        import tensorflow as tf
+        flat = tf.concat([tf.reshape(tf.cast(t, tf.float64), [-1]) for t in tensors], 0)
+        summed = tf.numpy_function(lambda b: self.allreduce_sum_(np.array(b, np.float64)), [flat], tf.float64,
+                                   stateful=True)
+        summed.set_shape(flat.shape)
+        parts = tf.split(summed, [int(np.prod(t.shape)) for t in tensors])
+        return [tf.cast(tf.reshape(p, tf.shape(t)), t.dtype) for p, t in zip(parts, tensors)]
+
+    def _reusable_buffer(self, arrays: Sequence[Any], dtype: Any) -> np.ndarray:
+        n = sum(int(np.prod(np.shape(a))) for a in arrays)
+        buf = self._buffer
+        if buf is None or buf.size != n or buf.dtype != np.dtype(dtype):
+            buf = self._buffer = np.empty(n, dtype)
+        return buf
+
+
+def flatten_arrays(arrays: Sequence[Any], dtype: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """The arrays' values, one after the other, in one flat array of `dtype` (into `out` if given)."""
+    sizes = [int(np.prod(np.shape(a))) for a in arrays]
+    out = np.empty(sum(sizes), dtype) if out is None else out
+    offset = 0
+    for a, k in zip(arrays, sizes):
+        out[offset:offset + k] = np.asarray(a).reshape(-1)
+        offset += k
+    return out
+
+
+def unflatten_arrays(buf: np.ndarray, like: Sequence[Any], dtype: Any = None) -> List[np.ndarray]:
+    """The inverse of `flatten_arrays`: views of `buf` shaped like each of `like`, cast to `dtype`
+    (default: each one's own dtype; a view when the dtype is buf's)."""
+    values, offset = [], 0
+    for a in like:
+        shape = np.shape(a)
+        k = int(np.prod(shape))
+        target = np.asarray(a).dtype if dtype is None else np.dtype(dtype)
+        part = buf[offset:offset + k].reshape(shape)
+        values.append(part if part.dtype == target else part.astype(target))
+        offset += k
+    return values
 
 
 # --- seeding -----------------------------------------------------------------------------------------
@@ -144,10 +206,10 @@ class AbortOnException:
     Without it, a rank that dies leaves the others blocked in their next collective forever.
     """
 
-    def __init__(self, comm=None, errorcode: int = 1):
+    def __init__(self, comm: Any = None, errorcode: int = 1):
         self.comm = comm
         self.errorcode = errorcode
-        self._previous_hook = None
+        self._previous_hook: Optional[Callable[..., Any]] = None
 
     @property
     def active(self) -> bool:
@@ -164,10 +226,11 @@ class AbortOnException:
             sys.excepthook = self._previous_hook
             self._previous_hook = None
 
-    def _excepthook(self, exc_type, exc, tb):
+    def _excepthook(self, exc_type: Type[BaseException], exc: BaseException,
+                    tb: Optional[TracebackType]) -> None:
         self.abort(exc_type, exc, tb)
 
-    def abort(self, exc_type, exc, tb):
+    def abort(self, exc_type: Type[BaseException], exc: BaseException, tb: Optional[TracebackType]) -> NoReturn:
         comm = self.comm
         try:
             if comm is None:
@@ -190,19 +253,19 @@ class AbortOnException:
                 comm.Abort(self.errorcode)
             os._exit(self.errorcode)  # pragma: no cover - Abort does not return
 
-    def __enter__(self):
+    def __enter__(self) -> "AbortOnException":
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> Literal[False]:
         if exc_type is None or not self.active:
             return False
-        if issubclass(exc_type, SystemExit) and exc.code in (None, 0):
+        if isinstance(exc, SystemExit) and exc.code in (None, 0):
             return False
-        self.abort(exc_type, exc, tb)
-        return False  # pragma: no cover
+        self.abort(exc_type, exc if exc is not None else exc_type(), tb)
 
 
-def mpi_abort_on_exception(comm=None, errorcode: int = 1) -> AbortOnException:
+def mpi_abort_on_exception(comm: Any = None, errorcode: int = 1) -> AbortOnException:
     """In an MPI run, make an uncaught exception on any rank end the whole job with MPI_Abort.
 
     Installs a `sys.excepthook` (call it once at the top of a script) and returns a context manager

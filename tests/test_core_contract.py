@@ -255,7 +255,7 @@ def test_step_by_step_traces_once_across_step_counts_and_meta_batch_sizes():
         model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
         reptile = ReptileMetaLearner(model, keras.optimizers.SGD(1.0))
         traces = {"fit": 0, "update": 0}
-        for name, attr in (("fit", "_fit_in_place_fn"), ("update", "_update_fn")):
+        for name, attr in (("fit", "_fit_in_place_fn"), ("update", "mean_result_step")):
             fn = getattr(reptile, attr)
 
             def counted(*args, _fn=fn, _name=name):

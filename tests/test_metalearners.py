@@ -143,7 +143,8 @@ def test_inner_adam_matches_keras_adam():
         p, state = [tf.constant(x) for x in params], ours.init(params)
         for g in grads_seq:
             kopt.apply_gradients(zip([tf.constant(x) for x in g], keras_vars))
-            p, state = ours.update([tf.constant(x) for x in g], state, p)
+            updates, state = ours.update([tf.constant(x) for x in g], state, p)
+            p = optim.apply_updates(p, updates)
         assert_lists_close([v.numpy() for v in keras_vars], [x.numpy() for x in p], rtol=1e-5)
 
 

@@ -50,7 +50,8 @@ def test_state_goes_from_task_to_task_and_reptile_uses_the_adapted_weights(image
         params = [tf.constant(t) for t in theta]
         for _ in range(2):
             _, grads = fm.loss_and_grad(params, fm.read_state(), tf.constant(x), tf.constant(y))
-            params, state = opt.update(grads, state, params)
+            updates, state = opt.update(grads, state, params)
+            params = optim.apply_updates(params, updates)
         adapted.append([p.numpy() for p in params])
     ml.metatrain_step(tasks, 2, -1)
     assert kept(ml)[0] == 6.0  # Adam's step count: 3 tasks x 2 steps, not reset per task

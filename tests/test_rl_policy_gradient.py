@@ -81,7 +81,7 @@ def test_maml_rl_meta_gradient_equals_finite_differences_on_recorded_episodes():
     assert data.inner[0].shape == (2, 30, 2) and data.query[0].shape == (30, 2)
     assert data.inner[0].dtype == np.float64
     result = ml.task_end(task)
-    theta = [t.numpy() for t in ml._theta()]
+    theta = [t.numpy() for t in ml.theta_tensors()]
     objective = reference_objective(model)
 
     def outer(th):  # plain SGD on the recorded inner batches, then the query objective
@@ -113,7 +113,7 @@ def test_recorded_data_reproduce_the_adaptation_in_both_paths():
     ml = ReptileMetaLearner(model, keras.optimizers.SGD(1.0), inner_optimizer=optim.sgd(0.5),
                             objective=agent.objective)
     ml.initialize()
-    theta = ml._theta()
+    theta = ml.theta_tensors()
     # step by step: the adapted weights are the inner loop replayed on the recorded batches
     task = Navigation2DTask(horizon=20)
     ml.task_begin(task)

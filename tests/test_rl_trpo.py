@@ -112,13 +112,13 @@ def test_kl_hessian_products_agree_at_theta_old_and_gauss_newton_differs_away_fr
     ml = mls["per_task"]
     data = tf.nest.map_structure(tf.convert_to_tensor,
                                  ml.stack_tasks(navigation2d(batch_size=3, horizon=15).sample_batch(), 1, 4))
-    theta, state = ml._theta(), ml._state()
-    old = ml._loss_gradient_and_old(theta, state, data)[2]
+    theta, state = ml.theta_tensors(), ml.state_tensors()
+    old = ml.trpo._loss_gradient_and_old(theta, state, data)[2]
     rng = np.random.default_rng(0)
     v = [tf.constant(rng.normal(size=t.shape)) for t in theta]
     moved = [t + 0.05 * tf.constant(rng.normal(size=t.shape)) for t in theta]
     for at, same in ((theta, True), (moved, False)):
-        products = {m: flat(mls[m]._kl_hvp(at, state, data, old)(v)) for m in mls}
+        products = {m: flat(mls[m].trpo._kl_hvp(at, state, data, old)(v)) for m in mls}
         np.testing.assert_allclose(products["shared"], products["per_task"], rtol=1e-8, atol=1e-12)
         gap = np.abs(products["gauss_newton"] - products["per_task"]).max() / np.abs(products["per_task"]).max()
         assert (gap < 1e-8) if same else (gap > 1e-3)

@@ -10,14 +10,18 @@ meta-learner trains with `default_learner(model)`, built from `model.compile(opt
 """
 
 import weakref
-from typing import Any, Optional
+from typing import Any, Callable, Hashable, List, Optional, Sequence, Tuple, Union
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from pymeta import optim
+from pymeta.core.compiled import CompiledFunctions
 from pymeta.core.task_data import TaskData
-from pymeta.inner_loop import FunctionalModel, adapt
+from pymeta.inner_loop import FunctionalModel, Objective, adapt
+
+Tensors = List[tf.Tensor]  # one tensor per trainable (or non-trainable) variable of the model
 
 
 class Learner:
@@ -33,7 +37,9 @@ class Learner:
         jit_compile: compile with XLA (inner steps then unrolled; pays for small MLPs on CPU).
     """
 
-    def __init__(self, model, inner_optimizer=None, loss=None, objective=None, jit_compile=False):
+    def __init__(self, model: keras.Model,
+                 inner_optimizer: Union[None, str, keras.optimizers.Optimizer, optim.GradientTransformation] = None,
+                 loss: Any = None, objective: Optional[Objective] = None, jit_compile: bool = False):
         self.model = model
         inner_optimizer = inner_optimizer if inner_optimizer is not None else getattr(model, "optimizer", None)
         if inner_optimizer is None:
@@ -42,27 +48,31 @@ class Learner:
                              "or pass inner_optimizer= to the meta-learner")
         self.inner_optimizer = optim.from_keras(inner_optimizer)
         loss = loss if loss is not None else getattr(model, "loss", None)
-        if objective is None or loss is not None:
-            self.fmodel = FunctionalModel(model, loss)
-        else:
-            self.fmodel = None  # a user-defined objective without a supervised loss
-        self.objective = objective if objective is not None else self.fmodel.objective
+        # None: a user-defined objective without a supervised loss
+        fmodel = FunctionalModel(model, loss) if objective is None or loss is not None else None
+        self.fmodel: Optional[FunctionalModel] = fmodel
+        if objective is None:
+            assert fmodel is not None
+            objective = fmodel.objective
+        self.objective: Objective = objective
         self.jit_compile = bool(jit_compile)
         self.unroll = self.jit_compile
         self.inner_state: Optional[optim.InnerStateVariables] = None  # the kept inner optimizer state
-        self._compiled = {}
+        self.compiled_functions = CompiledFunctions(self.jit_compile)
 
     @property
     def is_classification(self) -> bool:
         return self.fmodel is not None and self.fmodel.is_classification
 
     # --- the inner loop ---------------------------------------------------------------------------
-    def inner_optimizer_for(self, theta):
+    def inner_optimizer_for(self, theta: Optional[Sequence[tf.Tensor]]) -> optim.GradientTransformation:
         """The inner update rule of a task adapted from the meta-parameters `theta` (iMAML's
         proximal mode chains a pull towards theta before the optimizer)."""
         return self.inner_optimizer
 
-    def adapt(self, params, state, batches, theta=None, opt_state=None, unroll=None):
+    def adapt(self, params: Sequence[tf.Tensor], state: Sequence[tf.Tensor], batches: Any,
+              theta: Optional[Sequence[tf.Tensor]] = None, opt_state: Any = None,
+              unroll: Optional[bool] = None) -> Tuple[Tensors, tf.Tensor, Any]:
         """`pymeta.inner_loop.adapt` with this learner's objective and inner optimizer:
         (params after the T steps of `batches` [T, ...], last step's objective value, final optimizer
         state). theta: the meta-parameters the task started from (default: params)."""
@@ -70,11 +80,38 @@ class Learner:
         return adapt(params, state, batches, self.objective, optimizer, opt_state,
                      unroll=self.unroll if unroll is None else unroll)
 
-    def anchor(self):
+    def adapt_tasks(self, theta: Sequence[Any], params_per_task: Optional[Sequence[Any]],
+                    batches_per_task: Any) -> Tensors:
+        """The compiled adaptation of a meta-batch: each task's parameters (leaves [M, ...]; None: theta
+        for every task) adapted on its batches (structure of leaves [M, T, ...]) by this learner's
+        inner loop from the anchor `theta` (list of tensors), in one compiled call (one trace for any
+        M). Returns the adapted parameters (leaves [M, ...]). Reinforcement learning adapts every
+        task of a meta-batch between two collections of episodes with it."""
+        theta = [tf.convert_to_tensor(t) for t in theta]
+        batches_per_task = tf.nest.map_structure(tf.convert_to_tensor, batches_per_task)
+        m = tf.nest.flatten(batches_per_task)[0].shape[0]
+        if params_per_task is None:
+            params_per_task = [tf.tile(t[None], [m] + [1] * len(t.shape)) for t in theta]
+        return self.compiled("adapt_tasks", self._adapt_tasks_fn)(theta, list(params_per_task), batches_per_task)
+
+    @tf.autograph.experimental.do_not_convert  # straight-line code
+    def _adapt_tasks_fn(self, theta, params_per_task, batches_per_task):
+        state = [tf.convert_to_tensor(v) for v in self.model.non_trainable_variables]
+
+        @tf.autograph.experimental.do_not_convert
+        def one(args):
+            params, batches = args
+            new, _, _ = self.adapt(list(params), state, batches, theta=theta)
+            return new
+
+        return tf.map_fn(one, (params_per_task, batches_per_task),
+                         fn_output_signature=[tf.TensorSpec(p.shape[1:], p.dtype) for p in params_per_task])
+
+    def anchor(self) -> Optional[Tensors]:
         """The meta-parameters tasks start from (None for a plain learner)."""
         return None
 
-    def check_data(self, data) -> None:
+    def check_data(self, data: Any) -> None:
         """One-line errors, before any compiled call, for supervised `TaskData` this learner cannot
         train on: non-finite inputs, integer class labels with a regression loss, labels outside the
         model's outputs. Other task data passes unchecked."""
@@ -101,20 +138,21 @@ class Learner:
                                  f"has {outputs} outputs: build it with one output per class")
 
     # --- the in-place functions of the step-by-step API -------------------------------------------
-    def fit_in_place(self, model, batches) -> tf.Tensor:
+    def fit_in_place(self, model: keras.Model, batches: Any) -> tf.Tensor:
         """Run the inner steps of `batches` (structure of numpy arrays [T, ...]) on `model`'s current
         weights and write the result back; returns the last step's objective value."""
         self._check_model(model)
         # the number of steps T is left free (one trace for any T) unless the loop is unrolled
         free_dims = 0 if self.unroll else 1
-        return self._function("fit_in_place", self._fit_in_place_fn, (batches,), free_dims=free_dims)(batches)
+        return self.compiled("fit_in_place", self._fit_in_place_fn, (batches,), free_dims=free_dims)(batches)
 
-    def metrics_of_model(self, model, query_x, query_y, support_x=None):
+    def metrics_of_model(self, model: keras.Model, query_x: Any, query_y: Any,
+                         support_x: Any = None) -> Tuple[tf.Tensor, tf.Tensor]:
         """(loss, accuracy) of `model`'s current weights on a query set (see `FunctionalModel.metrics`)."""
         self._check_model(model)
         if self.fmodel is None:
             raise ValueError("evaluate needs a supervised loss: this learner has only a custom objective")
-        return self._function("metrics_of_model", self._metrics_of_model_fn)(query_x, query_y, support_x)
+        return self.compiled("metrics_of_model", self._metrics_of_model_fn)(query_x, query_y, support_x)
 
     def _check_model(self, model):
         if model is not self.model:
@@ -136,46 +174,23 @@ class Learner:
 
     def _metrics_of_model_fn(self, query_x, query_y, support_x=None):
         fm = self.fmodel
+        assert fm is not None  # checked by metrics_of_model
         return fm.metrics(fm.read_params(), fm.read_state(), query_x, query_y, support_x)
 
     # --- compiled functions -------------------------------------------------------------------------
-    def _function(self, key, fn, example_args: Any = None, free_dims: int = 2):
-        """`fn` compiled once per key; with `example_args` (a tuple of fn's arguments, each a structure of
-        numpy arrays), compiled for their shapes with the `free_dims` leading dimensions (number of meta-batches, tasks) left
-        free, so that it never retraces for another meta-batch size."""
-        if example_args is None:
-            if key not in self._compiled:
-                self._compiled[key] = tf.function(fn, reduce_retracing=True, jit_compile=self.jit_compile)
-            return self._compiled[key]
-        flat = tf.nest.flatten(example_args)
-        key = (key, len(flat)) + tuple((tuple(a.shape[free_dims:]), tf.as_dtype(a.dtype).name) for a in flat)
-        if key not in self._compiled:
-            self._compiled[key] = _flat_function(fn, example_args, free_dims, self.jit_compile)
-        return self._compiled[key]
+    def compiled(self, key: Hashable, fn: Callable[..., Any], example_args: Optional[tuple] = None,
+                 free_dims: int = 2) -> Callable[..., Any]:
+        """`fn` compiled once per key in this learner's cache (`pymeta.core.compiled`); with
+        `example_args`, for their shapes with the `free_dims` leading dimensions (number of
+        meta-batches, tasks) left free, so that it never retraces for another meta-batch size."""
+        self.compiled_functions.jit_compile = self.jit_compile
+        return self.compiled_functions.get(key, fn, example_args, free_dims)
 
 
-def _flat_function(fn, example_args, free_dims, jit_compile):
-    """`fn(*example_args)` compiled for the shapes of `example_args` (structures of numpy arrays or
-    tensors) with their `free_dims` leading dimensions free, called with the flat list of leaves
-    converted to tensors here. Measured per call with six small arrays: a `tf.function` binding a
-    nested signature of numpy arrays 1.3 ms (a fifth of a sinusoid meta-iteration), its concrete
-    function called with tensors 0.34 ms."""
-    structure = tf.nest.map_structure(lambda a: None, example_args)
-    signature = [tf.TensorSpec((None,) * free_dims + tuple(a.shape[free_dims:]), tf.as_dtype(a.dtype))
-                 for a in tf.nest.flatten(example_args)]
-    compiled = tf.function(lambda *leaves: fn(*tf.nest.pack_sequence_as(structure, list(leaves))),
-                           input_signature=signature, jit_compile=jit_compile)
-    concrete = compiled.get_concrete_function()
-
-    def call(*args):
-        return concrete(*[tf.convert_to_tensor(a) for a in tf.nest.flatten(args)])
-    return call
+_default_learners: "weakref.WeakKeyDictionary[Any, Tuple[Any, Learner]]" = weakref.WeakKeyDictionary()
 
 
-_default_learners = weakref.WeakKeyDictionary()
-
-
-def default_learner(model) -> Learner:
+def default_learner(model: keras.Model) -> Learner:
     """The plain `Learner` of a model used without a meta-learner: its compiled loss and optimizer
     (rebuilt when the model is compiled again). Meta-learners never use or change it."""
     key = (id(getattr(model, "loss", None)), id(getattr(model, "optimizer", None)))

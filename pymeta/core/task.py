@@ -12,29 +12,36 @@ reproducible, as in the original pyMeta.
 """
 
 import copy
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
+import keras
 import numpy as np
 
 from pymeta.core.counts import as_count, as_int
 from pymeta.core.learner import default_learner
 from pymeta.core.task_data import TaskData
 
+if TYPE_CHECKING:  # pragma: no cover
+    from pymeta.core.learner import Learner
+
+Arrays = Tuple[np.ndarray, np.ndarray]  # (X [n, ...], y [n])
+
 
 class Task:
     """Base class. `reset()` draws a new problem (new classes, new samples, new parameters...)."""
 
     # attributes shared, never copied, by `copy.deepcopy` (large read-only dataset arrays)
-    _shared_attributes = ()
+    _shared_attributes: Tuple[str, ...] = ()
     # the meta-learner that began this task (`metalearner.task_begin(task)`): whose inner loop
     # `fit_n_iterations` runs; None: the model's own (`pymeta.core.learner.default_learner`)
-    learner = None
+    learner: Optional["Learner"] = None
     # what the last `fit_n_iterations` trained on (a `TaskData`), for the meta-learner's `task_end`
-    last_fit = None
+    last_fit: Optional[TaskData] = None
 
-    def reset(self):
+    def reset(self) -> None:
         pass
 
-    def learner_for(self, model):
+    def learner_for(self, model: keras.Model) -> "Learner":
         """The `Learner` whose inner loop trains `model` on this task (see `learner`)."""
         learner = self.learner
         if learner is not None and learner.model is model:
@@ -50,7 +57,7 @@ class Task:
         return result
 
 
-def as_float_inputs(x):
+def as_float_inputs(x: Any) -> np.ndarray:
     """Inputs for the network: uint8 images are scaled to [0, 1] float32, anything else cast to float32."""
     x = np.asarray(x)
     if x.dtype == np.uint8:
@@ -66,16 +73,16 @@ class SupervisedTask(Task):
     a meta-learner.
     """
 
-    def get_train_set(self):
+    def get_train_set(self) -> Arrays:
         raise NotImplementedError
 
-    def get_test_set(self):
+    def get_test_set(self) -> Arrays:
         raise NotImplementedError
 
-    def num_train_samples(self):
+    def num_train_samples(self) -> int:
         return len(self.get_train_set()[1])
 
-    def inner_batch_indices(self, num_iterations, batch_size):
+    def inner_batch_indices(self, num_iterations: int, batch_size: Optional[int]) -> np.ndarray:
         """Rows of the training set used at each inner step: int32 [num_iterations, batch_size].
 
         batch_size -1 (or None) means the whole training set at every step (no randomness used);
@@ -92,13 +99,13 @@ class SupervisedTask(Task):
         rows = [np.random.choice(n, batch_size, replace=False) for _ in range(num_iterations)]
         return np.asarray(rows, np.int32).reshape(num_iterations, batch_size)
 
-    def sample_batch(self, batch_size):
+    def sample_batch(self, batch_size: int) -> Arrays:
         """A random minibatch (X [batch_size, ...], y [batch_size]) of the training set."""
         x, y = self.get_train_set()
         idx = self.inner_batch_indices(1, batch_size)[0]
         return x[idx], y[idx]
 
-    def task_data(self, num_iterations, batch_size) -> TaskData:
+    def task_data(self, num_iterations: int, batch_size: int) -> TaskData:
         """The `TaskData` of this task for `num_iterations` inner steps on minibatches of `batch_size`
         (-1: the whole training set): support (x [NK, ...], y [NK]), inner (x [T, B, ...], y [T, B]),
         query (x [NQ, ...], y [NQ]), numpy arrays."""
@@ -106,7 +113,7 @@ class SupervisedTask(Task):
         idx = self.inner_batch_indices(num_iterations, batch_size)
         return TaskData(support=(x, y), inner=(x[idx], y[idx]), query=self.get_test_set())
 
-    def fit_n_iterations(self, model, num_iterations, batch_size):
+    def fit_n_iterations(self, model: keras.Model, num_iterations: int, batch_size: int) -> Dict[str, float]:
         """Train `model` in place for `num_iterations` inner steps on minibatches of the training set.
 
         Runs the compiled inner loop (the same one the meta-learners' fast path runs) of the
@@ -121,7 +128,8 @@ class SupervisedTask(Task):
         self.last_fit = data
         return {"last_minibatch_loss": float(loss)}
 
-    def evaluate(self, model, evaluate_on_train=False, transductive=True):
+    def evaluate(self, model: keras.Model, evaluate_on_train: bool = False,
+                 transductive: bool = True) -> Dict[str, float]:
         """{'loss': ..., and for classification 'sparse_categorical_accuracy': ...} of the model as it is.
 
         transductive=True (the original's behaviour): batch norm uses the statistics of the evaluated
@@ -155,10 +163,11 @@ class ClassificationTask(SupervisedTask):
     Impossible requests (more classes or examples than exist) raise ValueError.
     """
 
-    _shared_attributes = ("X", "y", "_class_to_rows")
+    _shared_attributes: Tuple[str, ...] = ("X", "y", "_class_to_rows")
 
-    def __init__(self, X, y, num_training_samples_per_class=-1, num_test_samples_per_class=-1,
-                 num_training_classes=-1, split_train_test=0.8, class_ids_to_avoid=()):
+    def __init__(self, X: Any, y: Any, num_training_samples_per_class: int = -1,
+                 num_test_samples_per_class: int = -1, num_training_classes: int = -1,
+                 split_train_test: float = 0.8, class_ids_to_avoid: Any = ()):
         y = np.asarray(y)
         if y.ndim != 1:
             raise ValueError(f"y must be a 1-D array of labels, got shape {y.shape}")
@@ -212,7 +221,7 @@ class ClassificationTask(SupervisedTask):
     def _available_classes(self):
         return [c for c in self._class_to_rows if c not in self.class_ids_to_avoid]
 
-    def reset(self):
+    def reset(self) -> None:
         classes = self._available_classes()
         N = self.num_training_classes
         if N > len(classes):
@@ -244,19 +253,19 @@ class ClassificationTask(SupervisedTask):
     def _load_inputs(self, rows):
         return as_float_inputs(self.X[rows])
 
-    def num_train_samples(self):
+    def num_train_samples(self) -> int:
         return len(self.train_indices)
 
-    def sample_batch(self, batch_size):
+    def sample_batch(self, batch_size: int) -> Arrays:
         idx = self.inner_batch_indices(1, batch_size)[0]
         rows = self.train_indices[idx]
         return self._load_inputs(rows), self._train_labels[idx] + self.label_offset
 
-    def get_train_set(self):
+    def get_train_set(self) -> Arrays:
         """(X [N*K, ...] float32, y [N*K] int64 in 0..N-1)."""
         return self._load_inputs(self.train_indices), self._train_labels + self.label_offset
 
-    def get_test_set(self):
+    def get_test_set(self) -> Arrays:
         """(X [N*Q, ...] float32, y [N*Q] int64 in 0..N-1)."""
         return self._load_inputs(self.test_indices), self._test_labels + self.label_offset
 
@@ -275,17 +284,19 @@ class ClassificationTaskFromFiles(ClassificationTask):
     num_parallel_processes: load batches with a multiprocessing pool of that size (None: in process).
     """
 
-    _shared_attributes = ClassificationTask._shared_attributes + ("input_parse_fn", "_pool")
+    _shared_attributes: Tuple[str, ...] = ClassificationTask._shared_attributes + ("input_parse_fn", "_pool")
 
-    def __init__(self, X, y, num_training_samples_per_class=-1, num_test_samples_per_class=-1,
-                 num_training_classes=-1, split_train_test=0.8, class_ids_to_avoid=(),
-                 input_parse_fn=None, num_parallel_processes=None):
+    def __init__(self, X: Any, y: Any, num_training_samples_per_class: int = -1,
+                 num_test_samples_per_class: int = -1, num_training_classes: int = -1,
+                 split_train_test: float = 0.8, class_ids_to_avoid: Any = (),
+                 input_parse_fn: Optional[Callable[[Any], Any]] = None,
+                 num_parallel_processes: Optional[int] = None):
         if input_parse_fn is None:
             raise ValueError("ClassificationTaskFromFiles needs input_parse_fn(filename) -> array")
         self.input_parse_fn = input_parse_fn
         self.num_parallel_processes = (None if num_parallel_processes is None else
                                        as_count(num_parallel_processes, "num_parallel_processes", minimum=0))
-        self._pool = None
+        self._pool: Any = None  # a multiprocessing pool, made on first use
         super().__init__(np.asarray(X), y, num_training_samples_per_class, num_test_samples_per_class,
                          num_training_classes, split_train_test, class_ids_to_avoid)
 
@@ -309,39 +320,39 @@ class TaskAsSequenceOfTasks(Task):
         min_length, max_length: the sequence length is drawn in [min_length, max_length] at each reset.
     """
 
-    def __init__(self, tasks_distribution, min_length, max_length):
+    def __init__(self, tasks_distribution: Any, min_length: int, max_length: int):
         self.tasks_distribution = tasks_distribution
         self.min_length, self.max_length = _length_range(min_length, max_length)
-        self.current_task_sequence = []
+        self.current_task_sequence: List[Any] = []
         self.reset()
 
-    def set_length_of_sequence(self, min_length, max_length):
+    def set_length_of_sequence(self, min_length: int, max_length: int) -> None:
         self.min_length, self.max_length = _length_range(min_length, max_length)
         self.reset()
 
-    def reset(self):
+    def reset(self) -> None:
         length = np.random.randint(self.min_length, self.max_length + 1)
         self.current_task_sequence = list(self.tasks_distribution.sample_batch(batch_size=length))
 
-    def get_sequence_length(self):
+    def get_sequence_length(self) -> int:
         return len(self.current_task_sequence)
 
-    def get_task_by_index(self, index):
+    def get_task_by_index(self, index: int) -> Any:
         if not -len(self.current_task_sequence) <= index < len(self.current_task_sequence):
             raise IndexError(f"task index {index} outside a sequence of {len(self.current_task_sequence)}")
         return self.current_task_sequence[index]
 
-    def get_train_set(self, task_index=-1):
+    def get_train_set(self, task_index: int = -1) -> Arrays:
         return self.get_task_by_index(task_index).get_train_set()
 
-    def get_test_set(self, task_index=-1):
+    def get_test_set(self, task_index: int = -1) -> Arrays:
         return self.get_task_by_index(task_index).get_test_set()
 
-    def sample_batch(self, batch_size):
+    def sample_batch(self, batch_size: int) -> Arrays:
         raise NotImplementedError("a sequence of tasks has no single training set: use fit_n_iterations "
                                   "and evaluate, or get_task_by_index(i).sample_batch")
 
-    def fit_n_iterations(self, model, num_iterations, batch_size):
+    def fit_n_iterations(self, model: keras.Model, num_iterations: int, batch_size: int) -> Dict[str, float]:
         """`num_iterations` inner steps on *each* task of the sequence, in order.
 
         Returns {'last_minibatch_loss_<i>': ...} for each task i.
@@ -353,7 +364,8 @@ class TaskAsSequenceOfTasks(Task):
                 out[f"{key}_{i}"] = value
         return out
 
-    def evaluate(self, model, evaluate_last_task_only=False, transductive=True):
+    def evaluate(self, model: keras.Model, evaluate_last_task_only: bool = False,
+                 transductive: bool = True) -> Dict[str, float]:
         """Metrics of each task ('<name>_<i>'), or of the last one only (plain names)."""
         for task in self.current_task_sequence:
             task.learner = self.learner

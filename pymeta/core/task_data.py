@@ -14,7 +14,7 @@ A meta-batch stacks M of them leaf by leaf ([M, ...]); `metatrain_steps` stacks 
 its meaning.
 """
 
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Dict, NamedTuple, Optional, Sequence, cast
 
 import numpy as np
 import tensorflow as tf
@@ -24,6 +24,20 @@ class TaskData(NamedTuple):
     support: Any
     inner: Any
     query: Any
+
+
+class TaskResult(list):
+    """A task's result (a list of tensors shaped like the parameters) as returned by a meta-learner's
+    `task_end`, with the task's auxiliary values in `aux` (e.g. iMAML's CG residual)."""
+
+    def __init__(self, tensors: Any, aux: Optional[Dict[str, float]] = None):
+        super().__init__(tensors)
+        self.aux: Dict[str, float] = dict(aux or {})
+
+
+def aux_of(result: Any) -> Dict[str, float]:
+    """The auxiliary values of a task result (none for a plain list of tensors)."""
+    return result.aux if isinstance(result, TaskResult) else {}
 
 
 def stack_task_data(items: Sequence[Any]) -> Any:
@@ -47,7 +61,7 @@ def _stack(items):
         if any(not isinstance(i, tuple) or len(i) != len(first) for i in items):
             raise ValueError("task data of different structures")
         parts = [_stack(list(field)) for field in zip(*items)]
-        return type(first)._make(parts) if hasattr(first, "_fields") else tuple(parts)
+        return cast(Any, type(first))._make(parts) if hasattr(first, "_fields") else tuple(parts)
     if isinstance(first, (list, dict)) or tf.nest.is_nested(first):  # other structures: the general way
         tf.nest.map_structure(lambda *_: None, *items)  # same structure, or ValueError
         return tf.nest.pack_sequence_as(first, [np.stack(leaves) for leaves in
@@ -55,6 +69,6 @@ def _stack(items):
     return np.asarray(first)[None] if len(items) == 1 else np.stack(items)  # one item: a view
 
 
-def task_slice(data: TaskData, i) -> TaskData:
+def task_slice(data: TaskData, i: Any) -> TaskData:
     """Task `i` of stacked task data (leaves [M, ...] -> [...]), inside or outside `tf.function`."""
     return tf.nest.map_structure(lambda a: tf.convert_to_tensor(a)[i], data)

@@ -2,13 +2,14 @@
 
 import copy
 import reprlib
+from typing import Any, List, Optional, Sequence, Set
 
 import numpy as np
 
 from pymeta.core.counts import as_count, as_int  # noqa: F401  (re-exported)
 
 
-def check_probabilities(task_probabilities, num_tasks):
+def check_probabilities(task_probabilities: Any, num_tasks: int) -> List[float]:
     """One finite, non-negative weight per task, not all 0 -> list of probabilities summing to 1."""
     try:
         p = np.asarray(task_probabilities, dtype=np.float64)
@@ -35,8 +36,8 @@ class TaskDistribution:
         use_classes_only_once: with replacement, no class appears in two tasks of the same batch.
     """
 
-    def __init__(self, tasks, task_probabilities, batch_size=1, sample_with_replacement=True,
-                 use_classes_only_once=False):
+    def __init__(self, tasks: Sequence[Any], task_probabilities: Any, batch_size: int = 1,
+                 sample_with_replacement: bool = True, use_classes_only_once: bool = False):
         tasks = list(tasks)
         if not tasks:
             raise ValueError("a TaskDistribution needs at least one task")
@@ -46,14 +47,14 @@ class TaskDistribution:
         self.sample_with_replacement = sample_with_replacement
         self.use_classes_only_once = use_classes_only_once
 
-    def reset(self):
+    def reset(self) -> None:
         pass
 
-    def set_task_probabilities(self, task_probabilities):
+    def set_task_probabilities(self, task_probabilities: Any) -> None:
         """Same rule as the constructor: one finite weight >= 0 per task, not all 0 (ValueError otherwise)."""
         self.task_probabilities = check_probabilities(task_probabilities, len(self.tasks))
 
-    def sample_batch(self, batch_size=None):
+    def sample_batch(self, batch_size: Optional[int] = None) -> List[Any]:
         """A list of `batch_size` (default: the distribution's) tasks, each reset to a new problem."""
         batch_size = self.batch_size if batch_size is None else as_count(batch_size, "batch_size")
         if not self.sample_with_replacement:
@@ -63,7 +64,8 @@ class TaskDistribution:
             picks = np.random.choice(len(self.tasks), batch_size, replace=False, p=self.task_probabilities)
             return [self.tasks[i] for i in picks]
         picks = np.random.choice(len(self.tasks), batch_size, replace=True, p=self.task_probabilities)
-        batch, used_classes = [], set()
+        batch: List[Any] = []
+        used_classes: Set[Any] = set()
         for i in picks:
             task = copy.deepcopy(self.tasks[i])
             if self.use_classes_only_once and hasattr(task, "class_ids_to_avoid"):
@@ -73,10 +75,10 @@ class TaskDistribution:
             batch.append(task)
         return batch
 
-    def get_num_tasks(self):
+    def get_num_tasks(self) -> int:
         return len(self.tasks)
 
-    def get_task_by_index(self, index):
+    def get_task_by_index(self, index: int) -> Any:
         index = as_int(index, "task index")
         if not 0 <= index < len(self.tasks):
             raise IndexError(f"task index {index} outside 0..{len(self.tasks) - 1}")
@@ -86,8 +88,8 @@ class TaskDistribution:
 class TaskAsSequenceOfTasksDistribution(TaskDistribution):
     """Draws `batch_size` sequences from one TaskAsSequenceOfTasks prototype at every `sample_batch`."""
 
-    def __init__(self, task_sequence_object, batch_size):
+    def __init__(self, task_sequence_object: Any, batch_size: int):
         super().__init__([task_sequence_object], [1.0], batch_size, sample_with_replacement=True)
 
-    def get_task_by_index(self, index):
+    def get_task_by_index(self, index: int) -> Any:
         return self.tasks[0]

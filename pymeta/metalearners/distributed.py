@@ -54,15 +54,22 @@ every N updates (one Bcast of theta and the optimizer state).
 
 import hashlib
 import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import keras
 import numpy as np
+import tensorflow as tf
 
-from pymeta.core.task import SupervisedTask
+from pymeta.core.meta_learner import GradBasedMetaLearner
+from pymeta.core.protocols import OuterStep
+from pymeta.core.task import SupervisedTask, Task
+from pymeta.core.task_data import TaskResult, aux_of
 from pymeta.mpi import Collectives, default_comm
+from pymeta.optim import InnerStateVariables
 
 
 # --- task assignment ---------------------------------------------------------------------------------------
-def share_bounds(num_tasks, rank, size):
+def share_bounds(num_tasks: int, rank: int, size: int) -> Tuple[int, int]:
     """(start, stop): the contiguous slice of `num_tasks` tasks processed by `rank` of `size`.
     Shares differ by at most one task; the first `num_tasks % size` ranks get one more."""
     base, extra = divmod(int(num_tasks), int(size))
@@ -70,9 +77,9 @@ def share_bounds(num_tasks, rank, size):
     return start, start + base + (1 if rank < extra else 0)
 
 
-def _runs_own_fit(task):
+def _runs_own_fit(task: SupervisedTask) -> bool:
     """True when `task.fit_n_iterations` is SupervisedTask's (so a presampled proxy can replace it)."""
-    return getattr(type(task), "fit_n_iterations", None) is SupervisedTask.fit_n_iterations
+    return type(task).fit_n_iterations is SupervisedTask.fit_n_iterations
 
 
 class _PresampledTask(SupervisedTask):
@@ -120,10 +127,16 @@ class _PresampledTask(SupervisedTask):
 class DistributedMetaLearner:
     """Runs `metalearner`'s outer loop on all ranks of `comm`, each rank adapting to part of the tasks.
 
-    Works with any `GradBasedMetaLearner` (FOMAML, Reptile, iMAML, MAML, ...): it only uses the
-    building blocks `sum_task_results` / `apply_mean_result` (fast path) and `task_begin` / `task_end`
-    (step-by-step API). Other attributes (model, optimizer, meta_variables, evaluate_tasks, ...) are
-    the wrapped meta-learner's.
+    Works with any `GradBasedMetaLearner` with an optimizer outer step (FOMAML, Reptile, iMAML, MAML,
+    ...): it only uses the building blocks `sum_task_results` / `apply_mean_result` (fast path) and
+    `task_begin` / `task_end` (step-by-step API).
+
+    Its interface is declared, not forwarded: the members a run loop uses
+    (`pymeta.core.protocols.MetaLearnerLike`: model, meta_variables, outer_step, optimizer,
+    inner_state, aux_names, name, is_root, initialize, current_initial_parameters,
+    set_initial_parameters, broadcast_state, allreduce_max, local_tasks, task_begin, task_end, update,
+    metatrain_step(s), evaluate_tasks, evaluate_tasks_distributed), plus the MPI-specific ones below;
+    anything else is the wrapped `metalearner`'s, reached through that attribute.
 
     Args:
         metalearner: the meta-learner to distribute (built identically on every rank).
@@ -139,12 +152,13 @@ class DistributedMetaLearner:
 
     TASK_SAMPLING = ("replicated", "per_rank")
 
-    def __init__(self, metalearner, comm=None, task_sampling="replicated", resync_every=0, root=0):
+    def __init__(self, metalearner: GradBasedMetaLearner, comm: Any = None, task_sampling: str = "replicated",
+                 resync_every: int = 0, root: int = 0):
         if task_sampling not in self.TASK_SAMPLING:
             raise ValueError(f"task_sampling must be one of {self.TASK_SAMPLING}, got {task_sampling!r}")
         if isinstance(metalearner, DistributedMetaLearner):
             raise TypeError("the meta-learner is already distributed")
-        self.metalearner = metalearner
+        self.metalearner: GradBasedMetaLearner = metalearner
         self.comm = default_comm() if comm is None else comm
         self._coll = Collectives(self.comm)
         self.rank, self.size = self._coll.rank, self._coll.size
@@ -152,70 +166,85 @@ class DistributedMetaLearner:
         self.resync_every = int(resync_every)
         self.root = int(root)
         self.num_updates = 0
-        self._buffer = None
-        self.stats = {"updates": 0, "local_tasks": 0, "compute_seconds": 0.0, "allreduce_seconds": 0.0,
+        self.stats: Dict[str, float] = {"updates": 0, "local_tasks": 0, "compute_seconds": 0.0, "allreduce_seconds": 0.0,
                       "allreduce_bytes": 0, "broadcasts": 0}
 
-    def __getattr__(self, name):
-        metalearner = self.__dict__.get("metalearner")
-        if metalearner is None:
-            raise AttributeError(name)
-        return getattr(metalearner, name)
-
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"DistributedMetaLearner({self.metalearner.name}, rank {self.rank}/{self.size}, "
                 f"task_sampling={self.task_sampling!r})")
 
     @property
-    def is_root(self):
+    def is_root(self) -> bool:
         """True on the rank that should log, validate-report and save (rank `root`)."""
         return self.rank == self.root
 
+    # --- the wrapped meta-learner's state, declared (read-only views) ---------------------------------
+    @property
+    def name(self) -> str:
+        return self.metalearner.name
+
+    @property
+    def model(self) -> keras.Model:
+        return self.metalearner.model
+
+    @property
+    def meta_variables(self) -> Optional[List[tf.Variable]]:
+        return self.metalearner.meta_variables
+
+    @property
+    def outer_step(self) -> OuterStep:
+        return self.metalearner.outer_step
+
+    @property
+    def optimizer(self) -> Any:
+        return self.metalearner.optimizer
+
+    @property
+    def inner_state(self) -> Optional[InnerStateVariables]:
+        return self.metalearner.inner_state
+
+    @property
+    def aux_names(self) -> Tuple[str, ...]:
+        return tuple(self.metalearner.aux_names)
+
+    @property
+    def current_initial_parameters(self) -> List[np.ndarray]:
+        return self.metalearner.current_initial_parameters
+
     # --- state ------------------------------------------------------------------------------------------
-    def initialize(self, *args, **kwargs):
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
         """The wrapped `initialize()`, then theta and the outer optimizer's state broadcast from `root`
         (collective): every rank starts from rank 0's model weights."""
         self.metalearner.initialize(*args, **kwargs)
         self.broadcast_state()
 
-    def _initialized(self):
-        ml = self.metalearner
-        if ml.meta_variables is None:
-            ml.initialize()
-        return ml
-
-    def _state_variables(self):
-        ml = self._initialized()
-        return list(ml.meta_variables), list(getattr(ml.optimizer, "variables", []))
-
-    def broadcast_state(self, root=None):
-        """Copy theta and the outer optimizer's variables of rank `root` to every rank (collective),
-        e.g. after rank 0 alone loaded a checkpoint. One Bcast of a flat buffer."""
+    def broadcast_state(self, root: Optional[int] = None) -> None:
+        """Copy theta and the outer step's variables (an optimizer's state) of rank `root` to every rank
+        (collective), e.g. after rank 0 alone loaded a checkpoint. One Bcast of a flat buffer."""
         root = self.root if root is None else root
-        theta_vars, opt_vars = self._state_variables()
+        theta_vars = list(self.metalearner.ensure_initialized())
+        opt_vars = list(self.metalearner.outer_step.variables)
         arrays = [np.asarray(v.numpy()) for v in theta_vars + opt_vars]
         exact_in_f32 = all(a.dtype == np.float32 for a in arrays)
-        buf = _flatten(arrays, np.float32 if exact_in_f32 else np.float64)  # f64 holds int64 steps exactly
-        self._coll.bcast_(buf, root)
-        values = _unflatten(buf, arrays)
+        values = self._coll.bcast_arrays(arrays, root, np.float32 if exact_in_f32 else np.float64)  # f64: int64 steps
         self.metalearner.set_initial_parameters(values[:len(theta_vars)])  # also loads the model
         for v, x in zip(opt_vars, values[len(theta_vars):]):
             v.assign(x)
         self.stats["broadcasts"] += 1
 
-    def set_initial_parameters(self, values):
+    def set_initial_parameters(self, values: Sequence[Any]) -> None:
         """Set theta on this rank (not collective: give every rank the same values, or call
         `broadcast_state()` afterwards)."""
         self.metalearner.set_initial_parameters(values)
 
-    def parameters_digest(self):
+    def parameters_digest(self) -> str:
         """SHA-256 hex digest of theta's bytes on this rank (equal on all ranks when in sync)."""
         h = hashlib.sha256()
         for v in self.metalearner.current_initial_parameters:
             h.update(np.ascontiguousarray(v).tobytes())
         return h.hexdigest()
 
-    def check_sync(self):
+    def check_sync(self) -> str:
         """Check (collective) that all ranks hold the same theta and, with replicated task sampling,
         the same `np.random` state. Returns the parameter digest; raises RuntimeError otherwise."""
         digest = self.parameters_digest()
@@ -238,12 +267,13 @@ class DistributedMetaLearner:
         return digest
 
     # --- task assignment ------------------------------------------------------------------------------
-    def local_batch_size(self, meta_batch_size):
+    def local_batch_size(self, meta_batch_size: int) -> int:
         """How many of the `meta_batch_size` tasks of a meta-batch this rank processes."""
         start, stop = share_bounds(meta_batch_size, self.rank, self.size)
         return stop - start
 
-    def local_tasks(self, tasks, num_inner_iterations=None, inner_batch_size=-1):
+    def local_tasks(self, tasks: Sequence[Task], num_inner_iterations: Optional[int] = None,
+                    inner_batch_size: int = -1) -> List[Task]:
         """This rank's tasks of the meta-batch `tasks`, for the step-by-step API.
 
         Replicated sampling: `tasks` is the whole meta-batch; returns this rank's slice. Given the
@@ -281,37 +311,24 @@ class DistributedMetaLearner:
         return self._presample(tasks, num_inner_iterations, inner_batch_size, start, stop)
 
     # --- combining the ranks ------------------------------------------------------------------------
-    def _zeros_like_theta(self):
-        return [np.zeros(v.shape, np.float32) for v in self.metalearner.meta_variables]
+    def _zeros_like_theta(self) -> List[np.ndarray]:
+        return [np.zeros(v.shape, np.float32) for v in self.metalearner.ensure_initialized()]
 
-    def allreduce_results(self, sums, aux, count):
+    def allreduce_results(self, sums: Sequence[np.ndarray], aux: Dict[str, float],
+                          count: int) -> Tuple[List[np.ndarray], Dict[str, float], int]:
         """(total of `sums` over the ranks, {name: total of each auxiliary sum}, total count) with ONE
         in-place Allreduce of a flat float32 buffer [sums..., aux values (sorted names)..., count]
         (collective; every rank must pass the same aux names)."""
         names = sorted(aux)
-        sizes = [int(np.prod(s.shape)) for s in sums]
-        n = sum(sizes) + len(names) + 1
-        if self._buffer is None or self._buffer.size != n:
-            self._buffer = np.empty(n, np.float32)
-        buf = self._buffer
-        offset = 0
-        for s, k in zip(sums, sizes):
-            buf[offset:offset + k] = np.asarray(s, np.float32).reshape(-1)
-            offset += k
-        buf[offset:offset + len(names)] = [aux[k] for k in names]
-        buf[-1] = count
+        arrays = list(sums) + [np.asarray([aux[k] for k in names], np.float32), np.float32(count)]
         t0 = time.perf_counter()
-        self._coll.allreduce_sum_(buf)
+        *totals, aux_values, total_count = self._coll.allreduce_sum_arrays(arrays, np.float32)
         self.stats["allreduce_seconds"] += time.perf_counter() - t0
-        self.stats["allreduce_bytes"] += buf.nbytes
-        totals, offset = [], 0
-        for s, k in zip(sums, sizes):
-            totals.append(buf[offset:offset + k].reshape(np.shape(s)).copy())
-            offset += k
-        aux_totals = {k: float(buf[offset + i]) for i, k in enumerate(names)}
-        return totals, aux_totals, int(round(float(buf[-1])))
+        self.stats["allreduce_bytes"] += 4 * sum(int(np.prod(np.shape(a))) for a in arrays)
+        aux_totals = {k: float(aux_values[i]) for i, k in enumerate(names)}
+        return totals, aux_totals, int(round(float(total_count)))
 
-    def _outer_step(self, sums, aux, count):
+    def _outer_step(self, sums: Sequence[np.ndarray], aux: Dict[str, float], count: int) -> Dict[str, float]:
         """The outer step from this rank's sums; returns the mean auxiliary values over all tasks."""
         totals, aux_totals, total_count = self.allreduce_results(sums, aux, count)
         if total_count == 0:
@@ -325,11 +342,12 @@ class DistributedMetaLearner:
         return {k: v / total_count for k, v in aux_totals.items()}
 
     # --- the fast path ----------------------------------------------------------------------------------
-    def metatrain_step(self, tasks, num_inner_iterations, inner_batch_size=-1):
+    def metatrain_step(self, tasks: Sequence[Task], num_inner_iterations: int,
+                       inner_batch_size: int = -1) -> Dict[str, float]:
         """One meta-iteration (collective). `tasks`: the whole meta-batch (replicated sampling) or this
         rank's tasks (per-rank sampling, possibly none). Returns {'last_minibatch_loss': mean over all
         the tasks of all ranks}."""
-        self._initialized()
+        self.metalearner.ensure_initialized()
         local = self._local_share(tasks, num_inner_iterations, inner_batch_size)
         t0 = time.perf_counter()
         if local:
@@ -339,20 +357,30 @@ class DistributedMetaLearner:
         self.stats["compute_seconds"] += time.perf_counter() - t0
         return self._outer_step(sums, aux, len(local))
 
-    def metatrain_steps(self, meta_batches, num_inner_iterations, inner_batch_size=-1):
+    def metatrain_steps(self, meta_batches: Sequence[Sequence[Task]], num_inner_iterations: int,
+                        inner_batch_size: int = -1) -> List[Dict[str, float]]:
         """`metatrain_step` on each meta-batch in turn (one Allreduce each)."""
         return [self.metatrain_step(t, num_inner_iterations, inner_batch_size) for t in meta_batches]
 
-    def allreduce_max(self, value):
+    def allreduce_max(self, value: float) -> float:
         """The largest `value` (a small number) over the ranks (collective), e.g. to stop all ranks at
         the same iteration when one of them received a signal."""
         return self._coll.allreduce_max(value)
 
     # --- the step-by-step API -----------------------------------------------------------------------
-    def update(self, list_of_results, **kwargs):
+    def task_begin(self, task: Optional[Task] = None, **kwargs: Any) -> None:
+        """The wrapped meta-learner's `task_begin` (this rank's task)."""
+        self.metalearner.task_begin(task, **kwargs)
+
+    def task_end(self, task: Optional[Task] = None, **kwargs: Any) -> TaskResult:
+        """The wrapped meta-learner's `task_end` (this rank's task)."""
+        return self.metalearner.task_end(task, **kwargs)
+
+    def update(self, list_of_results: Sequence[Sequence[Any]], tasks: Optional[Sequence[Task]] = None,
+               **kwargs: Any) -> Dict[str, float]:
         """Outer step from this rank's per-task results (`task_end` outputs; may be empty), combined
-        with the other ranks' by one Allreduce (collective)."""
-        self._initialized()
+        with the other ranks' by one Allreduce (collective). `tasks` is not needed (an optimizer step)."""
+        self.metalearner.ensure_initialized()
         results = [[np.asarray(x, np.float32) for x in r] for r in list_of_results]
         if results:
             sums = [np.array(x, copy=True) for x in results[0]]
@@ -363,12 +391,18 @@ class DistributedMetaLearner:
             sums = self._zeros_like_theta()
         # the auxiliary values every result carries (the same names on every rank)
         names = [k for k in self.metalearner.aux_names if k != "last_minibatch_loss"]
-        aux = {k: float(sum(getattr(r, "aux", {}).get(k, 0.0) for r in list_of_results)) for k in names}
+        aux = {k: float(sum(aux_of(r).get(k, 0.0) for r in list_of_results)) for k in names}
         return self._outer_step(sums, aux, len(results))
 
     # --- evaluation -----------------------------------------------------------------------------------
-    def evaluate_tasks_distributed(self, tasks, num_inner_iterations, inner_batch_size=-1,
-                                   transductive=True):
+    def evaluate_tasks(self, tasks: Sequence[Task], num_inner_iterations: int, inner_batch_size: int = -1,
+                       transductive: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+        """The wrapped meta-learner's `evaluate_tasks` on this rank alone (not collective)."""
+        return self.metalearner.evaluate_tasks(tasks, num_inner_iterations, inner_batch_size, transductive)
+
+    def evaluate_tasks_distributed(self, tasks: Sequence[Task], num_inner_iterations: int,
+                                   inner_batch_size: int = -1,
+                                   transductive: bool = True) -> Tuple[np.ndarray, np.ndarray]:
         """`evaluate_tasks` with the tasks spread over the ranks (collective).
 
         Replicated sampling: `tasks` is the same list on every rank; returns (losses [M],
@@ -394,26 +428,6 @@ class DistributedMetaLearner:
             buf[m + start:m + stop] = accs
         self._coll.allreduce_sum_(buf)  # each entry is non-zero on one rank only: exact
         return buf[:m].copy(), buf[m:].copy()
-
-
-# --- helpers ---------------------------------------------------------------------------------------------
-def _flatten(arrays, dtype):
-    out = np.empty(sum(int(np.prod(a.shape)) for a in arrays), dtype)
-    offset = 0
-    for a in arrays:
-        k = int(np.prod(a.shape))
-        out[offset:offset + k] = a.reshape(-1)
-        offset += k
-    return out
-
-
-def _unflatten(buf, like):
-    values, offset = [], 0
-    for a in like:
-        k = int(np.prod(a.shape))
-        values.append(buf[offset:offset + k].reshape(a.shape).astype(a.dtype))
-        offset += k
-    return values
 
 
 __all__ = ["DistributedMetaLearner", "share_bounds"]

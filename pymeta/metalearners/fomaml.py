@@ -1,12 +1,17 @@
 """First-order MAML (Finn, Abbeel & Levine 2017): the meta-gradient of a task is the gradient of its
 query (test) objective at the adapted parameters phi, taken as if it were the gradient at theta."""
 
+from typing import Any, List, Sequence, Tuple
+
 import tensorflow as tf
 
-from pymeta.core.meta_learner import GradBasedMetaLearner
+from pymeta.core.learner import Learner, Tensors
+from pymeta.core.meta_learner import Aux, GradBasedMetaLearner
+from pymeta.core.task_data import TaskData
 
 
-def query_gradient(learner, phi, state, query):
+def query_gradient(learner: Learner, phi: Sequence[tf.Tensor], state: Sequence[tf.Tensor],
+                   query: Any) -> List[tf.Tensor]:
     """d objective(phi, state, query) / d phi: a list of tensors shaped like the parameters."""
     phi = list(phi)
     with tf.GradientTape() as tape:
@@ -18,8 +23,8 @@ def query_gradient(learner, phi, state, query):
 class FOMAMLMetaLearner(GradBasedMetaLearner):
     """FOMAML: outer step = optimizer(mean over tasks of d L_query / d phi)."""
 
-    def task_result(self, theta, phi, state, data):
+    def task_result(self, theta: Tensors, phi: Tensors, state: Tensors, data: TaskData) -> Tuple[Tensors, Aux]:
         return query_gradient(self, phi, state, data.query), {}
 
-    def meta_gradient(self, theta, mean_result):
+    def meta_gradient(self, theta: Tensors, mean_result: Tensors) -> Tensors:
         return mean_result

@@ -44,10 +44,15 @@ Practical notes.
   then drifts up.
 """
 
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
 import tensorflow as tf
 
 from pymeta import hvp, optim
-from pymeta.core.meta_learner import GradBasedMetaLearner
+from pymeta.core.learner import Tensors
+from pymeta.core.meta_learner import Aux, GradBasedMetaLearner
+from pymeta.core.task import Task
+from pymeta.core.task_data import TaskData
 from pymeta.metalearners.fomaml import query_gradient
 
 IMAML_INNER_MODES = ("proximal", "pullback")
@@ -76,7 +81,7 @@ class iMAMLMetaLearner(GradBasedMetaLearner):
     the tasks; the residual is also kept in `last_cg_residual`.
     """
 
-    aux_names = ("last_minibatch_loss", "cg_residual", "cg_steps")
+    aux_names: Tuple[str, ...] = ("last_minibatch_loss", "cg_residual", "cg_steps")
     supports_persistent_inner_state = False
 
     def __init__(self, model, optimizer, lambda_reg=2.0, n_iters_optimizer=5, cg_damping=0.0,
@@ -104,21 +109,21 @@ class iMAMLMetaLearner(GradBasedMetaLearner):
         self.cg_tol = float(cg_tol)
         self.hvp_method = hvp_method
         self.inner_mode = inner_mode
-        self.last_cg_residual = None
+        self.last_cg_residual: Optional[float] = None
 
     # --- the inner loop --------------------------------------------------------------------------------
-    def inner_optimizer_for(self, theta):
+    def inner_optimizer_for(self, theta: Optional[Sequence[tf.Tensor]]) -> optim.GradientTransformation:
         if self.inner_mode == "pullback" or theta is None:
             return self.inner_optimizer
         return optim.chain(optim.add_proximal_gradient(theta, self.lambda_reg), self.inner_optimizer)
 
-    def pull_back(self, theta, phi):
+    def pull_back(self, theta: Sequence[tf.Tensor], phi: Sequence[tf.Tensor]) -> Tensors:
         """The reference implementation's last inner step: phi - alpha lambda (phi - theta)."""
         rate = self.inner_optimizer.config["learning_rate"] * self.lambda_reg
         return [p - tf.cast(rate, p.dtype) * (p - tf.cast(t, p.dtype)) for p, t in zip(phi, theta)]
 
     # --- the meta-gradient -------------------------------------------------------------------------------
-    def implicit_gradient(self, phi, state, support, query):
+    def implicit_gradient(self, phi: Tensors, state: Tensors, support: Any, query: Any) -> Tuple[Tensors, tf.Tensor]:
         """(meta-gradient of one task: list of tensors, relative CG residual: scalar float32).
 
         Solves ((1 + cg_damping) I + H / (lambda + lam_damping)) g = d objective(phi, query) / d phi,
@@ -130,7 +135,8 @@ class iMAMLMetaLearner(GradBasedMetaLearner):
         g, residual, _ = self.solve_implicit(phi, state, support, query)
         return g, residual
 
-    def solve_implicit(self, phi, state, support, query):
+    def solve_implicit(self, phi: Tensors, state: Tensors, support: Any,
+                       query: Any) -> Tuple[Tensors, tf.Tensor, tf.Tensor]:
         """`implicit_gradient` plus the number of CG steps run (float32 scalar; CG skips the steps after
         its residual fell below cg_tol * ||b||)."""
         b = query_gradient(self, phi, state, query)
@@ -148,23 +154,25 @@ class iMAMLMetaLearner(GradBasedMetaLearner):
         relative = tf.reduce_min(result.residual_norms) / tf.maximum(b_norm, tf.cast(1e-30, b_norm.dtype))
         return result.x, tf.cast(relative, tf.float32), tf.cast(result.steps, tf.float32)
 
-    def task_result(self, theta, phi, state, data):
+    def task_result(self, theta: Tensors, phi: Tensors, state: Tensors, data: TaskData) -> Tuple[Tensors, Aux]:
         if self.inner_mode == "pullback":
             phi = self.pull_back(theta, phi)
         grads, residual, steps = self.solve_implicit(phi, state, data.support, data.query)
         return grads, {"cg_residual": residual, "cg_steps": steps}
 
-    def meta_gradient(self, theta, mean_result):
+    def meta_gradient(self, theta: Tensors, mean_result: Tensors) -> Tensors:
         return mean_result
 
     # --- the residual, for the user ----------------------------------------------------------------------
-    def metatrain_steps(self, meta_batches, num_inner_iterations, inner_batch_size=-1):
+    def metatrain_steps(self, meta_batches: Sequence[Sequence[Task]], num_inner_iterations: int,
+                        inner_batch_size: int = -1) -> List[Dict[str, float]]:
         out = super().metatrain_steps(meta_batches, num_inner_iterations, inner_batch_size)
         if out:
             self.last_cg_residual = float(sum(d["cg_residual"] for d in out) / len(out))
         return out
 
-    def update(self, list_of_results, **kwargs):
-        aux = super().update(list_of_results, **kwargs)
+    def update(self, list_of_results: Sequence[Sequence[Any]], tasks: Optional[Sequence[Task]] = None,
+               **kwargs: Any) -> Dict[str, float]:
+        aux = super().update(list_of_results, tasks, **kwargs)
         self.last_cg_residual = aux.get("cg_residual")
         return aux

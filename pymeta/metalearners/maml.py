@@ -14,14 +14,18 @@ calls therefore run with that optimizer off (`grappler_options`); other function
 """
 
 import contextlib
+from typing import Any, ContextManager, Dict, Iterator, List, Sequence, Tuple
 
 import tensorflow as tf
 
+from pymeta.core.learner import Tensors
+from pymeta.core.meta_learner import Aux
+from pymeta.core.task_data import TaskData
 from pymeta.metalearners.fomaml import FOMAMLMetaLearner
 
 
 @contextlib.contextmanager
-def grappler_options(options):
+def grappler_options(options: Dict[str, bool]) -> Iterator[None]:
     """Grappler optimizer options (e.g. {'arithmetic_optimization': False}) for the `tf.function` calls
     made inside the block; the previous values are restored after it (a function is optimised once
     per set of options, so switching back and forth costs nothing after the first calls)."""
@@ -39,7 +43,8 @@ class MAMLMetaLearner(FOMAMLMetaLearner):
     Args:
         model, optimizer: the Keras model whose initialisation is meta-learnt, the outer optimizer.
         first_order: True gives FOMAML (the gradient at phi used as the gradient at theta).
-        **kwargs: inner_optimizer, loss, objective, jit_compile, name: see `GradBasedMetaLearner`.
+        **kwargs: inner_optimizer, loss, objective, jit_compile, name, outer_step (instead of
+            `optimizer`, e.g. `pymeta.rl.trpo.TRPOStep`): see `GradBasedMetaLearner`.
 
     Step-by-step API: `task.fit_n_iterations` adapts the model as usual; `task_end(task)` then replays
     that adaptation from theta on the batches the task recorded (`task.last_fit`) under a gradient
@@ -52,20 +57,21 @@ class MAMLMetaLearner(FOMAMLMetaLearner):
     # Grappler options of the second-order compiled calls (see the module doc)
     second_order_grappler_options = {"arithmetic_optimization": False}
 
-    def __init__(self, model, optimizer, first_order=False, **kwargs):
+    def __init__(self, model: Any, optimizer: Any = None, first_order: bool = False, **kwargs: Any):
         super().__init__(model, optimizer, **kwargs)
         self.first_order = bool(first_order)
 
     @property
-    def replays_adaptation(self):
+    def replays_adaptation(self) -> bool:  # type: ignore[override]
         return not self.first_order
 
-    def _compiled_call_options(self):
+    def compiled_call_options(self) -> ContextManager[Any]:
         if self.first_order:
             return contextlib.nullcontext()
         return grappler_options(self.second_order_grappler_options)
 
-    def maml_gradient(self, theta, state, datas):
+    def maml_gradient(self, theta: Sequence[tf.Tensor], state: Sequence[tf.Tensor],
+                      datas: Sequence[TaskData]) -> Tuple[List[tf.Tensor], tf.Tensor]:
         """(d objective(phi, query) / d theta, last inner loss), phi = theta adapted to the inner
         batches of each `TaskData` of `datas` in turn (one for a single task), query the last one's."""
         theta = list(theta)
@@ -78,12 +84,13 @@ class MAMLMetaLearner(FOMAMLMetaLearner):
         grads = tape.gradient(query_loss, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return grads, tf.cast(loss, tf.float32)
 
-    def task_step(self, theta, state, data, opt_state=None):
+    def task_step(self, theta: Tensors, state: Tensors, data: TaskData,
+                  opt_state: Any = None) -> Tuple[Tensors, Aux, Any]:
         if self.first_order:
             return super().task_step(theta, state, data, opt_state)
         grads, loss = self.maml_gradient(theta, state, [data])
         return grads, {"last_minibatch_loss": loss}, opt_state
 
-    def replay(self, theta, state, datas):
+    def replay(self, theta: Tensors, state: Tensors, datas: Sequence[TaskData]) -> Tuple[Tensors, Aux]:
         grads, _ = self.maml_gradient(theta, state, datas)
         return grads, {}

@@ -17,11 +17,14 @@ and, added to it, the mean of the auxiliary gradients of the variant:
 are taken as gradients at theta, as in FOMAML.
 """
 
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
 import numpy as np
 import tensorflow as tf
 
-from pymeta.core.meta_learner import TaskResult
-from pymeta.core.task import SupervisedTask, TaskAsSequenceOfTasks
+from pymeta.core.learner import Tensors
+from pymeta.core.meta_learner import Aux, TaskResult
+from pymeta.core.task import SupervisedTask, Task, TaskAsSequenceOfTasks
 from pymeta.core.task_data import TaskData, stack_task_data, task_slice
 from pymeta.metalearners.fomaml import FOMAMLMetaLearner, query_gradient
 
@@ -29,7 +32,7 @@ SEQ_FOMAML_VARIANTS = ("plain", "loss_after_each_task", "sampled_loss_after_each
                        "all_losses_after_each_task")
 
 
-def auxiliary_terms(variant, n, rng=np.random):
+def auxiliary_terms(variant: str, n: int, rng: Any = np.random) -> List[Tuple[int, int, float]]:
     """[(i, j, weight)]: the auxiliary gradients of `variant` for a sequence of n tasks, each the
     gradient of task j's query loss at the weights after task i, to be averaged."""
     if variant == "plain":
@@ -91,7 +94,8 @@ class SeqFOMAMLMetaLearner(FOMAMLMetaLearner):
         self.variant = variant
 
     # --- the step-by-step API ---------------------------------------------------------------------
-    def task_end(self, task=None, results=None, seq_fomaml_loss=None, **kwargs):
+    def task_end(self, task: Optional[Task] = None, results: Optional[Dict[str, Any]] = None,
+                 seq_fomaml_loss: Optional[str] = None, **kwargs: Any) -> TaskResult:
         """The SeqFOMAML gradient of the sequence `task`, the model holding its final weights."""
         if task is None:
             raise ValueError(f"{self.name}.task_end needs the task")
@@ -113,11 +117,11 @@ class SeqFOMAMLMetaLearner(FOMAMLMetaLearner):
                                  "it with sequence.fit_n_iterations(model, ...) before task_end, or "
                                  "pass results={'weights_<i>': ...}")
             inner = [r.inner for r in records]
-        result = self._function("seq_fomaml_task_end", self._seq_task_end_fn)(queries, aux_terms, phis, inner)
+        result = self.compiled("seq_fomaml_task_end", self._seq_task_end_fn)(queries, aux_terms, phis, inner)
         return TaskResult(result)
 
     def _seq_task_end_fn(self, queries, aux_terms, phis, inner):
-        state, theta = self._state(), self._theta()
+        state, theta = self.state_tensors(), self.theta_tensors()
         if aux_terms and phis is None:  # replay the adaptation from theta, task after task
             phi, phis = theta, []
             for batches in inner:
@@ -126,23 +130,27 @@ class SeqFOMAMLMetaLearner(FOMAMLMetaLearner):
         final = [tf.convert_to_tensor(v) for v in self.model.trainable_variables]
         return self.sequence_result(final, phis, state, queries, aux_terms)
 
-    def sequence_result(self, final, phis, state, queries, aux_terms):
+    def sequence_result(self, final: Tensors, phis: Optional[Sequence[Tensors]], state: Tensors,
+                        queries: Sequence[Any], aux_terms: Sequence[Tuple[int, Any, float]]) -> Tensors:
         """The task result of one sequence (list of tensors shaped like the parameters).
 
         final: the parameters after the whole sequence; phis[i]: after task i (those the auxiliary terms
         use); queries: the query batch of every task; aux_terms: [(i, query batch, weight)].
         """
-        total = None
+        total: Optional[List[tf.Tensor]] = None
         for query in queries:
             g = query_gradient(self, final, state, query)
             total = g if total is None else [a + b for a, b in zip(total, g)]
+        assert total is not None, "a sequence has at least one task"
         result = [t / float(len(queries)) for t in total]
         if not aux_terms:
             return result
-        aux = None
+        aux: Optional[List[tf.Tensor]] = None
+        assert phis is not None, "the auxiliary terms need the weights after each task"
         for i, query, w in aux_terms:
             g = [w * t for t in query_gradient(self, phis[i], state, query)]
             aux = g if aux is None else [a + b for a, b in zip(aux, g)]
+        assert aux is not None
         return [r + a / float(len(aux_terms)) for r, a in zip(result, aux)]
 
     # --- the fast path ------------------------------------------------------------------------------
@@ -150,7 +158,8 @@ class SeqFOMAMLMetaLearner(FOMAMLMetaLearner):
         """[(i, weight)] of the variant's auxiliary terms for length n (the same for every draw)."""
         return [(i, w) for i, _, w in auxiliary_terms(self.variant, n, np.random.RandomState(0))]
 
-    def task_step(self, theta, state, data, opt_state=None):
+    def task_step(self, theta: Tensors, state: Tensors, data: TaskData,
+                  opt_state: Any = None) -> Tuple[Tensors, Aux, Any]:
         """One sequence (see the class doc for the shapes of its `TaskData`)."""
         n = tf.nest.flatten(data.inner)[0].shape[0]
         phi, phis, loss = list(theta), [], tf.constant(0.0)
@@ -170,7 +179,7 @@ class SeqFOMAMLMetaLearner(FOMAMLMetaLearner):
         query = tf.nest.map_structure(lambda q: np.concatenate([q, q[extra]]), data.query)
         return TaskData(data.support, data.inner, query)
 
-    def stack_tasks(self, tasks, num_inner_iterations, inner_batch_size=-1):
+    def stack_tasks(self, tasks: Sequence[Task], num_inner_iterations: int, inner_batch_size: int = -1) -> TaskData:
         """The `TaskData` of a meta-batch of sequences (single tasks count as sequences of length 1)."""
         per_task = [self._sequence_data(t, num_inner_iterations, inner_batch_size) for t in tasks]
         try:

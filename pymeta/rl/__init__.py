@@ -8,7 +8,7 @@ baseline and GAE, `RLTask` and the MAML paper's task distributions.
 + `sampler`: fixed-horizon rollouts of a batched environment.
 + `task`: `RLTask` (step-by-step `fit_n_iterations` and the fast path's `meta_batch_task_data`).
 + `navigation`: the 2D-navigation tasks, vectorised in numpy.
-+ `trpo`: `MAMLTRPOMetaLearner`, the paper's TRPO outer step.
++ `trpo`: `TRPOStep`, the paper's TRPO outer step (`MAMLTRPOMetaLearner`: MAML with it).
 + `problems`: `build_problem(name, ...)` with the MAML experiments' defaults.
 + `gym_tasks`: `GymTask` (alias `OpenAIGymTask`) on gymnasium vector envs, HalfCheetah vel / dir, Ant dir.
 """
@@ -22,4 +22,4 @@ from pymeta.rl.task import RLTask, adaptation_returns, collect
 from pymeta.rl.gym_tasks import (GymTask, GymTaskDistribution, OpenAIGymTask, ant_dir,  # noqa: E402
                                  halfcheetah_dir, halfcheetah_vel)
 from pymeta.rl.problems import build_problem  # noqa: E402
-from pymeta.rl.trpo import MAMLTRPOMetaLearner  # noqa: E402
+from pymeta.rl.trpo import MAMLTRPOMetaLearner, TRPOStep  # noqa: E402

@@ -7,12 +7,13 @@ reproducible). Stored actions are the raw samples (their log-probs are what the 
 """
 
 import weakref
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from pymeta.core.compiled import CompiledFunctions
 from pymeta.rl.policies import (categorical_kl, categorical_log_prob, gaussian_kl, gaussian_log_prob,
                                 is_gaussian_policy, sample_actions)
 from pymeta.rl.spaces import space_kind
@@ -21,14 +22,14 @@ from pymeta.rl.spaces import space_kind
 class Agent:
     """A Keras policy model acting in `action_space` (a Box: Gaussian policy, Discrete: categorical)."""
 
-    def __init__(self, model: keras.Model, action_space):
+    def __init__(self, model: keras.Model, action_space: Any):
         self.kind = space_kind(action_space)
         if (self.kind == "box") != is_gaussian_policy(model):
             raise ValueError(f"a {'Box' if self.kind == 'box' else 'Discrete'} action space needs a "
                              f"{'Gaussian (make_gaussian_policy)' if self.kind == 'box' else 'categorical (make_categorical_policy)'} policy")
         self.model = model
         self.action_space = action_space
-        self._compiled = {}
+        self.compiled_functions = CompiledFunctions()
 
     @property
     def dtype(self) -> np.dtype:
@@ -36,37 +37,36 @@ class Agent:
         return np.dtype(self.model.trainable_variables[0].dtype)
 
     # --- pure functions of the parameters ----------------------------------------------------------------
-    def outputs(self, params, state, obs):
+    def outputs(self, params: Sequence[tf.Tensor], state: Sequence[tf.Tensor], obs: tf.Tensor) -> tf.Tensor:
         """obs [N, d] -> distribution parameters [N, D] (Gaussian: mean and log-std; logits)."""
         out, _ = self.model.stateless_call(list(params), list(state), obs, training=False)
         return out
 
-    def log_prob(self, params, state, obs, actions):
+    def log_prob(self, params: Sequence[tf.Tensor], state: Sequence[tf.Tensor], obs: tf.Tensor,
+                 actions: tf.Tensor) -> tf.Tensor:
         """log pi(actions | obs) [N] under the policy with `params`."""
         out = self.outputs(params, state, obs)
         return gaussian_log_prob(out, actions) if self.kind == "box" else categorical_log_prob(out, actions)
 
-    def kl(self, outputs_p, outputs_q):
+    def kl(self, outputs_p: tf.Tensor, outputs_q: tf.Tensor) -> tf.Tensor:
         """KL(p || q) [N] between distributions given by policy outputs [N, D]."""
         return gaussian_kl(outputs_p, outputs_q) if self.kind == "box" else categorical_kl(outputs_p, outputs_q)
 
     @property
-    def objective(self):
+    def objective(self) -> Any:
         """The policy-gradient objective of this agent (see `pymeta.rl.objective`)."""
         from pymeta.rl.objective import PolicyGradientObjective
         return PolicyGradientObjective(self)
 
-    def read_params(self):
+    def read_params(self) -> list:
         return [tf.convert_to_tensor(v) for v in self.model.trainable_variables]
 
-    def read_state(self):
+    def read_state(self) -> list:
         return [tf.convert_to_tensor(v) for v in self.model.non_trainable_variables]
 
     # --- acting (compiled) ------------------------------------------------------------------------------
-    def _fn(self, key, fn):
-        if key not in self._compiled:
-            self._compiled[key] = tf.function(fn, reduce_retracing=True)
-        return self._compiled[key]
+    def _fn(self, key: str, fn: Callable[..., Any]) -> Any:
+        return self.compiled_functions.get(key, fn)
 
     def policy_outputs(self, obs: np.ndarray, params: Optional[Sequence] = None) -> np.ndarray:
         """obs [N, d] -> outputs [N, D] with the model's current weights (or `params`): one call."""
@@ -81,7 +81,8 @@ class Agent:
         return self._fn("per_task", self._per_task_outputs)(list(params_stacked),
                                                             np.asarray(obs, self.dtype)).numpy()
 
-    def outputs_fn(self, obs_shape: Sequence[int], params_per_task: Optional[Sequence] = None):
+    def outputs_fn(self, obs_shape: Sequence[int],
+                   params_per_task: Optional[Sequence] = None) -> Callable[[np.ndarray], np.ndarray]:
         """A callable obs -> outputs (numpy) bound to one traced graph, for the many calls of a rollout
         (no signature matching per call): obs [N, d] with the model's current weights, or obs [M, E, d]
         with one parameter set per task (leaves [M, ...]; see `policy_outputs_per_task`)."""
@@ -107,7 +108,7 @@ class Agent:
             return np.clip(actions, self.action_space.low, self.action_space.high).astype(actions.dtype)
         return np.asarray(actions, np.int64)
 
-    def sample(self, obs: np.ndarray, params: Optional[Sequence] = None):
+    def sample(self, obs: np.ndarray, params: Optional[Sequence] = None) -> Tuple[np.ndarray, np.ndarray]:
         """obs [N, d] -> (raw actions [N, A] (or [N] ints), environment actions): one policy call."""
         actions = sample_actions(self.kind, self.policy_outputs(obs, params))
         return actions, self.to_env(actions)
@@ -117,10 +118,10 @@ class Agent:
         return self.sample(obs)[1]
 
 
-_agents = weakref.WeakKeyDictionary()
+_agents: "weakref.WeakKeyDictionary[Any, Agent]" = weakref.WeakKeyDictionary()
 
 
-def agent_for(agent_or_model, action_space) -> Agent:
+def agent_for(agent_or_model: Any, action_space: Any) -> Agent:
     """The `Agent` itself, or the (cached) agent of a Keras model in `action_space`."""
     if isinstance(agent_or_model, Agent):
         return agent_or_model
@@ -131,7 +132,7 @@ def agent_for(agent_or_model, action_space) -> Agent:
     return agent
 
 
-def same_space(a, b) -> bool:
+def same_space(a: Any, b: Any) -> bool:
     """Whether two action spaces are equal (a deep-copied task's space equals its prototype's)."""
     if a is b:
         return True

@@ -16,7 +16,7 @@ cached per (environment, make kwargs, E, horizon) and reused across meta-iterati
 import functools
 import json
 import logging
-from typing import Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -25,11 +25,11 @@ from pymeta.rl.task import RLTask
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = 'pip install -e ".[rl]"'
-_vector_envs: Dict[tuple, object] = {}
+_vector_envs: Dict[tuple, Any] = {}
 _mujoco_warnings_seen: set = set()  # the MuJoCo warnings this process has logged (see route_mujoco_warnings)
 
 
-def require_gymnasium():
+def require_gymnasium() -> Any:
     """The gymnasium module, or a one-line ImportError naming the install command."""
     try:
         import gymnasium
@@ -58,7 +58,7 @@ def route_mujoco_warnings() -> None:
         mujoco.set_mju_user_warning(_log_mujoco_warning)
 
 
-def make_single_env(env: Union[str, Callable], make_kwargs: Optional[dict], horizon: Optional[int]):
+def make_single_env(env: Union[str, Callable], make_kwargs: Optional[dict], horizon: Optional[int]) -> Any:
     """One gymnasium environment from an id or a factory, wrapped in TimeLimit(horizon); one-line errors
     for an unknown id or a missing dependency (mujoco). MuJoCo's warnings go to `logging`
     (`route_mujoco_warnings`; this runs in each worker process of an async vector env too)."""
@@ -90,7 +90,7 @@ def make_single_env(env: Union[str, Callable], make_kwargs: Optional[dict], hori
 class GymBatchedEnv:
     """The batched environment of M tasks x E episodes (see `pymeta.rl.sampler`) over M vector envs."""
 
-    def __init__(self, tasks, episodes_per_task: int):
+    def __init__(self, tasks: Sequence["GymTask"], episodes_per_task: int):
         self.tasks = list(tasks)
         self.e = int(episodes_per_task)
         self.venvs = [tasks[0].vector_env(t.params, self.e, slot) for slot, t in enumerate(self.tasks)]
@@ -100,7 +100,7 @@ class GymBatchedEnv:
         obs = [v.reset(seed=int(np.random.randint(2 ** 31 - 1)))[0] for v in self.venvs]
         return np.concatenate(obs).astype(np.float64)
 
-    def step(self, actions: np.ndarray):
+    def step(self, actions: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """actions [M E, ...] -> (obs [M E, d], rewards [M E], terminated [M E])."""
         gym = require_gymnasium()
         out_obs, out_rewards, out_term = [], [], []
@@ -142,7 +142,7 @@ class GymTask(RLTask):
 
     def __init__(self, env: Union[str, Callable], sample_task_params: Optional[Callable] = None,
                  reward_fn: Optional[Callable] = None, horizon: Optional[int] = None,
-                 vectorization: str = "sync", make_kwargs: Optional[dict] = None, **kwargs):
+                 vectorization: str = "sync", make_kwargs: Optional[dict] = None, **kwargs: Any):
         if vectorization not in ("sync", "async"):
             raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
         self.env = env
@@ -161,7 +161,7 @@ class GymTask(RLTask):
         super().__init__(horizon, **kwargs)
 
     def sample_params(self) -> dict:
-        params = self.sample_task_params()
+        params: Any = self.sample_task_params()
         if not isinstance(params, dict):
             raise ValueError(f"sample_task_params must return a dict, got {type(params).__name__}")
         return params
@@ -171,7 +171,7 @@ class GymTask(RLTask):
         with the task's own."""
         return {**self.make_kwargs, **(params.get("make_kwargs") or {})}
 
-    def vector_env(self, params: dict, num_envs: int, slot: int):
+    def vector_env(self, params: dict, num_envs: int, slot: int) -> Any:
         """A cached gymnasium vector env of `num_envs` copies with this task's make kwargs (autoreset
         disabled); `slot` distinguishes tasks of one meta-batch that share make kwargs."""
         gym = require_gymnasium()
@@ -185,22 +185,22 @@ class GymTask(RLTask):
         return _vector_envs[key]
 
     @classmethod
-    def make_env(cls, tasks, episodes_per_task):
-        return GymBatchedEnv(tasks, episodes_per_task)
+    def make_env(cls, tasks: Sequence[RLTask], episodes_per_task: int) -> GymBatchedEnv:
+        return GymBatchedEnv(cast(Sequence[GymTask], tasks), episodes_per_task)
 
 
 OpenAIGymTask = GymTask  # the original pyMeta's name
 
 
-def close_vector_envs():
+def close_vector_envs() -> None:
     """Close the cached vector environments (e.g. the worker processes of async ones)."""
     for venv in _vector_envs.values():
         venv.close()
     _vector_envs.clear()
 
 
-def GymTaskDistribution(env_id_or_factory, sample_task_params=None, batch_size: int = 20,
-                        **task_kwargs) -> TaskDistribution:
+def GymTaskDistribution(env_id_or_factory: Union[str, Callable], sample_task_params: Optional[Callable] = None,
+                        batch_size: int = 20, **task_kwargs: Any) -> TaskDistribution:
     """Tasks on one gymnasium environment, drawn with `sample_task_params` (see `GymTask`)."""
     return TaskDistribution([GymTask(env_id_or_factory, sample_task_params, **task_kwargs)], [1.0],
                             batch_size=batch_size)
@@ -211,7 +211,8 @@ def _sample_velocity():
     return {"velocity": float(np.random.uniform(0.0, 2.0))}
 
 
-def halfcheetah_vel_reward(params, obs, actions, rewards, infos):
+def halfcheetah_vel_reward(params: Dict[str, Any], obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
+                           infos: Dict[str, Any]) -> np.ndarray:
     """-|v_x - v*| - 0.05 ||a||^2, v_x = info["x_velocity"] (the MAML paper's HalfCheetah-vel)."""
     return -np.abs(infos["x_velocity"] - params["velocity"]) - 0.05 * np.sum(np.square(actions), -1)
 
@@ -221,13 +222,13 @@ def _sample_direction():
     return {"direction": d, "make_kwargs": {"forward_reward_weight": d, "ctrl_cost_weight": 0.05}}
 
 
-def halfcheetah_vel(batch_size: int = 40, horizon: int = 200, **kwargs) -> TaskDistribution:
+def halfcheetah_vel(batch_size: int = 40, horizon: int = 200, **kwargs: Any) -> TaskDistribution:
     """HalfCheetah-v5, target velocity v* ~ U[0, 2], reward -|v_x - v*| - 0.05 ||a||^2, horizon 200."""
     return GymTaskDistribution("HalfCheetah-v5", _sample_velocity, batch_size, reward_fn=halfcheetah_vel_reward,
                                horizon=horizon, **kwargs)
 
 
-def halfcheetah_dir(batch_size: int = 40, horizon: int = 200, **kwargs) -> TaskDistribution:
+def halfcheetah_dir(batch_size: int = 40, horizon: int = 200, **kwargs: Any) -> TaskDistribution:
     """HalfCheetah-v5 with forward_reward_weight = d in {-1, +1} and ctrl_cost_weight 0.05, horizon 200:
     reward d v_x - 0.05 ||a||^2."""
     return GymTaskDistribution("HalfCheetah-v5", _sample_direction, batch_size, horizon=horizon, **kwargs)
@@ -242,7 +243,7 @@ def _sample_ant_direction():
     return {"direction": d, "make_kwargs": {"forward_reward_weight": d, **ANT_DIR_KWARGS}}
 
 
-def ant_dir(batch_size: int = 40, horizon: int = 200, **kwargs) -> TaskDistribution:
+def ant_dir(batch_size: int = 40, horizon: int = 200, **kwargs: Any) -> TaskDistribution:
     """Ant-v5 with forward_reward_weight = d in {-1, +1}, horizon 200, and the MAML experiments' other
     terms (cbfinn/maml_rl, pytorch-maml-rl): reward 0.05 + d v_x - 0.005 ||a||^2 - 5e-4 ||clip(cfrc_ext,
     -1, 1)||^2. Episodes end early when the torso leaves gymnasium's healthy height range (0.2, 1.0)."""

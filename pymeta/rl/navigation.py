@@ -10,6 +10,8 @@ of its next episode, see `pymeta.rl.sampler`); horizon 100; goal ~ U[-0.5, 0.5]^
 All environments of all tasks of a meta-batch are one numpy array.
 """
 
+from typing import Any, Sequence, Tuple
+
 import numpy as np
 
 from pymeta.rl.spaces import box
@@ -31,7 +33,7 @@ class Navigation2DEnv:
         self.pos = np.zeros_like(self.goals)
         return self.pos.astype(np.float32)
 
-    def step(self, actions: np.ndarray):
+    def step(self, actions: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """actions [n, 2] -> (obs [n, 2], rewards [n], terminated [n])."""
         self.pos = self.pos + self.max_speed * np.clip(actions, -1.0, 1.0)
         d = self.pos - self.goals
@@ -51,7 +53,7 @@ class Navigation2DTask(RLTask):
     observation_space = Navigation2DEnv.observation_space
     action_space = Navigation2DEnv.action_space
 
-    def __init__(self, horizon: int = 100, goal_low: float = -0.5, goal_high: float = 0.5, **kwargs):
+    def __init__(self, horizon: int = 100, goal_low: float = -0.5, goal_high: float = 0.5, **kwargs: Any):
         self.goal_low, self.goal_high = float(goal_low), float(goal_high)
         super().__init__(horizon, **kwargs)
 
@@ -63,10 +65,10 @@ class Navigation2DTask(RLTask):
         return self.params
 
     @classmethod
-    def make_env(cls, tasks, episodes_per_task):
-        return Navigation2DEnv(np.repeat(np.stack([t.goal for t in tasks]), episodes_per_task, axis=0))
+    def make_env(cls, tasks: Sequence[RLTask], episodes_per_task: int) -> Navigation2DEnv:
+        return Navigation2DEnv(np.repeat(np.stack([t.params for t in tasks]), episodes_per_task, axis=0))
 
 
-def navigation2d(batch_size: int = 20, **task_kwargs) -> TaskDistribution:
+def navigation2d(batch_size: int = 20, **task_kwargs: Any) -> TaskDistribution:
     """The 2D-navigation task distribution (meta-batch 20 by default, as in the MAML experiments)."""
     return TaskDistribution([Navigation2DTask(**task_kwargs)], [1.0], batch_size=batch_size)

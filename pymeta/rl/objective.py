@@ -10,16 +10,18 @@ std 1 over the valid steps of one task's batch) when the batch is built (`pymeta
 the MAML paper's code (rllab, `center_adv=True`) did; the objective itself does not normalise.
 """
 
+from typing import Any, Sequence
+
 import tensorflow as tf
 
 
 class PolicyGradientObjective:
     """`objective(params, state, batch) -> scalar` of an `Agent` (see the module doc)."""
 
-    def __init__(self, agent):
+    def __init__(self, agent: Any):
         self.agent = agent
 
-    def __call__(self, params, state, batch):
+    def __call__(self, params: Sequence[tf.Tensor], state: Sequence[tf.Tensor], batch: Any) -> tf.Tensor:
         obs, actions, advantages, mask = batch
         logp = self.agent.log_prob(params, state, obs, actions)
         mask = tf.cast(mask, logp.dtype)

@@ -31,7 +31,7 @@ class RLProblem(NamedTuple):
 
 def make_distribution(name: str, meta_batch_size: int, horizon: int, gamma: float, gae_lambda: float,
                       vectorization: str = "sync", restart_episodes: bool = False,
-                      env_kwargs: Optional[Dict[str, Any]] = None):
+                      env_kwargs: Optional[Dict[str, Any]] = None) -> Any:
     """The task distribution `name` ('navigation2d', 'halfcheetah_vel', 'halfcheetah_dir', 'ant_dir');
     env_kwargs: extra constructor kwargs of the gymnasium environments (`GymTask`'s make_kwargs)."""
     common = {"gamma": gamma, "gae_lambda": gae_lambda, "restart_episodes": restart_episodes}
@@ -72,7 +72,7 @@ def build_problem(name: str, metamodel: str = "maml", outer_optimizer: Optional[
     if outer_optimizer == "trpo" and metamodel != "maml":
         raise ValueError("the TRPO outer step is for MAML: use outer_optimizer='adam' with fomaml / reptile")
     d = DEFAULTS[name]
-    settings = {"name": name, "metamodel": metamodel, "outer_optimizer": outer_optimizer,
+    settings: Dict[str, Any] = {"name": name, "metamodel": metamodel, "outer_optimizer": outer_optimizer,
                 "inner_lr": d["inner_lr"] if inner_lr is None else float(inner_lr), "meta_lr": float(meta_lr),
                 "meta_batch_size": d["meta_batch_size"] if meta_batch_size is None else int(meta_batch_size),
                 "episodes_per_task": int(episodes_per_task),

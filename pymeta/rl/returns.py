@@ -14,7 +14,7 @@ short ones, and the last is cut); without `time` a row is one episode.
 """
 
 import logging
-from typing import NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -31,9 +31,9 @@ class Episodes(NamedTuple):
     mask: np.ndarray
     time: Optional[np.ndarray] = None
 
-    def map(self, fn) -> "Episodes":
+    def map(self, fn: Callable[[Any], Any]) -> "Episodes":
         """fn applied to every array (time too, when present)."""
-        return Episodes(*(None if x is None else fn(x) for x in self))
+        return Episodes(*(None if x is None else fn(x) for x in self))  # type: ignore[arg-type]
 
     def first_episode_mask(self) -> np.ndarray:
         """[..., E, H]: the mask of each row's first episode (the mask itself without restarts)."""
@@ -50,7 +50,7 @@ class Episodes(NamedTuple):
         return self.first_episode_mask().sum(-1)
 
 
-def episode_ends(time: Optional[np.ndarray], shape) -> Optional[np.ndarray]:
+def episode_ends(time: Optional[np.ndarray], shape: Tuple[int, ...]) -> Optional[np.ndarray]:
     """[..., H] bool: True where an episode of a restarting row ends (the next step starts one, or the
     row ends); None without `time` (a row is one episode)."""
     if time is None:
@@ -132,7 +132,8 @@ def gae(rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, gamma: float,
 
 
 def policy_gradient_batch(episodes: Episodes, gamma: float = 0.99, gae_lambda: float = 1.0,
-                          normalize_advantages: bool = True, dtype=np.float32):
+                          normalize_advantages: bool = True,
+                          dtype: Any = np.float32) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One task's episodes (leaves [E, H, ...]) -> the objective's batch (obs [N, d], actions [N, ...],
     advantages [N], mask [N]), N = E H: the linear baseline refit on these episodes, GAE, and the
     advantages normalised over the valid steps (as rllab's center_adv)."""

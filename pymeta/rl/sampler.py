@@ -8,14 +8,14 @@ gymnasium vector environments). Steps after an episode terminated are masked out
 or, with `restart=True`, hold the next episode of the same environment (rllab's fixed-size batches).
 """
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from pymeta.rl.returns import Episodes
 
 
-def rollout(env, policy: Callable, horizon: int, restart: bool = False) -> Episodes:
+def rollout(env: Any, policy: Callable, horizon: int, restart: bool = False) -> Episodes:
     """Run `horizon` steps of all n environments: policy(obs [n, d]) -> (raw actions, env actions).
     Returns `Episodes` with leaves [n, H, ...] (restart: with `time`, episodes back to back in each row,
     see `pymeta.rl.returns`); raises ValueError on NaN/inf observations or rewards."""

@@ -4,7 +4,7 @@ pymeta.rl reads a space through `space_kind(space)`: a gymnasium `Box` or `Discr
 `Box` / `Discrete` of this module (2D navigation needs no gymnasium).
 """
 
-from typing import NamedTuple, Tuple
+from typing import Any, NamedTuple, Tuple
 
 import numpy as np
 
@@ -21,13 +21,13 @@ class Discrete(NamedTuple):
     n: int
 
 
-def box(low, high, shape) -> Box:
+def box(low: Any, high: Any, shape: Tuple[int, ...]) -> Box:
     shape = tuple(shape)
     return Box(np.broadcast_to(np.asarray(low, np.float64), shape).copy(),
                np.broadcast_to(np.asarray(high, np.float64), shape).copy(), shape)
 
 
-def space_kind(space) -> str:
+def space_kind(space: Any) -> str:
     """'box' or 'discrete'; any other space raises a one-line ValueError."""
     name = type(space).__name__
     if name == "Box" and hasattr(space, "low") and hasattr(space, "high"):

@@ -8,9 +8,10 @@ tasks x episodes environments, task-major). Everything else is shared:
   collected with the current (adapted) policy, each through the learner's `fit_in_place` (THE inner
   loop); records `last_fit = TaskData(support=last inner batch, inner=[T, ...] batches,
   query=batch of E episodes collected after adaptation)`.
-+ `meta_batch_task_data(tasks, learner, T, E)` (classmethod, the fast path's `stack_tasks` hook):
++ `meta_batch_task_data(tasks, learner, T, E)` (classmethod; `RLTask` is a
+  `pymeta.core.protocols.CollectsTaskData`, which the fast path's `stack_tasks` asks for the data):
   the same for a whole meta-batch, one policy call per time step for all environments of all tasks,
-  the tasks adapted between collections by the learner's compiled `adapt`.
+  the tasks adapted between collections by the learner's compiled adaptation (`Learner.adapt_tasks`).
 
 A batch is (obs [N, d], actions [N, ...], advantages [N], mask [N]), N = E x horizon (see
 `pymeta.rl.objective`). With a stateless inner optimizer (SGD, the paper's) collection and MAML's
@@ -19,23 +20,25 @@ replay from theta adapt identically; a stateful one (Adam) restarts its state at
 
 import logging
 import weakref
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from pymeta.core.learner import Learner
+from pymeta.core.protocols import CollectsTaskData
 from pymeta.core.task import Task
 from pymeta.core.task_data import TaskData, stack_task_data
 from pymeta.rl.agent import Agent, agent_for
+from pymeta.rl.objective import PolicyGradientObjective
 from pymeta.rl.returns import Episodes, policy_gradient_batch
 from pymeta.rl.sampler import rollout
 
 log = logging.getLogger(__name__)
-_default_rl_learners = weakref.WeakKeyDictionary()
+_default_rl_learners: "weakref.WeakKeyDictionary[Any, Tuple[Any, Learner]]" = weakref.WeakKeyDictionary()
 
 
-class RLTask(Task):
+class RLTask(Task, CollectsTaskData):
     """Base class of reinforcement-learning tasks (see the module doc).
 
     Args:
@@ -47,8 +50,8 @@ class RLTask(Task):
             paper's numbers); the returns reported are each environment's first episode's.
     """
 
-    observation_space = None
-    action_space = None
+    observation_space: Any = None
+    action_space: Any = None
 
     def __init__(self, horizon: int, gamma: float = 0.99, gae_lambda: float = 1.0,
                  normalize_advantages: bool = True, restart_episodes: bool = False):
@@ -58,28 +61,28 @@ class RLTask(Task):
         self.gamma, self.gae_lambda = float(gamma), float(gae_lambda)
         self.normalize_advantages = bool(normalize_advantages)
         self.restart_episodes = bool(restart_episodes)
-        self.params = None
+        self.params: Any = None
         self.last_stats: Dict[str, float] = {}
         self.reset()
 
     # --- what a subclass defines ---------------------------------------------------------------------
-    def sample_params(self):
+    def sample_params(self) -> Any:
         """A new task's parameters (goal, target velocity, direction, ...)."""
         raise NotImplementedError
 
     @classmethod
-    def make_env(cls, tasks: Sequence["RLTask"], episodes_per_task: int):
+    def make_env(cls, tasks: Sequence["RLTask"], episodes_per_task: int) -> Any:
         """A batched environment (see `pymeta.rl.sampler`) of len(tasks) x episodes_per_task envs."""
         raise NotImplementedError
 
     # --- shared ----------------------------------------------------------------------------------------
-    def reset(self):
+    def reset(self) -> None:
         self.params = self.sample_params()
 
-    def agent(self, agent_or_model) -> Agent:
+    def agent(self, agent_or_model: Any) -> Agent:
         return agent_for(agent_or_model, self.action_space)
 
-    def learner_for(self, model):
+    def learner_for(self, model: Any) -> Learner:
         learner = self.learner
         if learner is not None and learner.model is model:
             return learner
@@ -94,11 +97,12 @@ class RLTask(Task):
             _default_rl_learners[model] = entry
         return entry[1]
 
-    def batch(self, episodes: Episodes, dtype=np.float32):
+    def batch(self, episodes: Episodes, dtype: Any = np.float32) -> Tuple[np.ndarray, ...]:
         """This task's episodes (leaves [E, H, ...]) -> the objective's batch (leaves [E H, ...])."""
         return policy_gradient_batch(episodes, self.gamma, self.gae_lambda, self.normalize_advantages, dtype)
 
-    def fit_n_iterations(self, agent_or_model, num_iterations: int, episodes_per_iteration: int = 20):
+    def fit_n_iterations(self, agent_or_model: Any, num_iterations: int,
+                         episodes_per_iteration: int = 20) -> Dict[str, float]:
         """`num_iterations` inner policy-gradient steps on `episodes_per_iteration` fresh episodes each
         (see the module doc). Returns {'last_minibatch_loss', 'mean_return' (after adaptation),
         'mean_return_before'}."""
@@ -121,14 +125,14 @@ class RLTask(Task):
         return {"last_minibatch_loss": loss, "mean_return": after,
                 "mean_return_before": self.last_stats["mean_return_before"]}
 
-    def evaluate(self, agent_or_model, num_episodes: int = 20) -> Dict[str, float]:
+    def evaluate(self, agent_or_model: Any, num_episodes: int = 20) -> Dict[str, float]:
         """{'mean_return', 'mean_episode_length'} of the current policy on fresh episodes."""
         episodes = collect([self], self.agent(agent_or_model), num_episodes)
         return {"mean_return": float(episodes.returns().mean()),
                 "mean_episode_length": float(episodes.lengths().mean())}
 
     @classmethod
-    def meta_batch_task_data(cls, tasks: Sequence["RLTask"], learner, num_iterations: int,
+    def meta_batch_task_data(cls, tasks: Sequence["RLTask"], learner: Learner, num_iterations: int,
                              episodes_per_iteration: int = 20) -> TaskData:
         """The stacked `TaskData` (leaves [M, ...]) of a meta-batch, collected with theta and then with
         each task's adapted parameters (the fast path's hook in `GradBasedMetaLearner.stack_tasks`).
@@ -148,8 +152,9 @@ class RLTask(Task):
         return stack_task_data(datas)
 
 
-def adapt_and_collect(tasks: Sequence[RLTask], learner, num_steps: int, episodes_per_task: int,
-                      step_learners: Optional[Sequence] = None):
+def adapt_and_collect(tasks: Sequence[RLTask], learner: Learner, num_steps: int, episodes_per_task: int,
+                      step_learners: Optional[Sequence[Learner]] = None
+                      ) -> Tuple[List[Episodes], List[Tuple[np.ndarray, ...]]]:
     """Collect with theta (the learner's meta-parameters, else its model's weights), adapt every task
     one inner step on its batch (one compiled call of the learner's `adapt` for all tasks), collect
     again, ... `num_steps` times. step_learners: the learner of each inner step (e.g. one per step size;
@@ -169,9 +174,9 @@ def adapt_and_collect(tasks: Sequence[RLTask], learner, num_steps: int, episodes
     return all_episodes, all_batches
 
 
-def adaptation_returns(learner, tasks: Sequence[RLTask], num_steps: int = 3, episodes_per_task: int = 20,
+def adaptation_returns(learner: Learner, tasks: Sequence[RLTask], num_steps: int = 3, episodes_per_task: int = 20,
                        step_lrs: Optional[Sequence[float]] = None, per_task: bool = False,
-                       with_lengths: bool = False):
+                       with_lengths: bool = False) -> Any:
     """Mean undiscounted return per episode after 0, 1, ..., num_steps inner steps from the learner's
     theta, averaged over `tasks`: [num_steps + 1] (per_task: not averaged, [num_steps + 1, M]);
     with_lengths: (returns, mean episode lengths shaped alike).
@@ -192,10 +197,16 @@ def adaptation_returns(learner, tasks: Sequence[RLTask], num_steps: int = 3, epi
     return (per, lengths) if with_lengths else per
 
 
-def agent_of_learner(learner, action_space) -> Agent:
-    """The agent whose objective the learner descends, else an agent of the learner's model."""
-    agent = getattr(learner.objective, "agent", None)
-    return agent if isinstance(agent, Agent) else agent_for(learner.model, action_space)
+def agent_of_learner(learner: Learner, action_space: Any = None) -> Agent:
+    """The agent whose policy-gradient objective the learner descends (`PolicyGradientObjective.agent`),
+    else an agent of the learner's model in `action_space`."""
+    objective = learner.objective
+    if isinstance(objective, PolicyGradientObjective):
+        return objective.agent
+    if action_space is None:
+        raise ValueError("the learner's objective is not a PolicyGradientObjective: build the meta-learner "
+                         "with objective=agent.objective")
+    return agent_for(learner.model, action_space)
 
 
 def collect(tasks: Sequence[RLTask], agent: Agent, episodes_per_task: int,
@@ -226,7 +237,7 @@ def collect(tasks: Sequence[RLTask], agent: Agent, episodes_per_task: int,
     return episodes.map(lambda x: x.reshape((m, e) + x.shape[1:]))
 
 
-def _episodes(episodes_per_iteration) -> int:
+def _episodes(episodes_per_iteration: Optional[int]) -> int:
     """Episodes per task and inner step: -1 or None (the supervised "whole set") mean 20."""
     return 20 if episodes_per_iteration is None or int(episodes_per_iteration) < 0 else int(episodes_per_iteration)
 
@@ -247,23 +258,8 @@ def _stack_steps(steps, like):
     return tuple(np.zeros((0,) + b.shape, b.dtype) for b in like)
 
 
-def _adapt_each(learner, theta, phis, batches):
-    """One inner step for every task (leaves [M, ...]) in one compiled call of the learner's adapt."""
-    @tf.autograph.experimental.do_not_convert  # straight-line code; a new closure per call
-    def fn(theta, phis, batches):
-        state = [tf.convert_to_tensor(v) for v in learner.model.non_trainable_variables]
-
-        @tf.autograph.experimental.do_not_convert
-        def one(args):
-            phi, batch = args
-            new, _, _ = learner.adapt(list(phi), state, tf.nest.map_structure(lambda b: b[None], batch),
-                                      theta=theta)
-            return new
-
-        return tf.map_fn(one, (phis, batches),
-                         fn_output_signature=[tf.TensorSpec(p.shape[1:], p.dtype) for p in phis])
-
-    m = batches[0].shape[0]
-    if phis is None:
-        phis = [tf.tile(t[None], [m] + [1] * len(t.shape)) for t in theta]
-    return learner._function("rl_adapt_each", fn)(list(theta), list(phis), batches)
+def _adapt_each(learner: Learner, theta: Sequence[tf.Tensor], phis: Optional[List[tf.Tensor]],
+                batches: tuple) -> List[tf.Tensor]:
+    """One inner step for every task (batch leaves [M, ...]) in one compiled call of the learner's
+    adaptation (`Learner.adapt_tasks`; phis None: every task from theta)."""
+    return learner.adapt_tasks(list(theta), phis, tuple(b[:, None] for b in batches))
