@@ -253,7 +253,7 @@ def test_imaml_learns_synthetic_omniglot():
     model = make_omniglot_cnn_model(5, input_shape=(16, 16, 1), filters=8)
     ml = iMAMLMetaLearner(model, keras.optimizers.Adam(0.01), lambda_reg=2.0, n_iters_optimizer=3,
                           cg_damping=1.0, inner_optimizer=keras.optimizers.SGD(0.2),
-                          loss="sparse_categorical_crossentropy")
+                          loss="sparse_categorical_crossentropy", inner_mode="proximal")
     test_tasks = dist.sample_batch(40)
     _, before = ml.evaluate_tasks(test_tasks, 5)
     out = ml.metatrain_steps([dist.sample_batch() for _ in range(32)], 5)
@@ -288,7 +288,7 @@ def test_pullback_mode_is_plain_steps_then_pullback_then_the_implicit_gradient()
     dim = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     lam, alpha = 2.0, 0.1
     ml = iMAMLMetaLearner(model, keras.optimizers.SGD(1.0), lambda_reg=lam, n_iters_optimizer=dim + 5,
-                          cg_tol=0.0, loss="mse", inner_optimizer=keras.optimizers.SGD(alpha),
+                          cg_tol=0.0, cg_damping=0.0, loss="mse", inner_optimizer=keras.optimizers.SGD(alpha),
                           inner_mode="pullback")
     ml.initialize()
     x, qx = np.random.randn(8, 2), np.random.randn(10, 2)
