@@ -22,9 +22,14 @@ import numpy as np
 import tensorflow as tf
 
 from pymeta.atomic import atomic_write
-from pymeta.model_io import kept_inner_state
 
 _NAME = re.compile(r"ckpt-(\d+)\.h5$")
+
+
+def kept_inner_state(metalearner):
+    """The `optim.InnerStateVariables` `metalearner` keeps across tasks, or None (the one place that
+    knows where a meta-learner holds it; checkpoints and model files store it)."""
+    return getattr(metalearner, "inner_state", None)
 
 
 def all_finite(arrays):

@@ -1,15 +1,18 @@
-"""How well a meta-learnt initialisation adapts: validation during a run (`validate`) and the meta-test
-of a saved model with its 95% confidence interval (`meta_test`)."""
+"""How well a meta-learnt initialisation adapts, on the supervised datasets: validation during a run
+(`validate`) and the meta-test of a saved model with its 95% confidence interval (`meta_test`; RL
+models: `pymeta.rl.evaluation`, both chosen by dataset in `pymeta.metatest`)."""
 
 import logging
 import sys
 import time
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
+from pymeta.checkpoint import kept_inner_state
 from pymeta.config import MetaTestConfig, RunConfig, check_metatest_config, check_output_folders
-from pymeta.model_io import kept_inner_state
+from pymeta.confidence import mean_confidence_interval
+from pymeta.registry import RL_DATASETS
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +47,6 @@ def validate(metalearner, distribution, num_batches: int, num_inner_iterations: 
     return float(np.mean(losses)), float(np.mean(accs))
 
 
-def mean_confidence_interval(values: Sequence[float], z: float = 1.96) -> Tuple[float, float]:
-    """(mean, half-width of the 95% normal confidence interval) of `values`."""
-    v = np.asarray(values, dtype=np.float64)
-    return float(v.mean()), float(z * v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
-
-
 def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
     """Adapt the initialisation saved in `c.model` to `c.num_tasks` meta-test tasks; returns {'mean':
     ..., 'ci95': ..., ...}: accuracy (%) for classification, MSE for sinusoid. The result line is logged.
@@ -62,17 +59,17 @@ def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
 
     from pymeta.atomic import write_json_atomic
     from pymeta.model_io import load_inner_state, load_weights_into
-    from pymeta.registry import build_metalearner, seeded_problem_and_model
+    from pymeta.metalearner_factory import build_metalearner
+    from pymeta.problems import seeded_problem_and_model
     from pymeta.runtime import apply_thread_layout, thread_layout
     check_metatest_config(c)
     if c.output:
         check_output_folders(c.output)  # before evaluating
     if c.plot:
         check_output_folders(c.plot)
-    from pymeta.registry import RL_DATASETS
-    if c.dataset in RL_DATASETS:  # the MAML evaluation protocol (pymeta.rl.evaluation)
-        from pymeta.rl.evaluation import meta_test_rl
-        return meta_test_rl(c)
+    if c.dataset in RL_DATASETS:
+        raise ValueError(f"--dataset={c.dataset} is meta-tested by pymeta.rl.evaluation (pymeta.metatest.meta_test "
+                         "chooses by dataset)")
     # the tasks of a compiled batch run side by side, as in training (default layout of a training run),
     # unless --num_threads says otherwise
     layout = RunConfig(dataset=c.dataset, meta_batch_size=c.batch, num_threads=c.num_threads)
@@ -89,8 +86,9 @@ def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
     # iMAML's proximal mode adapts on the proximal objective at test time too; pullback mode, plain steps
     imaml = c.metamodel == "imaml" and c.imaml_inner == "proximal" and c.imaml_lambda_reg > 0
     kept = None if c.fresh_inner_state else load_inner_state(c.model)
+    proximal = {"lambda_reg": c.imaml_lambda_reg, "inner_mode": "proximal"} if imaml else {}
     metalearner = build_metalearner("imaml" if imaml else "fomaml", model, keras.optimizers.SGD(0.0),
-                                    imaml_lambda_reg=c.imaml_lambda_reg, persistent_inner_state=kept is not None)
+                                    persistent_inner_state=kept is not None, **proximal)
     metalearner.initialize()
     if kept is not None:
         store = kept_inner_state(metalearner)

@@ -26,15 +26,10 @@ import numpy as np
 
 import pymeta.layers  # noqa: F401  (registers pymeta's layers for deserialisation)
 from pymeta.atomic import atomic_write
+from pymeta.checkpoint import read_checkpoint_weights
 
 _INNER_STATE = "pymeta_inner_optimizer_state"
 _SETTINGS = "pymeta_settings"
-
-
-def kept_inner_state(metalearner):
-    """The `optim.InnerStateVariables` `metalearner` keeps across tasks, or None (the one place that
-    knows where a meta-learner holds it)."""
-    return getattr(metalearner, "inner_state", None)
 
 
 def save_model(model, path, inner_state=None, settings: Optional[Dict[str, Any]] = None) -> str:
@@ -78,7 +73,6 @@ def load_settings(path) -> Optional[Dict[str, Any]]:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path!r}")
-    from pymeta.checkpoint import read_checkpoint_weights  # (pymeta.checkpoint imports this module)
     checkpoint = read_checkpoint_weights(path)
     if checkpoint is not None:
         from pymeta.config import MODEL_SETTINGS
@@ -122,7 +116,6 @@ def load_model(path):
 def load_weights_into(model, path):
     """Copy the weights saved at `path` (a model file or a checkpoint) into `model`, checking that the
     architectures match."""
-    from pymeta.checkpoint import read_checkpoint_weights
     checkpoint = read_checkpoint_weights(os.fspath(path))
     if checkpoint is not None:
         for name, arrays, variables in (("theta", checkpoint[0], model.trainable_variables),

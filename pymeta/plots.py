@@ -83,22 +83,20 @@ def plot_rl_learning_curve(history: List[dict], path: str) -> str:
     return _save(plt, fig, path)
 
 
-def plot_navigation_trajectories(metalearner, tasks, num_steps: int, path: str, episodes: int = 2) -> str:
+def plot_navigation_trajectories(goals, paths, num_steps: int, path: str) -> str:
     """PNG: 2D-navigation trajectories of a few tasks (goals: stars) before adaptation (dashed) and
-    after `num_steps` inner steps (solid), `episodes` per task. The generators are used as they are."""
-    from pymeta.rl.task import adapt_and_collect
+    after `num_steps` inner steps (solid). paths[task][0 before / 1 after][episode]: array [steps, 2]
+    of positions (`pymeta.rl.training.navigation_paths`)."""
     plt = _pyplot()
-    collected, _ = adapt_and_collect(list(tasks), metalearner, num_steps, episodes)
     fig, ax = plt.subplots(figsize=(6, 6))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, task in enumerate(tasks):
+    for i, (goal, (before, after)) in enumerate(zip(goals, paths)):
         color = colors[i % len(colors)]
-        for style, eps in (("--", collected[0]), ("-", collected[-1])):
-            for e in range(episodes):
-                alive = eps.first_episode_mask()[i, e] > 0
-                xy = eps.obs[i, e][alive]
+        for style, episodes in (("--", before), ("-", after)):
+            for xy in episodes:
+                xy = np.asarray(xy)
                 ax.plot(xy[:, 0], xy[:, 1], style, color=color, alpha=0.8)
-        ax.plot(*task.goal, "*", color=color, markersize=15)
+        ax.plot(*goal, "*", color=color, markersize=15)
     ax.plot([], [], "k--", label="before adaptation")
     ax.plot([], [], "k-", label=f"after {num_steps} inner step{'s' if num_steps != 1 else ''}")
     ax.plot(0, 0, "ko", label="start")

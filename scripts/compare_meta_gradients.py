@@ -89,7 +89,8 @@ def main(argv=None):
     import keras
 
     from pymeta.model_io import load_settings, load_weights_into
-    from pymeta.registry import build_metalearner, seeded_problem_and_model
+    from pymeta.metalearner_factory import build_metalearner
+    from pymeta.problems import seeded_problem_and_model
     s = load_settings(args.model) or {}
     get = lambda name, default: getattr(args, name) if getattr(args, name) is not None else s.get(name, default)
     steps = get("num_inner_iterations", None) or s.get("num_inner_training_iterations", 5)
@@ -98,10 +99,10 @@ def main(argv=None):
         s.get("num_output_classes", 5), s.get("num_train_samples_per_class", 1),
         s.get("num_test_samples_per_class", 5), 1, args.data_path)
     load_weights_into(model, args.model)
-    learner = build_metalearner("imaml", model, keras.optimizers.Adam(), imaml_inner="pullback",
-                                imaml_lambda_reg=get("imaml_lambda_reg", 2.0), imaml_cg_steps=get("imaml_cg_steps", 5),
-                                imaml_cg_damping=get("imaml_cg_damping", 1.0),
-                                imaml_lam_damping=get("imaml_lam_damping", 10.0), imaml_cg_tol=1e-6)
+    learner = build_metalearner("imaml", model, keras.optimizers.Adam(), inner_mode="pullback",
+                                lambda_reg=get("imaml_lambda_reg", 2.0), n_iters_optimizer=get("imaml_cg_steps", 5),
+                                cg_damping=get("imaml_cg_damping", 1.0),
+                                lam_damping=get("imaml_lam_damping", 10.0), cg_tol=1e-6)
     tasks = [problem.metatrain.sample_batch(1)[0] for _ in range(args.num_tasks)]
     result = compare(learner, tasks, steps)
     result["settings"] = {"model": args.model, "num_tasks": args.num_tasks, "seed": args.seed, "inner_steps": steps,

@@ -1,26 +1,34 @@
 """Plot the validation curves of one or more runs (the <model>_history.json files that
-example_metatrain.py writes) into one PNG.
+example_metatrain.py writes, of any pymeta version) into one PNG: the accuracy (or loss) after
+adaptation, or for RL runs the return after the inner steps.
 
     python scripts/plot_history.py saved/a_history.json:FOMAML saved/b_history.json:Reptile -o curves.png
     python scripts/plot_history.py ... --x minutes -o curves.png     # against wall-clock training time
 """
 
 import argparse
-import json
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from pymeta.run.history import read_history  # noqa: E402
+
 
 def draw(runs, x="iteration", title=""):
     """A figure of the validation curves of `runs`, a list of (history list, label): accuracy (or loss,
-    for regression) against the meta-iteration or (x="minutes") the wall-clock minutes of training."""
+    for regression; RL: the return after the last inner step) against the meta-iteration or
+    (x="minutes") the wall-clock minutes of training."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for history, label in runs:
+        rl = [h for h in history if "validation_returns_by_step" in h]
+        history = rl or [h for h in history if "val_loss" in h]
         xs = [h["iteration"] if x == "iteration" else h["seconds"] / 60 for h in history]
-        if any(h["val_accuracy"] for h in history):
+        if rl:
+            ax.plot(xs, [h["validation_returns_by_step"][-1] for h in rl], "o-", ms=3, label=label)
+            ax.set_ylabel("validation return after adaptation")
+        elif any(h["val_accuracy"] for h in history):
             ax.plot(xs, [100 * h["val_accuracy"] for h in history], "o-", ms=3, label=label)
             ax.set_ylabel("validation accuracy after adaptation (%)")
         else:
@@ -47,11 +55,7 @@ def main(argv=None):
     runs = []
     for spec in a.histories:
         path, _, label = spec.partition(":")
-        with open(path) as f:
-            history = json.load(f)
-        if isinstance(history, dict):  # {"history": [...], ...} (with a note or the settings)
-            history = history["history"]
-        runs.append((history, label or path))
+        runs.append((read_history(path)["history"], label or path))  # {"settings", "history"} or a bare list
     fig = draw(runs, a.x, a.title)
     fig.savefig(a.output, dpi=100)
     print(f"wrote {a.output}")

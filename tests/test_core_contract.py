@@ -65,7 +65,8 @@ def test_fomaml_after_imaml_on_the_same_model_equals_fomaml_on_a_fresh_copy():
     fresh = small_net()
     fresh.set_weights(shared.get_weights())
     initial = shared.get_weights()
-    imaml = iMAMLMetaLearner(shared, keras.optimizers.Adam(0.01), lambda_reg=2.0, n_iters_optimizer=2)
+    imaml = iMAMLMetaLearner(shared, keras.optimizers.Adam(0.01), lambda_reg=2.0, n_iters_optimizer=2,
+                             inner_mode="proximal", cg_damping=0.0)
     imaml.initialize()
     imaml.metatrain_step(copy.deepcopy(tasks), 3, -1)  # iMAML trains (and traces) on the model first
     shared.set_weights(initial)
@@ -88,7 +89,8 @@ def test_fomaml_after_imaml_on_the_same_model_equals_fomaml_on_a_fresh_copy():
     for path in ("fast", "step_by_step"):
         np.testing.assert_allclose(results["after_imaml", path], results["fresh", path], rtol=1e-6, atol=1e-7)
     # and iMAML's proximal term would have made a difference (the check can fail)
-    imaml2 = iMAMLMetaLearner(fresh, keras.optimizers.Adam(0.01), lambda_reg=2.0, n_iters_optimizer=0)
+    imaml2 = iMAMLMetaLearner(fresh, keras.optimizers.Adam(0.01), lambda_reg=2.0, n_iters_optimizer=0,
+                              inner_mode="proximal", cg_damping=0.0)
     fresh.set_weights(initial)
     imaml2.initialize()
     imaml2.metatrain_step(copy.deepcopy(tasks), 3, -1)
@@ -101,7 +103,8 @@ def test_a_task_begun_by_one_metalearner_trains_with_its_inner_loop():
     task = dist.sample_batch()[0]
     model = small_net()
     initial = model.get_weights()
-    imaml = iMAMLMetaLearner(model, keras.optimizers.Adam(0.01), lambda_reg=5.0, n_iters_optimizer=0)
+    imaml = iMAMLMetaLearner(model, keras.optimizers.Adam(0.01), lambda_reg=5.0, n_iters_optimizer=0,
+                             inner_mode="proximal", cg_damping=0.0)
     imaml.task_begin(task)
     task.fit_n_iterations(model, 5, -1)
     proximal = flat(params_of(model))

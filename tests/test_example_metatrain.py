@@ -35,7 +35,8 @@ def test_in_process_run_writes_model_history_and_plots(tmp_path):
     history = metatrain(config)
     assert [h["iteration"] for h in history] == [0, 100, 200, 300]
     assert history[-1]["val_loss"] < history[0]["val_loss"]
-    assert json.load(open(tmp_path / "saved" / "model_history.json")) == history
+    written = json.load(open(tmp_path / "saved" / "model_history.json"))  # one format for every run
+    assert written["history"] == history and written["settings"]["dataset"] == "sinusoid"
     for png in ("model_learning_curve.png", "model_sinusoid.png"):
         assert (tmp_path / "saved" / png).read_bytes()[:4] == b"\x89PNG"
     # the saved file is the meta-learnt initialisation: a fresh run's model with these weights
@@ -70,7 +71,7 @@ def test_readme_sinusoid_commands_run_unchanged(tmp_path, metamodel):
     out = run_cli(f"--metamodel={metamodel}", *SINUSOID_README, f"--model_save_filename={tmp_path}/model.h5",
                   "--num_outer_metatraining_iterations=10000", "--noprogress")
     assert out.returncode == 0, out.stderr[-2000:]
-    history = json.load(open(tmp_path / "model_history.json"))
+    history = json.load(open(tmp_path / "model_history.json"))["history"]
     assert history[-1]["iteration"] == 10000
     first, last = history[0]["val_loss"], np.mean([h["val_loss"] for h in history[-10:]])
     if metamodel == "fomaml":  # validation MSE after 5 inner steps: from ~4-5 to well below 1

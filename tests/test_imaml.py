@@ -33,7 +33,8 @@ def test_implicit_gradient_equals_finite_differences_at_converged_inner_loop(net
         model = mlp([3, 1]) if net == "linear" else mlp([1, 4, 1], activation="tanh")
     dim = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     ml = iMAMLMetaLearner(model, keras.optimizers.SGD(1.0), lambda_reg=3.0, n_iters_optimizer=dim,
-                          cg_tol=0.0, loss="mse", inner_optimizer=keras.optimizers.SGD(0.1))
+                          cg_tol=0.0, loss="mse", inner_optimizer=keras.optimizers.SGD(0.1),
+                          inner_mode="proximal", cg_damping=0.0)
     ml.initialize()
     d_in = model.input_shape[-1]
     x, qx = np.random.randn(8, d_in), np.random.randn(10, d_in)
@@ -66,7 +67,7 @@ def test_implicit_gradient_equals_finite_differences_at_converged_inner_loop(net
     np.testing.assert_allclose(flat(grad), fd, rtol=1e-5, atol=1e-8)
     # and it differs from the first-order (FOMAML) gradient
     ml0 = iMAMLMetaLearner(model, keras.optimizers.SGD(1.0), lambda_reg=3.0, n_iters_optimizer=0,
-                           inner_optimizer=keras.optimizers.SGD(0.1), loss="mse")
+                           inner_optimizer=keras.optimizers.SGD(0.1), loss="mse", inner_mode="proximal", cg_damping=0.0)
     ml0.meta_variables = ml.meta_variables
     phi = tf.function(solve_inner)(theta)
     g0, _ = ml0.implicit_gradient(phi, state, (x, y), (qx, qy))
@@ -83,7 +84,7 @@ def test_damped_system_equals_explicit_solve():
     lam, c, big_l = 2.0, 1.0, 10.0
     ml = iMAMLMetaLearner(model, keras.optimizers.SGD(1.0), lambda_reg=lam, n_iters_optimizer=dim + 5,
                           cg_damping=c, lam_damping=big_l, cg_tol=0.0, loss="mse",
-                          inner_optimizer=keras.optimizers.SGD(0.1))
+                          inner_optimizer=keras.optimizers.SGD(0.1), inner_mode="proximal")
     ml.initialize()
     x, qx = np.random.randn(8, 2), np.random.randn(10, 2)
     y, qy = np.sin(x.sum(1, keepdims=True)), np.sin(qx.sum(1, keepdims=True))
@@ -129,7 +130,8 @@ def meta_batches(num, size):
 def test_zero_cg_steps_is_fomaml():
     m1, m2 = twin_models()
     batches = meta_batches(2, 2)
-    imaml = iMAMLMetaLearner(m1, keras.optimizers.Adam(0.01), lambda_reg=2.0, n_iters_optimizer=0)
+    imaml = iMAMLMetaLearner(m1, keras.optimizers.Adam(0.01), lambda_reg=2.0, n_iters_optimizer=0,
+                             inner_mode="proximal", cg_damping=0.0)
     fomaml = FOMAMLMetaLearner(m2, keras.optimizers.Adam(0.01))
     fomaml.initialize()
     # FOMAML with iMAML's inner objective (the same proximal term, anchored at its own theta)
@@ -156,9 +158,9 @@ def test_fast_path_equals_step_by_step():
     initial = [v.numpy() for v in m1.trainable_variables]
     batches = meta_batches(2, 2)
     fast = iMAMLMetaLearner(m1, keras.optimizers.Adam(0.01), lambda_reg=2.0, n_iters_optimizer=3,
-                            cg_damping=0.5)
+                            cg_damping=0.5, inner_mode="proximal")
     slow = iMAMLMetaLearner(m2, keras.optimizers.Adam(0.01), lambda_reg=2.0, n_iters_optimizer=3,
-                            cg_damping=0.5)
+                            cg_damping=0.5, inner_mode="proximal")
     np.random.seed(7)
     residuals = []
     for tasks in copy.deepcopy(batches):
@@ -186,7 +188,7 @@ def test_inner_loop_minimises_the_proximal_objective():
     """task.fit_n_iterations (step-by-step API) and evaluate_tasks run loss + (lambda/2)||phi - theta||^2."""
     model = mlp([2, 5, 1])
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-    ml = iMAMLMetaLearner(model, keras.optimizers.SGD(1.0), lambda_reg=4.0)
+    ml = iMAMLMetaLearner(model, keras.optimizers.SGD(1.0), lambda_reg=4.0, inner_mode="proximal", cg_damping=0.0)
     x, y = np.random.randn(6, 2).astype(np.float32), np.random.randn(6, 1).astype(np.float32)
     task = ArrayTask(x, y, x, y)
     ml.task_begin(task)
@@ -209,7 +211,8 @@ def test_a_task_not_begun_by_imaml_trains_without_the_proximal_term():
     plain, other = mlp([2, 3, 1]), mlp([2, 3, 1])
     for m in (plain, other):
         m.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-    iMAMLMetaLearner(other, keras.optimizers.SGD(1.0), lambda_reg=5.0).initialize()
+    iMAMLMetaLearner(other, keras.optimizers.SGD(1.0), lambda_reg=5.0,
+                     inner_mode="proximal", cg_damping=0.0).initialize()
     x, y = np.random.randn(4, 2).astype(np.float32), np.random.randn(4, 1).astype(np.float32)
     for m in (plain, other):
         ArrayTask(x, y, x, y).fit_n_iterations(m, 3, -1)
@@ -232,7 +235,7 @@ def test_imaml_learns_sinusoid():
     dist, _, _ = create_sinusoid_task_distribution(batch_size=5)
     model = make_sinusoid_model()
     ml = iMAMLMetaLearner(model, keras.optimizers.Adam(0.001), lambda_reg=2.0, n_iters_optimizer=5,
-                          cg_damping=1.0, inner_optimizer=keras.optimizers.SGD(0.01), loss="mse")
+                          cg_damping=1.0, inner_optimizer=keras.optimizers.SGD(0.01), loss="mse", inner_mode="proximal")
     test_tasks = dist.sample_batch(100)
     before, _ = ml.evaluate_tasks(test_tasks, 10)
     # 300 meta-iterations: iMAML (like FOMAML) keeps sharpening the initialisation on this problem, and
@@ -253,7 +256,7 @@ def test_imaml_learns_synthetic_omniglot():
     model = make_omniglot_cnn_model(5, input_shape=(16, 16, 1), filters=8)
     ml = iMAMLMetaLearner(model, keras.optimizers.Adam(0.01), lambda_reg=2.0, n_iters_optimizer=3,
                           cg_damping=1.0, inner_optimizer=keras.optimizers.SGD(0.2),
-                          loss="sparse_categorical_crossentropy")
+                          loss="sparse_categorical_crossentropy", inner_mode="proximal")
     test_tasks = dist.sample_batch(40)
     _, before = ml.evaluate_tasks(test_tasks, 5)
     out = ml.metatrain_steps([dist.sample_batch() for _ in range(32)], 5)
@@ -269,7 +272,8 @@ def test_xla_compiled_step_equals_plain():
     for jit in (False, True):
         model = mlp([1, 16, 1], activation="tanh", seed=1)
         ml = iMAMLMetaLearner(model, keras.optimizers.Adam(0.01), n_iters_optimizer=3, cg_damping=1.0,
-                              inner_optimizer=keras.optimizers.SGD(0.01), loss="mse", jit_compile=jit)
+                              inner_optimizer=keras.optimizers.SGD(0.01), loss="mse", jit_compile=jit,
+                              inner_mode="proximal")
         np.random.seed(4)
         for tasks in copy.deepcopy(batches):
             ml.metatrain_step(tasks, 4, 5)
@@ -288,7 +292,7 @@ def test_pullback_mode_is_plain_steps_then_pullback_then_the_implicit_gradient()
     dim = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     lam, alpha = 2.0, 0.1
     ml = iMAMLMetaLearner(model, keras.optimizers.SGD(1.0), lambda_reg=lam, n_iters_optimizer=dim + 5,
-                          cg_tol=0.0, loss="mse", inner_optimizer=keras.optimizers.SGD(alpha),
+                          cg_tol=0.0, cg_damping=0.0, loss="mse", inner_optimizer=keras.optimizers.SGD(alpha),
                           inner_mode="pullback")
     ml.initialize()
     x, qx = np.random.randn(8, 2), np.random.randn(10, 2)

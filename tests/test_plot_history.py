@@ -36,3 +36,23 @@ def test_curves_against_minutes_and_iterations(tmp_path):
     out = tmp_path / "curves.png"
     ph.main([f"{tmp_path}/a.json:A", f"{tmp_path}/b.json", "--x", "minutes", "-o", str(out)])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rl_histories_and_committed_files(tmp_path):
+    """An RL history (training entries and validations) draws its validation return; every committed
+    history in pretrained/ (old bare lists and {"settings", "history"}) reads."""
+    import glob
+    ph = load_script()
+    rl = [{"iteration": 0, "validation_returns_by_step": [-40.0, -20.0], "seconds": 0.0},
+          {"iteration": 1, "return_before": -41.0, "return_after": -21.0, "seconds": 30.0},
+          {"iteration": 1, "validation_returns_by_step": [-39.0, -15.0], "seconds": 60.0}]
+    line = ph.draw([(rl, "RL")]).axes[0].lines[0]
+    assert list(line.get_xdata()) == [0, 1] and list(line.get_ydata()) == [-20.0, -15.0]
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = sorted(glob.glob(os.path.join(repo, "pretrained", "*_history.json")))
+    bare = [p for p in paths if isinstance(json.load(open(p)), list)]  # older pymeta's supervised format
+    paths = bare[:2] + [p for p in paths if p not in bare][:4]
+    if paths:
+        ph.main([*paths, "-o", str(tmp_path / "committed.png")])
+        assert (tmp_path / "committed.png").read_bytes()[:4] == b"\x89PNG"
+

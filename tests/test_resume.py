@@ -61,7 +61,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(x, y)
     # the history continues where it stopped, without duplicates
     import json
-    iters = [h["iteration"] for h in json.load(open(tmp_path / "b" / "model_history.json"))]
+    iters = [h["iteration"] for h in json.load(open(tmp_path / "b" / "model_history.json"))["history"]]
     assert iters == list(range(0, n + 1, 20))
     assert len(checkpoints(killed)) == 3  # keep_checkpoints
 

@@ -219,11 +219,11 @@ def test_meta_test_writes_returns_and_ci_by_step(reference, tmp_path):
 
 
 def test_meta_test_of_a_random_initialisation(reference, caplog, tmp_path, monkeypatch):
-    """--init random: the same policy freshly initialised (in-process, through pymeta.evaluation.meta_test)."""
+    """--init random: the same policy freshly initialised (in-process, through pymeta.metatest.meta_test)."""
     import logging
 
     from pymeta.config import MetaTestConfig
-    from pymeta.evaluation import meta_test
+    from pymeta.metatest import meta_test
     c = MetaTestConfig(model=reference[0], dataset="navigation2d", metamodel="fomaml", inner_lr=0.5, horizon=10,
                        num_tasks=2, num_inner_iterations=1, episodes_per_task=2, init="random")
     with caplog.at_level(logging.INFO, logger="pymeta"):
@@ -257,7 +257,7 @@ def test_meta_test_on_given_task_parameters(reference, tmp_path):
     """--test_tasks: the tasks adapted to are the file's (a list, or an earlier result's task_params), at
     most --num_tasks of them; a goal 5 away per coordinate gives the return the dynamics bound allow."""
     from pymeta.config import MetaTestConfig
-    from pymeta.evaluation import meta_test
+    from pymeta.metatest import meta_test
     goals = [[5.0, 5.0], [0.25, -0.125], [0.0, 0.0]]
     (tmp_path / "goals.json").write_text(json.dumps(goals))
     c = MetaTestConfig(model=reference[0], dataset="navigation2d", metamodel="fomaml", inner_lr=0.5, horizon=10,
@@ -295,7 +295,7 @@ def test_meta_test_repeats_average_single_passes(reference, tmp_path):
     """--repeats 2: the same tasks adapted to twice, with the episodes of --seed and --seed + 1; the result
     is the mean of the two single passes run separately (the second on the first's task parameters)."""
     from pymeta.config import MetaTestConfig
-    from pymeta.evaluation import meta_test
+    from pymeta.metatest import meta_test
     c = MetaTestConfig(model=reference[0], dataset="navigation2d", metamodel="fomaml", inner_lr=0.5, horizon=10,
                        num_tasks=3, num_inner_iterations=1, episodes_per_task=2, seed=4)
     first = meta_test(c)
@@ -317,7 +317,7 @@ def test_meta_test_step_sizes_replace_the_protocols_schedule(reference):
     """--step_sizes: the schedule written out as the protocol's (lr, lr / 2, ...) gives the protocol's
     result; another schedule is used and recorded; bad lists are one-line errors."""
     from pymeta.config import MetaTestConfig
-    from pymeta.evaluation import meta_test
+    from pymeta.metatest import meta_test
     c = MetaTestConfig(model=reference[0], dataset="navigation2d", metamodel="fomaml", inner_lr=0.5, horizon=10,
                        num_tasks=3, num_inner_iterations=3, episodes_per_task=2, seed=4)
     protocol = meta_test(c)
@@ -434,7 +434,7 @@ def test_env_kwargs_are_recorded_and_meta_test_uses_them(tmp_path, monkeypatch):
     pytest.importorskip("gymnasium")
     from pymeta.cli.metatest import parse_args
     from pymeta.config import RunConfig, resolve_rl_defaults
-    from pymeta.evaluation import meta_test
+    from pymeta.metatest import meta_test
     from pymeta.training import metatrain
     monkeypatch.chdir(tmp_path)
     model, kwargs = str(tmp_path / "model.h5"), '{"exclude_current_positions_from_observation": false}'

@@ -145,14 +145,14 @@ def test_divergence_stops_the_run_and_keeps_the_last_finite_checkpoint(tmp_path)
     bad = dataclasses.replace(c, num_outer_metatraining_iterations=60, run_dir=c.resolved_run_dir(),
                               inner_lr=1e30)
     # a run that diverges after resuming from the finite one (its other inner_lr accepted for the test)
-    import pymeta.training as training
-    original = training.find_resume_point
-    training.find_resume_point = lambda c, run_dir, *rest: ckpt.latest_checkpoint(run_dir)
+    import pymeta.run.loop as loop
+    original = loop.find_resume_point
+    loop.find_resume_point = lambda c, run_dir, *rest: ckpt.latest_checkpoint(run_dir)
     try:
         with pytest.raises(Diverged, match=r"training diverged at iteration \d+: .* not finite .*learning rate"):
             metatrain(bad)
     finally:
-        training.find_resume_point = original
+        loop.find_resume_point = original
     assert ckpt.checkpoint_files(c.resolved_run_dir()) == finite
     for a, b in zip(weights, load_model(c.model_save_filename).get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -280,7 +280,7 @@ def test_a_checkpoint_with_non_finite_values_is_not_resumed(tmp_path):
         f["theta"]["0"][...] = np.nan
         f.attrs["sha256"] = ckpt._digest(f)
     assert "not finite" in ckpt.checkpoint_problem(newest)
-    from pymeta.run_support import newest_valid_checkpoint
+    from pymeta.run.resume import newest_valid_checkpoint
     assert newest_valid_checkpoint(c.resolved_run_dir()) == older
 
 

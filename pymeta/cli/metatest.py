@@ -18,6 +18,7 @@ evaluates a fresh random initialisation, `--plot FILE.png` draws the return agai
     pymeta-metatest --model runs/nav2d/model.h5 --num_tasks 40 --num_inner_iterations 3 --output r.json
 """
 
+import dataclasses
 import logging
 import shlex
 from typing import List, Sequence
@@ -27,11 +28,13 @@ from absl import app, flags
 from pymeta.cli._common import run_program, start
 from pymeta.config import (CliOptions, MetaTestConfig, apply_model_settings, check_output_folders,
                            config_from_flags, define_flags, flags_given)
+from pymeta.config.sections import IMAMLInnerSection, SupervisedTaskSection
 from pymeta.registry import RL_DATASETS
 
 logger = logging.getLogger("pymeta.cli")
-RL_METATEST_SETTINGS = ("dataset", "metamodel", "inner_lr", "num_inner_iterations", "horizon", "gamma", "gae_lambda",
-                        "env_kwargs")
+# what a model file records about the supervised tasks and iMAML's inner loop does not matter for RL
+SUPERVISED_ONLY = {f.name for section in (SupervisedTaskSection, IMAMLInnerSection)
+                   for f in dataclasses.fields(section)}
 
 
 def parse_args(argv: Sequence[str]) -> MetaTestConfig:
@@ -59,7 +62,7 @@ def config_with_model_settings(flag_values) -> MetaTestConfig:
         return c
     c, taken = apply_model_settings(c, settings, flags_given(MetaTestConfig, flag_values))
     if c.dataset in RL_DATASETS:  # the supervised task settings a model file records do not matter for RL
-        taken = {k: v for k, v in taken.items() if k in RL_METATEST_SETTINGS and (v or k != "env_kwargs")}
+        taken = {k: v for k, v in taken.items() if k not in SUPERVISED_ONLY and (v or k != "env_kwargs")}
     if taken:
         logger.info(f"settings from {c.model}: " + " ".join(_as_flag(k, v) for k, v in taken.items()))
     return c
@@ -76,7 +79,7 @@ def main(argv: List[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     start()
-    from pymeta.evaluation import meta_test
+    from pymeta.metatest import meta_test
     try:
         meta_test(config_with_model_settings(flags.FLAGS))
     except (ValueError, FileNotFoundError, ImportError) as e:

@@ -84,8 +84,8 @@ class iMAMLMetaLearner(GradBasedMetaLearner):
     aux_names: Tuple[str, ...] = ("last_minibatch_loss", "cg_residual", "cg_steps")
     supports_persistent_inner_state = False
 
-    def __init__(self, model, optimizer, lambda_reg=2.0, n_iters_optimizer=5, cg_damping=0.0,
-                 cg_tol=1e-6, hvp_method=hvp.DEFAULT_HVP_METHOD, lam_damping=0.0, inner_mode="proximal",
+    def __init__(self, model, optimizer, lambda_reg=2.0, n_iters_optimizer=5, cg_damping=1.0,
+                 cg_tol=1e-6, hvp_method=hvp.DEFAULT_HVP_METHOD, lam_damping=0.0, inner_mode="pullback",
                  **kwargs):
         super().__init__(model, optimizer, **kwargs)
         if not lambda_reg > 0:

@@ -35,7 +35,7 @@ def meta_test_rl(c) -> Dict[str, Any]:
     from pymeta.atomic import write_json_atomic
     from pymeta.config import env_kwargs, parse_step_sizes
     from pymeta.core.learner import Learner
-    from pymeta.evaluation import mean_confidence_interval
+    from pymeta.confidence import mean_confidence_interval
     from pymeta.model_io import load_weights_into
     from pymeta.rl.problems import build_problem
     episodes = c.episodes_per_task or PROTOCOL_EPISODES[c.dataset]

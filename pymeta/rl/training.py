@@ -1,53 +1,57 @@
-"""The meta-training run of an RL dataset (`--dataset=navigation2d|halfcheetah_vel|halfcheetah_dir|ant_dir`),
-dispatched from `pymeta.training.metatrain`, with the supervised run's machinery: run lock, signals,
-checkpoints and resume (`pymeta.checkpoint`: theta, the outer optimizer, the random generators every
-task draw, environment seed and action sample come from), the model file with its settings, TensorBoard
-scalars, history JSON and plots next to the model.
+"""The RL experiment (`--dataset=navigation2d|halfcheetah_vel|halfcheetah_dir|ant_dir`) for the run loop
+(`pymeta.run.loop`, which owns the run lock, signals, checkpoints and resume, the model file, history
+and TensorBoard files); `pymeta.training.metatrain` chooses it by dataset.
 
 One meta-iteration: a meta-batch of `meta_batch_size` tasks, `num_inner_training_iterations` inner
 policy-gradient steps of `episodes_per_task` episodes each, then the outer step (TRPO or Adam), through
-`metalearner.metatrain_step`. Validation: the mean return after 0..T inner steps on
+`metalearner.metatrain_step`. Validation (rank 0): the mean return after 0..T inner steps on
 `num_validation_batches * meta_batch_size` validation tasks drawn once with seed + 1, collected with
 seeded generators and without touching the run's (so a run's parameters do not depend on it).
 """
 
-import contextlib
+import copy
 import logging
-import os
 import shlex
 import time
+from typing import List, Optional
 
 import numpy as np
 
-from pymeta import checkpoint as ckpt
-from pymeta.atomic import write_json_atomic
-from pymeta.config import artifact_path, env_kwargs, model_settings, resolve_rl_defaults, run_identity
+from pymeta import runtime
+from pymeta.config import RunConfig, artifact_path, env_kwargs, model_settings
 from pymeta.model_io import save_model, warm_start
+from pymeta.plots import plot_navigation_trajectories, plot_rl_learning_curve
+from pymeta.run.experiment import Step, Validation
+from pymeta.run.monitoring import monitoring_leaves_the_run_alone
+from pymeta.run.signals import SignalFlag, compiling
 
 logger = logging.getLogger("pymeta.training")
 TRPO_SCALARS = ("kl", "backtracks", "surrogate_before", "surrogate_after", "accepted")
+SETTINGS_LINE = ("dataset", "metamodel", "outer_optimizer", "meta_batch_size", "episodes_per_task", "horizon",
+                 "num_inner_training_iterations", "inner_lr", "meta_lr", "max_kl", "gamma", "gae_lambda",
+                 "restart_episodes", "env_kwargs", "num_outer_metatraining_iterations", "num_validation_batches",
+                 "test_every_k_iterations", "save_every_k_iterations", "seed", "model_save_filename")
 
 
-def build_run_problem(c):
-    """The `pymeta.rl.problems.RLProblem` of run config `c` (seeded)."""
+def build_run_problem(c: RunConfig):
+    """The `pymeta.rl.problems.RLProblem` of run config `c` (seeded); --horizon=0 and
+    --outer_optimizer=auto leave the choice to `build_problem` (its settings say what it chose)."""
     from pymeta.rl.problems import build_problem
-    return build_problem(c.dataset, c.metamodel, c.outer_optimizer, c.inner_lr, c.meta_lr, c.meta_batch_size,
-                         c.episodes_per_task, c.horizon, c.gamma, c.gae_lambda, c.max_kl, seed=c.seed,
-                         restart_episodes=c.restart_episodes, env_kwargs=env_kwargs(c))
+    return build_problem(c.dataset, c.metamodel, None if c.outer_optimizer == "auto" else c.outer_optimizer,
+                         c.inner_lr, c.meta_lr, c.meta_batch_size, c.episodes_per_task, c.horizon or None, c.gamma,
+                         c.gae_lambda, c.max_kl, seed=c.seed, restart_episodes=c.restart_episodes,
+                         env_kwargs=env_kwargs(c))
 
 
-def settings_line(c) -> str:
-    keys = ("dataset", "metamodel", "outer_optimizer", "meta_batch_size", "episodes_per_task", "horizon",
-            "num_inner_training_iterations", "inner_lr", "meta_lr", "max_kl", "gamma", "gae_lambda",
-            "restart_episodes", "env_kwargs", "num_outer_metatraining_iterations", "num_validation_batches",
-            "test_every_k_iterations", "save_every_k_iterations", "seed", "model_save_filename")
-    return "settings: " + " ".join(f"--{k}={shlex.quote(str(getattr(c, k)))}" for k in keys
-                                   if k != "env_kwargs" or c.env_kwargs)
+def settings_line(c: RunConfig, resolved: dict) -> str:
+    """The run's settings as flags (`resolved`: the values the problem chose for horizon and the outer
+    optimizer)."""
+    values = {k: resolved.get(k, getattr(c, k)) for k in SETTINGS_LINE if k != "env_kwargs" or c.env_kwargs}
+    return "settings: " + " ".join(f"--{k}={shlex.quote(str(v))}" for k, v in values.items())
 
 
 def validation_tasks(distribution, count, seed):
     """`count` tasks drawn with `seed`, leaving the global generators alone."""
-    from pymeta.run_support import monitoring_leaves_the_run_alone
     with monitoring_leaves_the_run_alone():
         np.random.seed(seed)
         return distribution.sample_batch(count)
@@ -55,151 +59,125 @@ def validation_tasks(distribution, count, seed):
 
 def seeded_adaptation_returns(metalearner, tasks, num_steps, episodes_per_task, seed, per_task=False):
     """`adaptation_returns` with the generators seeded by `seed`, restored afterwards."""
-    import copy
-
     from pymeta.rl.task import adaptation_returns
-    from pymeta.run_support import monitoring_leaves_the_run_alone
     with monitoring_leaves_the_run_alone():
         np.random.seed(seed)
         return adaptation_returns(metalearner, copy.deepcopy(tasks), num_steps, episodes_per_task,
                                   per_task=per_task)
 
 
-def run(c, stop, distributed: bool = False):
-    """Run (or resume) RL meta-training for config `c` (see the module doc); returns the history
-    (one entry per meta-iteration and one per validation, with key 'validation_returns_by_step').
-    distributed: an MPI run (see `MPIShare`): each rank collects and adapts to its share of the
-    meta-batch; rank 0 logs, validates, saves and writes checkpoints."""
-    from pymeta import runtime
-    from pymeta.run_support import (Interrupted, Summaries, check_finite, check_outputs, compiling,
-                                    find_resume_point)
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
+def navigation_paths(metalearner, tasks, num_steps, episodes=2):
+    """The 2D positions visited by `episodes` episodes of each task before adaptation and after
+    `num_steps` inner steps: [task][0 before / 1 after][episode] -> array [steps, 2] (generators used
+    as they are)."""
+    from pymeta.rl.task import adapt_and_collect
+    collected, _ = adapt_and_collect(list(tasks), metalearner, num_steps, episodes)
+    return [[[eps.obs[i, e][eps.first_episode_mask()[i, e] > 0] for e in range(episodes)]
+             for eps in (collected[0], collected[-1])] for i in range(len(tasks))]
 
-    from pymeta.plots import plot_navigation_trajectories, plot_rl_learning_curve
-    c = resolve_rl_defaults(c, given=set(vars(c)))  # horizon 0 and outer_optimizer auto made explicit
-    # as the conv nets: one thread per op and the tasks side by side (bench_rl.py, 2 cores: a 2D-navigation
-    # MAML-TRPO meta-iteration 1.02 s against 1.42 s with TensorFlow's default)
-    runtime.apply_thread_layout(*runtime.thread_layout(c, distributed),
-                                explicit=c.num_threads > 0 or c.inter_op_threads > 0)
-    share = MPIShare() if distributed else None
-    is_root = share is None or share.is_root
-    log = logger.info if is_root else (lambda *a, **k: None)
-    log(settings_line(c))
-    problem = build_run_problem(c)
-    ml, model, dist = problem.metalearner, problem.model, problem.distribution
-    if c.init_model:
-        warm_start(ml, c.init_model)
-        log(f"initial theta from --init_model={c.init_model}")
-    stepper = ml if share is None else share.stepper(ml)
-    run_dir = c.resolved_run_dir()
-    if is_root:
-        ckpt.remove_stale_temporaries(run_dir)
-        ckpt.remove_stale_temporaries(os.path.dirname(os.path.abspath(c.model_save_filename)),
-                                      "." + os.path.splitext(os.path.basename(c.model_save_filename))[0])
-    resume_from = find_resume_point(c, run_dir, is_root)
-    check_outputs(c, run_dir, resume_from is not None)
-    T, E, n_iter = c.num_inner_training_iterations, c.episodes_per_task, c.num_outer_metatraining_iterations
-    settings = model_settings(c, "sgd")
-    history, it = [], 0
-    if resume_from:
-        it, history = ckpt.load_checkpoint(resume_from, ml)
-        log(f"resumed from {resume_from} at iteration {it}")
-    val_tasks = validation_tasks(dist, c.num_validation_batches * c.meta_batch_size, c.seed + 1)
-    if share is not None:
-        share.start()  # rank 0's theta (and outer optimizer state) everywhere
-    summaries = Summaries(os.path.join(run_dir, "tensorboard"), c.tensorboard and is_root)
-    # training time continues from the checkpoint's (not from the last validation's)
-    start = time.time() - (ckpt.elapsed_seconds(resume_from, history) if resume_from else 0.0)
-    first_calls = {"validation", "training"}
 
-    def save():
-        if not is_root:
-            return
-        save_model(model, c.model_save_filename, settings=settings)
-        write_json_atomic(artifact_path(c.model_save_filename, "history.json"),
-                          {"settings": settings, "history": history})
+class RLExperiment:
+    """`pymeta.run.experiment.Experiment` of an RL dataset. distributed: an MPI run (see `MPIShare`):
+    each rank collects and adapts to its share of the meta-batch; rank 0 validates."""
 
-    def checkpoint():
-        if not is_root:
+    def __init__(self, c: RunConfig, distributed: bool = False):
+        self.c = c
+        self.share = MPIShare() if distributed else None
+        self.is_root = self.share is None or self.share.is_root
+        self.settings = model_settings(c, "sgd")
+        self.first_calls = {"validation", "training"}  # not compiled yet
+
+    def _log(self, text):
+        if self.is_root:
+            logger.info(text)
+
+    def _compiling(self, what, key):
+        first = key in self.first_calls
+        self.first_calls.discard(key)
+        return compiling(self.stop, self._log, what, first)
+
+    def setup(self, stop: SignalFlag) -> None:
+        c, self.stop = self.c, stop
+        # as the conv nets: one thread per op and the tasks side by side (bench_rl.py, 2 cores: a 2D-navigation
+        # MAML-TRPO meta-iteration 1.02 s against 1.42 s with TensorFlow's default)
+        runtime.apply_thread_layout(*runtime.thread_layout(c, self.share is not None),
+                                    explicit=c.num_threads > 0 or c.inter_op_threads > 0)
+        problem = build_run_problem(c)
+        resolved = {k: problem.settings[k] for k in ("horizon", "outer_optimizer")}
+        self._log(settings_line(c, resolved))
+        self.settings = model_settings(c, "sgd", **resolved)
+        self.metalearner, self.model, self.distribution = problem.metalearner, problem.model, problem.distribution
+        if c.init_model:
+            warm_start(self.metalearner, c.init_model)
+            self._log(f"initial theta from --init_model={c.init_model}")
+        self.stepper = self.metalearner if self.share is None else self.share.stepper(self.metalearner)
+        self.val_tasks = validation_tasks(self.distribution, c.num_validation_batches * c.meta_batch_size,
+                                          c.seed + 1)
+
+    def synchronize(self) -> None:
+        if self.share is not None:
+            self.share.start()  # rank 0's theta (and outer optimizer state) everywhere
+
+    def step(self, iteration: int, max_steps: int) -> Step:
+        c, share = self.c, self.share
+        T, E = c.num_inner_training_iterations, c.episodes_per_task
+        if share is not None:
+            share.seed_iteration(c.seed, iteration)
+        tasks = self.distribution.sample_batch(c.meta_batch_size if share is None
+                                               else share.local_count(c.meta_batch_size))
+        begin = time.time()
+        with self._compiling("the meta-training step", "training"):
+            self.stepper.metatrain_step(tasks, T, E)
+        sums = [sum(t.last_stats[k] for t in tasks) for k in ("mean_return_before", "mean_return")]
+        count = len(tasks)
+        if share is not None:
+            sums, count = share.sum(sums, count)
+        before, after = (float(v / count) for v in sums)
+        last_trpo = getattr(self.metalearner, "last_trpo", {})
+        trpo = {k: float(last_trpo[k]) for k in TRPO_SCALARS if k in last_trpo}
+        entry = {"iteration": iteration + 1, "return_before": before, "return_after": after, "seconds": None,
+                 **trpo}
+        extra = f"  kl {trpo['kl']:.4f}  line-search steps {trpo['backtracks']:.0f}" if trpo else ""
+        scalars = {"train/return_before_adaptation": before, "train/return_after_adaptation": after,
+                   **{f"trpo/{'line_search_steps' if k == 'backtracks' else k}": v for k, v in trpo.items()}}
+        return Step(1, entries=[entry], scalars=scalars, postfix={"after": f"{after:.1f}"},
+                    log=f"iter {iteration + 1:6d}  return before adaptation {before:.2f}  after {after:.2f}{extra}  "
+                        f"({time.time() - begin:.1f} s)")
+
+    def validate(self, iteration: int, seconds: float) -> Optional[Validation]:
+        if not self.is_root:  # the other ranks go on to the next step's collectives and wait there
             return None
-        return ckpt.save_checkpoint(run_dir, it, ml, history, run_identity(c), c.keep_checkpoints,
-                                    seconds=time.time() - start)
+        c = self.c
+        T = c.num_inner_training_iterations
+        with self._compiling("the validation step", "validation"):
+            returns = seeded_adaptation_returns(self.metalearner, self.val_tasks, T, c.episodes_per_task, c.seed + 2)
+        entry = {"iteration": iteration, "validation_returns_by_step": [float(r) for r in returns],
+                 "seconds": seconds}
+        return Validation(entry, entry["validation_returns_by_step"][-1], "the validation return",
+                          f"iter {iteration:6d}  validation: return after 0..{T} inner steps "
+                          + " ".join(f"{r:.2f}" for r in returns) + f"  ({seconds:.0f} s)",
+                          {f"validation/return_after_step_{k}": float(r) for k, r in enumerate(returns)})
 
-    def validation():
-        if not is_root:  # the other ranks go on to the next step's collectives and wait there
-            return
-        with compiling(stop, log, "the validation step", "validation" in first_calls):
-            returns = seeded_adaptation_returns(ml, val_tasks, T, E, c.seed + 2)
-        first_calls.discard("validation")
-        history.append({"iteration": it, "validation_returns_by_step": [float(r) for r in returns],
-                        "seconds": round(time.time() - start, 2)})
-        log(f"iter {it:6d}  validation: return after 0..{T} inner steps "
-            + " ".join(f"{r:.2f}" for r in returns) + f"  ({history[-1]['seconds']:.0f} s)")
-        summaries.scalars(it, {f"validation/return_after_step_{k}": float(r) for k, r in enumerate(returns)})
+    def save(self) -> None:
+        save_model(self.model, self.c.model_save_filename, settings=self.settings)
 
-    if not history:
-        validation()
-    bar = tqdm(total=n_iter, initial=it, disable=not (c.progress and is_root), unit="it", dynamic_ncols=True,
-               mininterval=1.0)
-    with logging_redirect_tqdm() if not bar.disable else contextlib.nullcontext(), bar:  # log lines above the bar
-        while it < n_iter:
-            if share is not None:
-                share.seed_iteration(c.seed, it)
-            tasks = dist.sample_batch(c.meta_batch_size if share is None else share.local_count(c.meta_batch_size))
-            begin = time.time()
-            with compiling(stop, log, "the meta-training step", "training" in first_calls):
-                stepper.metatrain_step(tasks, T, E)
-            first_calls.discard("training")
-            it += 1
-            check_finite(c, it, [], ml, run_dir)
-            sums = [sum(t.last_stats[k] for t in tasks) for k in ("mean_return_before", "mean_return")]
-            if share is not None:
-                sums, count = share.sum(sums, len(tasks))
-            else:
-                count = len(tasks)
-            before, after = (float(v / count) for v in sums)
-            last_trpo = getattr(ml, "last_trpo", {})
-            trpo = {k: float(last_trpo[k]) for k in TRPO_SCALARS if k in last_trpo}
-            entry = {"iteration": it, "return_before": before, "return_after": after,
-                     "seconds": round(time.time() - start, 2), **trpo}
-            history.append(entry)
-            bar.update(1)
-            bar.set_postfix(after=f"{after:.1f}", refresh=False)
-            extra = f"  kl {trpo['kl']:.4f}  line-search steps {trpo['backtracks']:.0f}" if trpo else ""
-            log(f"iter {it:6d}  return before adaptation {before:.2f}  after {after:.2f}{extra}  "
-                f"({time.time() - begin:.1f} s)")
-            summaries.scalars(it, {"train/return_before_adaptation": before, "train/return_after_adaptation": after,
-                                   **{f"trpo/{'line_search_steps' if k == 'backtracks' else k}": v
-                                      for k, v in trpo.items()}})
-            if it % c.test_every_k_iterations == 0 or it == n_iter:
-                validation()
-            if it % c.save_every_k_iterations == 0 or it == n_iter:
-                save()
-                checkpoint()
-            signum = stop.signum
-            if share is not None:  # every rank stops at the same iteration, or the others would wait forever
-                signum = share.collectives.allreduce_max(signum or 0) or None
-            if signum is not None:
-                path = checkpoint()
-                save()
-                raise Interrupted(signum, path)
-    if not is_root:
-        return history
-    if not os.path.exists(c.model_save_filename):
-        save()
-    curve = plot_rl_learning_curve(history, artifact_path(c.model_save_filename, "learning_curve.png"))
-    log(f"learning curve: {curve}")
-    if c.dataset == "navigation2d":
-        goals = validation_tasks(dist, 4, c.seed + 3)
-        from pymeta.run_support import monitoring_leaves_the_run_alone
-        with monitoring_leaves_the_run_alone():
-            np.random.seed(c.seed + 4)
-            path = plot_navigation_trajectories(ml, goals, T, artifact_path(c.model_save_filename,
-                                                                            "trajectories.png"))
-        log(f"trajectories before and after adaptation: {path}")
-    log(f"model saved to {c.model_save_filename} ({time.time() - start:.0f} s)")
-    return history
+    def agree_stop(self, signum: Optional[int]) -> Optional[int]:
+        if self.share is not None:  # every rank stops at the same iteration, or the others would wait forever
+            return self.share.collectives.allreduce_max(signum or 0) or None
+        return signum
+
+    def finish(self, history: List[dict]) -> None:
+        c = self.c
+        curve = plot_rl_learning_curve(history, artifact_path(c.model_save_filename, "learning_curve.png"))
+        self._log(f"learning curve: {curve}")
+        if c.dataset == "navigation2d":
+            goals = validation_tasks(self.distribution, 4, c.seed + 3)
+            with monitoring_leaves_the_run_alone():
+                np.random.seed(c.seed + 4)
+                paths = navigation_paths(self.metalearner, goals, c.num_inner_training_iterations)
+            path = plot_navigation_trajectories([t.goal for t in goals], paths, c.num_inner_training_iterations,
+                                                artifact_path(c.model_save_filename, "trajectories.png"))
+            self._log(f"trajectories before and after adaptation: {path}")
 
 
 class MPIShare:
