@@ -29,7 +29,7 @@ _NAME = re.compile(r"ckpt-(\d+)\.h5$")
 def kept_inner_state(metalearner):
     """The `optim.InnerStateVariables` `metalearner` keeps across tasks, or None (the one place that
     knows where a meta-learner holds it; checkpoints and model files store it)."""
-    return getattr(metalearner, "inner_state", None)
+    return metalearner.inner_state
 
 
 def all_finite(arrays):

@@ -24,7 +24,7 @@ def validate(metalearner, distribution, num_batches: int, num_inner_iterations: 
     fast=True: one compiled call per meta-batch; False: the step-by-step API, task by task.
     """
     losses, accs = [], []
-    evaluate = getattr(metalearner, "evaluate_tasks_distributed", metalearner.evaluate_tasks)
+    evaluate = metalearner.evaluate_tasks_distributed  # spread over the ranks under MPI
     kept = None if fast else kept_inner_state(metalearner)
     saved_state = None if kept is None else kept.read()
     for _ in range(num_batches):

@@ -1,5 +1,6 @@
 """No import cycles among pymeta's modules: every `import` / `from ... import` (at module level and
-inside functions) is read with ast, and a cycle fails the test naming its modules in order."""
+inside functions) is read with ast, and a cycle fails the test naming its modules in order. Imports under
+`if TYPE_CHECKING:` never run (they name types for annotations and mypy) and are left out."""
 
 import ast
 import os
@@ -26,7 +27,12 @@ def imports(module, path, known):
     """The pymeta modules `module` imports (anywhere in its file)."""
     is_package = path.endswith("__init__.py")
     out = set()
-    for node in ast.walk(ast.parse(open(path).read(), path)):
+    tree = ast.parse(open(path).read(), path)
+    annotation_only = {id(n) for block in ast.walk(tree) if _is_type_checking_block(block)
+                       for stmt in block.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in annotation_only:
+            continue
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names if a.name in known)
         elif isinstance(node, ast.ImportFrom):
@@ -43,6 +49,15 @@ def imports(module, path, known):
                     out.add(target)
     out.discard(module)
     return out
+
+
+def _is_type_checking_block(node):
+    """`if TYPE_CHECKING:` / `if typing.TYPE_CHECKING:`."""
+    if not isinstance(node, ast.If):
+        return False
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def find_cycle(graph):
@@ -90,3 +105,9 @@ def test_no_import_cycles_in_pymeta():
     assert "pymeta.checkpoint" in graph["pymeta.model_io"]  # the graph is not empty
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_annotation_only_imports_are_left_out(tmp_path):
+    f = tmp_path / "x.py"
+    f.write_text("from typing import TYPE_CHECKING\nimport pymeta.a\nif TYPE_CHECKING:\n    import pymeta.b\n")
+    assert imports("pymeta.x", str(f), {"pymeta.a", "pymeta.b", "pymeta.x"}) == {"pymeta.a"}

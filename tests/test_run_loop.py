@@ -30,7 +30,9 @@ class FakeModel:
 
 
 class FakeMetaLearner:
-    """What a checkpoint holds: theta (one vector), a model, an outer optimizer."""
+    """What a checkpoint holds: theta (one vector), a model, an outer optimizer (and no kept inner state)."""
+
+    inner_state = None
 
     def __init__(self):
         self.meta_variables = [tf.Variable(np.zeros(3, np.float32))]

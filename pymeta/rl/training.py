@@ -24,6 +24,7 @@ from pymeta.plots import plot_navigation_trajectories, plot_rl_learning_curve
 from pymeta.run.experiment import Step, Validation
 from pymeta.run.monitoring import monitoring_leaves_the_run_alone
 from pymeta.run.signals import SignalFlag, compiling
+from pymeta.rl.trpo import TRPOStep
 
 logger = logging.getLogger("pymeta.training")
 TRPO_SCALARS = ("kl", "backtracks", "surrogate_before", "surrogate_after", "accepted")
@@ -133,7 +134,8 @@ class RLExperiment:
         if share is not None:
             sums, count = share.sum(sums, count)
         before, after = (float(v / count) for v in sums)
-        last_trpo = getattr(self.metalearner, "last_trpo", {})
+        step = self.metalearner.outer_step
+        last_trpo = step.last_trpo if isinstance(step, TRPOStep) else {}
         trpo = {k: float(last_trpo[k]) for k in TRPO_SCALARS if k in last_trpo}
         entry = {"iteration": iteration + 1, "return_before": before, "return_after": after, "seconds": None,
                  **trpo}
@@ -199,10 +201,9 @@ class MPIShare:
         """What runs a meta-iteration on this rank's tasks: the TRPO meta-learner itself (its means
         combined across ranks) or a `DistributedMetaLearner` around an Adam meta-learner."""
         from pymeta.metalearners.distributed import DistributedMetaLearner
-        from pymeta.rl.trpo import MAMLTRPOMetaLearner
         self._distributed = DistributedMetaLearner(metalearner, self.collectives.comm, task_sampling="per_rank")
-        if isinstance(metalearner, MAMLTRPOMetaLearner):
-            metalearner.collectives = self.collectives
+        if isinstance(metalearner.outer_step, TRPOStep):
+            metalearner.outer_step.collectives = self.collectives
             return metalearner
         return self._distributed
 
@@ -226,6 +227,5 @@ class MPIShare:
 
     def sum(self, values, count):
         """(values summed over the ranks, count summed over the ranks): one small Allreduce."""
-        buf = np.array(list(values) + [count], np.float64)
-        self.collectives.allreduce_sum_(buf)
-        return buf[:-1], buf[-1]
+        *sums, total = self.collectives.allreduce_sum_arrays(list(values) + [count], np.float64)
+        return [float(s) for s in sums], float(total)

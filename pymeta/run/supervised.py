@@ -161,7 +161,7 @@ class SupervisedExperiment:
 
 def _step_by_step_iteration(metalearner, tasks, T, B):
     """One meta-iteration through the original API; returns the tasks' last inner losses."""
-    local = metalearner.local_tasks(tasks, T, B) if hasattr(metalearner, "local_tasks") else tasks
+    local = metalearner.local_tasks(tasks, T, B)  # this rank's share (all of them on one process)
     results, losses = [], []
     for task in local:
         metalearner.task_begin(task)
