@@ -17,6 +17,7 @@ checkpointed meta-iteration can be meta-tested like a model file, or trained fur
 import json
 import logging
 import os
+import shutil
 import zipfile
 from typing import Any, Dict, List, Optional
 
@@ -65,6 +66,32 @@ def save_model(model, path, inner_state=None, settings: Optional[Dict[str, Any]]
                     for i, v in enumerate(inner_state.variables):
                         g.create_dataset(str(i), data=np.asarray(v.numpy()))
     return path
+
+
+def record_settings(path, updates: Dict[str, Any]) -> Dict[str, Any]:
+    """Add `updates` to the settings the model file `path` records (atomically: a copy is changed, then
+    renamed over it); returns the new settings. E.g. the test-time step count chosen on the validation
+    tasks (`scripts/choose_test_steps.py`)."""
+    path = os.fspath(path)
+    settings = load_settings(path)
+    if settings is None or read_checkpoint_weights(path) is not None:
+        raise ValueError(f"{path!r} is not a model file that records its settings (a checkpoint, or a file "
+                         "written by plain Keras or an older pymeta)")
+    settings = {**settings, **updates}
+    with atomic_write(path) as tmp:
+        shutil.copyfile(path, tmp)
+        if zipfile.is_zipfile(tmp):
+            rewritten = tmp + ".zip"
+            with zipfile.ZipFile(tmp) as src, zipfile.ZipFile(rewritten, "w", zipfile.ZIP_DEFLATED) as dst:
+                for item in src.infolist():
+                    if item.filename != f"{_SETTINGS}.json":
+                        dst.writestr(item, src.read(item.filename))
+                dst.writestr(f"{_SETTINGS}.json", json.dumps(settings, sort_keys=True))
+            os.replace(rewritten, tmp)
+        else:
+            with h5py.File(tmp, "a") as f:
+                f.attrs[_SETTINGS] = json.dumps(settings, sort_keys=True)
+    return settings
 
 
 def load_settings(path) -> Optional[Dict[str, Any]]:

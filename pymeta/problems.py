@@ -2,13 +2,12 @@
 task distributions and the network, by dataset name (`--dataset`); SeqFOMAML's sequences of tasks."""
 
 import dataclasses
-import os
 from typing import Any, Callable, Optional
 
 import numpy as np
 
 from pymeta.optimizer_defaults import default_inner_optimizer
-from pymeta.registry import SUPERVISED_DATASETS, default_data_path
+from pymeta.registry import SUPERVISED_DATASETS, check_data_file
 
 
 @dataclasses.dataclass
@@ -38,11 +37,7 @@ def build_problem(dataset: str, num_output_classes: int = 5, num_train_samples_p
         return Problem(*dists, make_model=make_sinusoid_model, is_classification=False)
     if dataset not in SUPERVISED_DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}: use one of {', '.join(SUPERVISED_DATASETS)}")
-    path = data_path or default_data_path(dataset)
-    if not os.path.exists(path):
-        script = f"scripts/make_{dataset}_dataset.py"
-        raise FileNotFoundError(f"no {dataset} data file at {path!r}: run `bash fetch_data.sh {dataset}` "
-                                f"then `python {script}` (or pass its path with --data_path)")
+    path = check_data_file(dataset, data_path)
     if dataset == "omniglot":
         from pymeta.networks import make_omniglot_cnn_model
         from pymeta.tasks import omniglot_tasks

@@ -26,6 +26,20 @@ DEFAULT_DATA_PATHS = {"omniglot": "datasets/omniglot/omniglot.pkl",
                       "miniimagenet": "datasets/miniimagenet/miniimagenet.pkl"}
 
 
+def check_data_file(dataset, data_path=None):
+    """The data file of supervised `dataset` (--data_path, else the default), or FileNotFoundError saying
+    how to prepare it; None for sinusoid (generated). Cheap: no TensorFlow, nothing read."""
+    if dataset == "sinusoid" or dataset not in DEFAULT_DATA_PATHS:
+        return None
+    path = data_path or default_data_path(dataset)
+    if not os.path.exists(path):
+        writes = os.path.splitext(DEFAULT_DATA_PATHS[dataset])[0] + ".h5"
+        raise FileNotFoundError(
+            f"no {dataset} data file at {path!r}: run `bash fetch_data.sh {dataset}` then "
+            f"`python scripts/make_{dataset}_dataset.py`, which writes {writes} (or pass its path with --data_path)")
+    return path
+
+
 def default_data_path(dataset):
     """DEFAULT_DATA_PATHS[dataset], or the .h5 beside it when only that exists (the make scripts write
     HDF5 for large data, e.g. the full Mini-ImageNet)."""

@@ -133,3 +133,36 @@ def test_keras_files_record_settings_too(tmp_path):
     path = save_model(make_sinusoid_model(), tmp_path / "m.keras", settings={"dataset": "sinusoid", "inner_lr": 0.1})
     assert load_settings(path) == {"dataset": "sinusoid", "inner_lr": 0.1}
     assert load_model(path).output_shape == (None, 1)
+
+
+def test_the_step_count_chosen_on_validation_tasks_is_recorded_and_then_the_meta_tests_default(trained, tmp_path):
+    """scripts/choose_test_steps.py: every candidate meta-tested on the validation split (each figure equal
+    to a meta-test run on its own), the best recorded in the model file, whose weights stay as they were;
+    `pymeta-metatest --model FILE` then adapts with it, with no other flag."""
+    import shutil
+
+    import numpy as np
+
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    from choose_test_steps import choose
+    from pymeta.model_io import load_model
+
+    model, data = trained
+    copy = str(tmp_path / "model.h5")
+    shutil.copyfile(model, copy)
+    c = parse_args(["--model", copy, "--data_path", str(data), "--num_tasks", "6", "--batch", "3"])
+    best, results = choose(c, [0, 3])
+    for steps, result in results.items():
+        alone = meta_test(parse_args(["--model", model, "--data_path", str(data), "--num_tasks", "6", "--batch", "3",
+                                      "--split", "val", "--num_inner_iterations", str(steps)]))
+        assert result["mean"] == alone["mean"] and result["split"] == "val"
+    assert results[best]["mean"] == max(r["mean"] for r in results.values())
+    settings = load_settings(copy)
+    assert settings["metatest_num_inner_iterations"] == best
+    assert settings["metatest_steps_on_validation"]["3"]["num_tasks"] == 6
+    assert {k: v for k, v in settings.items() if not k.startswith("metatest_")} == load_settings(model)
+    for a, b in zip(load_model(copy).get_weights(), load_model(model).get_weights()):
+        np.testing.assert_array_equal(a, b)
+    again = parse_args(["--model", copy, "--data_path", str(data)])
+    assert again.num_inner_iterations == best
+    assert parse_args(["--model", copy, "--data_path", str(data), "--num_inner_iterations", "7"]).num_inner_iterations == 7

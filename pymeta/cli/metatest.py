@@ -20,6 +20,7 @@ evaluates a fresh random initialisation, `--plot FILE.png` draws the return agai
 
 import dataclasses
 import logging
+import os
 import shlex
 from typing import List, Sequence
 
@@ -29,7 +30,7 @@ from pymeta.cli._common import run_program, start
 from pymeta.config import (CliOptions, MetaTestConfig, apply_model_settings, check_output_folders,
                            config_from_flags, define_flags, flags_given)
 from pymeta.config.sections import IMAMLInnerSection, SupervisedTaskSection
-from pymeta.registry import RL_DATASETS
+from pymeta.registry import RL_DATASETS, check_data_file
 
 logger = logging.getLogger("pymeta.cli")
 # what a model file records about the supervised tasks and iMAML's inner loop does not matter for RL
@@ -47,25 +48,74 @@ def parse_args(argv: Sequence[str]) -> MetaTestConfig:
 
 
 def config_with_model_settings(flag_values) -> MetaTestConfig:
-    """The MetaTestConfig of parsed `flag_values`, with the --model file's settings for flags not given;
-    logs which ones it took (or warns that the file records none)."""
-    from pymeta.model_io import load_settings
+    """The MetaTestConfig of parsed `flag_values`: the flags given, then (with --pretrained) the zoo
+    index's protocol of that row, then the --model file's settings, then the flag defaults. Logs the
+    protocol first, then which settings came from the file (or warns that the file records none)."""
     c = config_from_flags(MetaTestConfig, flag_values)
+    given = set(flags_given(MetaTestConfig, flag_values))
+    if c.pretrained:
+        c, given = _with_zoo_protocol(c, given)
     if not c.model:
-        raise ValueError("--model is required: the model file written by meta-training")
+        raise ValueError("--model is required: the model file written by meta-training (or --pretrained NAME, "
+                         "a model of the zoo: see pretrained/index.json)")
+    if not os.path.isfile(c.model):  # before TensorFlow is imported (loading the settings imports it)
+        raise FileNotFoundError(f"no model file at {c.model!r}")
     if c.output:
         check_output_folders(c.output)  # before anything is read or evaluated
+    from pymeta.model_io import load_settings
     settings = load_settings(c.model)
+    taken = {}
     if settings is None:
         logger.warning(f"{c.model} does not record how it was trained (written by an older pymeta?): "
                        "the flag defaults apply to every flag not given")
-        return c
-    c, taken = apply_model_settings(c, settings, flags_given(MetaTestConfig, flag_values))
+    else:
+        c, taken = apply_model_settings(c, settings, given)
     if c.dataset in RL_DATASETS:  # the supervised task settings a model file records do not matter for RL
         taken = {k: v for k, v in taken.items() if k not in SUPERVISED_ONLY and (v or k != "env_kwargs")}
+    check_data_file(c.dataset, c.data_path)  # before the problem is built
+    logger.info(protocol_line(c, taken))
     if taken:
         logger.info(f"settings from {c.model}: " + " ".join(_as_flag(k, v) for k, v in taken.items()))
+    if (c.dataset not in RL_DATASETS and c.dataset != "sinusoid" and "num_test_samples_per_class" in taken
+            and c.num_test_samples_per_class != PAPER_QUERIES):
+        logger.warning(f"{c.num_test_samples_per_class} queries per class, as the model was trained; few-shot "
+                       f"papers report {PAPER_QUERIES} (--num_test_samples_per_class {PAPER_QUERIES})")
     return c
+
+
+PAPER_QUERIES = 15  # query samples per class of the few-shot papers' meta-test tables
+
+
+def _with_zoo_protocol(c: MetaTestConfig, given):
+    """`c` with the model file and protocol of zoo row --pretrained=NAME[:RESULT] for every flag not
+    given; (config, the flags now fixed: given or from the index)."""
+    from pymeta import zoo
+    if "model" in given:
+        raise ValueError("--pretrained names the model file already: pass --pretrained or --model, not both")
+    name, _, result = c.pretrained.partition(":")
+    row = zoo.metatest_flags(name, result or None)
+    taken = {k: v for k, v in row.items() if k not in given}
+    return dataclasses.replace(c, **taken), given | set(taken)
+
+
+def protocol_line(c: MetaTestConfig, from_file=()) -> str:
+    """One line stating the meta-test protocol of `c`; '*' marks the settings taken from the model file."""
+    def v(name, text):
+        return f"{text}*" if name in from_file else text
+    if c.dataset in RL_DATASETS:
+        parts = [c.dataset, v("num_inner_iterations", f"{c.num_inner_iterations} adaptation steps"),
+                 f"{c.num_tasks} tasks" + (f" from {c.test_tasks}" if c.test_tasks else f", seed {c.seed}")]
+    else:
+        parts = [f"{c.dataset} {c.split} split",
+                 v("num_output_classes", f"{c.num_output_classes}-way") + " "
+                 + v("num_train_samples_per_class", f"{c.num_train_samples_per_class}-shot"),
+                 v("num_test_samples_per_class", f"{c.num_test_samples_per_class} queries per class"),
+                 v("num_inner_iterations", f"{c.num_inner_iterations} inner steps"),
+                 f"{c.num_tasks} tasks, seed {c.seed}",
+                 v("transductive", "transductive" if c.transductive else "non-transductive")]
+    source = f"zoo row {c.pretrained}" if c.pretrained else "flags"
+    marked = " (* from the model file)" if from_file else ""
+    return f"meta-test protocol ({source}): " + ", ".join(parts) + marked
 
 
 def _as_flag(name, value):

@@ -45,6 +45,11 @@ def model_settings(c: RunConfig, inner_optimizer: Optional[str] = None, **resolv
     return settings
 
 
+# the test-time inner step count chosen on the validation tasks (scripts/choose_test_steps.py): when a
+# model file records it, it is the meta-test's default instead of the training's step count
+CHOSEN_TEST_STEPS = "metatest_num_inner_iterations"
+
+
 def apply_model_settings(c: MetaTestConfig, settings: Mapping[str, Any],
                          given: Collection[str] = ()) -> Tuple[MetaTestConfig, Dict[str, Any]]:
     """(config, taken): `c` with the meta-test fields that a model file's `settings` know replaced by
@@ -53,4 +58,6 @@ def apply_model_settings(c: MetaTestConfig, settings: Mapping[str, Any],
     for key, field_name in MODEL_SETTINGS.items():
         if field_name and key in settings and field_name not in given:
             taken[field_name] = settings[key]
+    if CHOSEN_TEST_STEPS in settings and "num_inner_iterations" not in given:
+        taken["num_inner_iterations"] = settings[CHOSEN_TEST_STEPS]
     return dataclasses.replace(c, **taken), taken

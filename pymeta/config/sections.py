@@ -207,6 +207,9 @@ class MetaTestConfig(TaskConfig):
     """A meta-test of a saved model; the flags of `pymeta-metatest` / `scripts/meta_test.py`."""
     model: str = option("", "the .h5/.keras file written by meta-training (required); the settings it "
                         "records are the defaults of the task and inner-loop flags")
+    pretrained: str = option("", "a model of the zoo by name (pretrained/index.json), NAME or NAME:RESULT (e.g. "
+                             "omniglot_imaml_5w1s:5shot): its file and the whole protocol of its results row "
+                             "(shots, queries, steps, tasks, seed); flags given still win")
     num_train_samples_per_class: int = redefault(TaskConfig, "num_train_samples_per_class", 1)
     inner_lr: float = redefault(TaskConfig, "inner_lr", 0.01)
     seed: int = redefault(TaskConfig, "seed", 0)

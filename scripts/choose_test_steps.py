@@ -1,0 +1,63 @@
+"""Choose the test-time inner step count of a model on the VALIDATION tasks, never on the test tasks, and
+record it in the model file, so that `pymeta-metatest --model FILE` then uses it without another flag.
+
+    python scripts/choose_test_steps.py --model runs/mi/model.h5 --candidates 5,10,20 --num_tasks 600
+
+Each candidate is meta-tested on the validation split (the other flags as `pymeta-metatest`'s: the
+settings the model file records, flags given win); the best mean (highest accuracy, lowest MSE) is
+written into the file's settings as `metatest_num_inner_iterations`, with every candidate's figure
+(`metatest_steps_on_validation`). `--norecord` only prints them.
+"""
+
+import dataclasses
+import logging
+from typing import List
+
+from absl import app, flags
+
+from pymeta.cli._common import run_program, start
+from pymeta.cli.metatest import config_with_model_settings
+from pymeta.config import CliOptions, MetaTestConfig, define_flags
+from pymeta.config.records import CHOSEN_TEST_STEPS
+
+logger = logging.getLogger("pymeta.cli")
+
+
+def choose(c: MetaTestConfig, candidates: List[int], record: bool = True):
+    """(best step count, {steps: validation result}) of model `c.model`; records the choice if `record`."""
+    from pymeta.metatest import meta_test
+    from pymeta.model_io import record_settings
+    results = {k: meta_test(dataclasses.replace(c, split="val", num_inner_iterations=k, output=""))
+               for k in candidates}
+    higher_is_better = next(iter(results.values()))["metric"] == "accuracy_percent"
+    best = (max if higher_is_better else min)(results, key=lambda k: results[k]["mean"])
+    logger.info(f"chosen on {c.num_tasks} validation tasks: {best} inner steps ("
+                + ", ".join(f"{k}: {r['mean']:.2f} ± {r['ci95']:.2f}" for k, r in results.items()) + ")")
+    if record:
+        record_settings(c.model, {CHOSEN_TEST_STEPS: best, "metatest_steps_on_validation": {
+            str(k): {"mean": r["mean"], "ci95": r["ci95"], "num_tasks": r["num_tasks"]} for k, r in results.items()}})
+        logger.info(f"recorded in {c.model}: pymeta-metatest --model {c.model} now adapts with {best} steps")
+    return best, results
+
+
+def main(argv: List[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    start()
+    try:
+        candidates = [int(s) for s in flags.FLAGS.candidates.split(",") if s.strip()]
+        if not candidates or min(candidates) < 0:
+            raise ValueError(f"--candidates must be step counts >= 0, e.g. 5,10,20; got {flags.FLAGS.candidates!r}")
+        choose(config_with_model_settings(flags.FLAGS), candidates, flags.FLAGS.record)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        logger.error(str(e))
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags(MetaTestConfig)
+    define_flags(CliOptions)
+    flags.DEFINE_string("candidates", "5,10,20", "test-time inner step counts to compare on the validation tasks")
+    flags.DEFINE_boolean("record", True, "write the chosen count into the model file's settings")
+    run_program(main, __doc__)
