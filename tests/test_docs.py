@@ -186,9 +186,14 @@ def test_every_model_file_the_docs_name_exists():
 
 _WRITES_INTO_PRETRAINED = re.compile(
     r"(--output|--plot|-o|--model_save_filename)[ =]\S*pretrained/"
-    r"|\bcp\b[^\n]*\spretrained/"
+    r"|\bcp\b[^\n]*\spretrained/\S*\s*$"  # a copy whose destination (the last word) is in pretrained/
     r"|open\([^)]*pretrained/[^)]*['\"]w['\"]"
     r"|savefig\([^)]*pretrained/")
+
+
+def test_the_check_tells_copies_into_pretrained_from_copies_out_of_it():
+    assert _WRITES_INTO_PRETRAINED.search("cp runs/m/model.h5 pretrained/omniglot/")
+    assert not _WRITES_INTO_PRETRAINED.search("cp pretrained/omniglot/m.h5 runs/m/model.h5_run/")
 
 
 def test_no_documented_command_writes_into_pretrained():
