@@ -48,6 +48,9 @@ def main(argv: List[str]) -> int:
         candidates = [int(s) for s in flags.FLAGS.candidates.split(",") if s.strip()]
         if not candidates or min(candidates) < 0:
             raise ValueError(f"--candidates must be step counts >= 0, e.g. 5,10,20; got {flags.FLAGS.candidates!r}")
+        if flags.FLAGS["split"].present and flags.FLAGS.split != "val":
+            raise ValueError("the step count is chosen on the validation tasks only: drop --split")
+        flags.FLAGS.split = "val"  # so that the protocol line printed first says what is evaluated
         choose(config_with_model_settings(flags.FLAGS), candidates, flags.FLAGS.record)
     except (ValueError, FileNotFoundError, ImportError) as e:
         logger.error(str(e))

@@ -84,9 +84,9 @@ class iMAMLMetaLearner(GradBasedMetaLearner):
     aux_names: Tuple[str, ...] = ("last_minibatch_loss", "cg_residual", "cg_steps")
     supports_persistent_inner_state = False
 
-    def __init__(self, model, optimizer, lambda_reg=2.0, n_iters_optimizer=5, cg_damping=1.0,
-                 cg_tol=1e-6, hvp_method=hvp.DEFAULT_HVP_METHOD, lam_damping=0.0, inner_mode="pullback",
-                 **kwargs):
+    def __init__(self, model: Any, optimizer: Any, lambda_reg: float = 2.0, n_iters_optimizer: int = 5,
+                 cg_damping: float = 1.0, cg_tol: float = 1e-6, hvp_method: str = hvp.DEFAULT_HVP_METHOD,
+                 lam_damping: float = 0.0, inner_mode: str = "pullback", **kwargs: Any) -> None:
         super().__init__(model, optimizer, **kwargs)
         if not lambda_reg > 0:
             raise ValueError(f"lambda_reg must be > 0, got {lambda_reg}")

@@ -87,7 +87,7 @@ class SeqFOMAMLMetaLearner(FOMAMLMetaLearner):
 
     supports_persistent_inner_state = False
 
-    def __init__(self, model, optimizer, variant="loss_after_each_task", **kwargs):
+    def __init__(self, model: Any, optimizer: Any, variant: str = "loss_after_each_task", **kwargs: Any) -> None:
         if variant not in SEQ_FOMAML_VARIANTS:
             raise ValueError(f"unknown SeqFOMAML variant {variant!r}; use one of {SEQ_FOMAML_VARIANTS}")
         super().__init__(model, optimizer, **kwargs)
