@@ -58,10 +58,10 @@ def config_with_model_settings(flag_values) -> MetaTestConfig:
     if not c.model:
         raise ValueError("--model is required: the model file written by meta-training (or --pretrained NAME, "
                          "a model of the zoo: see pretrained/index.json)")
-    if not os.path.isfile(c.model):  # before TensorFlow is imported (loading the settings imports it)
-        raise FileNotFoundError(f"no model file at {c.model!r}")
     if c.output:
         check_output_folders(c.output)  # before anything is read or evaluated
+    if not os.path.isfile(c.model):  # before TensorFlow is imported (loading the settings imports it)
+        raise FileNotFoundError(f"no model file at {c.model!r}")
     from pymeta.model_io import load_settings
     settings = load_settings(c.model)
     taken = {}
