@@ -25,7 +25,7 @@ Rule = Callable[[Any, str], None]  # (config, field name): raise ValueError (one
 INT_LIMIT = 2 ** 63 - 1  # an integer setting must fit int64 (numpy, TensorFlow)
 
 
-def check_type(cls, name: str, value: Any) -> Any:
+def check_type(cls: type, name: str, value: Any) -> Any:
     """`value` as field `name` of the config dataclass `cls` holds it (an integer becomes a float for a
     float field), or ValueError('--name must be ...') if it is not of the field's type: what absl's
     parser guarantees for a flag, checked again for values from elsewhere (a model file, Python)."""
@@ -33,7 +33,7 @@ def check_type(cls, name: str, value: Any) -> Any:
     if kind is bool:
         ok, what = isinstance(value, bool), "true or false"
     elif kind is int:
-        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and abs(value) <= INT_LIMIT
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and abs(int(value)) <= INT_LIMIT
         what = f"an integer of at most {len(str(INT_LIMIT))} digits"
     elif kind is float:
         ok, what = isinstance(value, numbers.Real) and not isinstance(value, bool), "a number"
@@ -50,27 +50,29 @@ def check_type(cls, name: str, value: Any) -> Any:
 
 
 def _short(value: Any) -> str:
-    text = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 30 else f"an integer of {len(str(value))} digits"
+    if isinstance(value, int) and abs(value) >= 10 ** 30:
+        return f"an integer of {len(str(abs(value)))} digits"
+    text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _rule(ok: Callable[[Any, Any], bool], message: str) -> Rule:
     """A rule refusing a value `v` of config `c` for which `ok(v, c)` is false; `message` formatted
     with the field's `name` and `value`."""
-    def rule(c, name):
+    def rule(c: Any, name: str) -> None:
         value = getattr(c, name)
         if not ok(value, c):
             raise ValueError(message.format(name=name, value=value))
     return rule
 
 
-def _choice(c, name):
+def _choice(c: Any, name: str) -> None:
     choices = _CHOICES[name]
     if getattr(c, name) not in choices:
         raise ValueError(f"unknown --{name}={getattr(c, name)!r}: use one of {', '.join(choices)}")
 
 
-def _precision(c, name):
+def _precision(c: Any, name: str) -> None:
     if c.precision not in PRECISIONS:
         raise ValueError(f"--precision must be float32 or mixed_bfloat16, got {c.precision!r}")
 
@@ -79,11 +81,13 @@ _CHOICES = {f.name: f.metadata["choices"] for cls in (RunConfig, MetaTestConfig)
             if f.metadata.get("choices")}
 _AT_LEAST_1 = _rule(lambda v, c: v >= 1, "--{name} must be >= 1, got {value}")
 _AT_LEAST_0 = _rule(lambda v, c: v >= 0, "--{name} must be >= 0, got {value}")
+_FINITE_AT_LEAST_0 = _rule(lambda v, c: math.isfinite(v) and v >= 0,
+                           "--{name} must be a finite number >= 0, got {value}")
+_FINITE_POSITIVE = _rule(lambda v, c: math.isfinite(v) and v > 0, "--{name} must be a finite number > 0, got {value}")
 # a learning rate must be a finite number > 0 (inf / nan are refused; there is no upper bound, since a sane
 # one depends on the model and optimizer: a rate that makes training diverge is caught when the loss or the
 # meta-parameters stop being finite)
-_LEARNING_RATE = _rule(lambda v, c: math.isfinite(v) and v > 0, "--{name} must be a finite number > 0, got {value}")
-_FINITE_AT_LEAST_0 = _rule(lambda v, c: math.isfinite(v) and v >= 0, "--{name} must be a finite number >= 0, got {value}")
+_LEARNING_RATE = _FINITE_POSITIVE
 
 # the task and its inner loop (training and meta-test)
 TASK_RULES: Dict[str, Rule] = {
@@ -111,7 +115,7 @@ RUN_RULES: Dict[str, Rule] = {
                                       "seqfomaml_sequence_length")},
     "num_inner_training_iterations": _AT_LEAST_0,
     "meta_lr": _LEARNING_RATE,
-    "imaml_lambda_reg": _rule(lambda v, c: math.isfinite(v) and v > 0, "--{name} must be a finite number > 0, got {value}"),
+    "imaml_lambda_reg": _FINITE_POSITIVE,
     "imaml_cg_steps": _AT_LEAST_0,
     "imaml_cg_damping": _FINITE_AT_LEAST_0,
     "imaml_lam_damping": _FINITE_AT_LEAST_0,
@@ -125,11 +129,11 @@ RUN_RL_RULES: Dict[str, Rule] = {
     **TASK_RL_RULES,
     "outer_optimizer": _choice,
     "episodes_per_task": _AT_LEAST_1,
-    "max_kl": _rule(lambda v, c: math.isfinite(v) and v > 0, "--{name} must be a finite number > 0, got {value}"),
+    "max_kl": _FINITE_POSITIVE,
 }
 METATEST_RULES: Dict[str, Rule] = {
     **TASK_RULES,
-    **{name: _choice for name in ("split", "imaml_inner")},
+    "split": _choice,
     "num_tasks": _rule(lambda v, c: v >= 2, "--{name} must be >= 2 for a confidence interval, got {value}"),
     "batch": _AT_LEAST_1,
     "num_inner_iterations": _AT_LEAST_0,
@@ -143,7 +147,7 @@ METATEST_RL_RULES: Dict[str, Rule] = {
 }
 
 
-def check_field(c, name: str) -> None:
+def check_field(c: Any, name: str) -> None:
     """Check field `name` of config `c` (a RunConfig or MetaTestConfig) on its own: its type, then its
     rule (the RL rules for an RL dataset only); ValueError (one line) otherwise."""
     check_type(type(c), name, getattr(c, name))
@@ -153,7 +157,7 @@ def check_field(c, name: str) -> None:
         rule(c, name)
 
 
-def _check_fields(c) -> None:
+def _check_fields(c: Any) -> None:
     """Every field of `c` on its own; the dataset first (the other rules depend on it)."""
     names = [f.name for f in dataclasses.fields(c)]
     for name in ["dataset"] + [n for n in names if n != "dataset"]:
@@ -254,7 +258,7 @@ def check_metatest_config(c: MetaTestConfig) -> None:
             if not os.path.isfile(path):
                 raise ValueError(f"--plot_with: {path}: no such file (a JSON written by --output)")
         if c.test_tasks:
-            check_test_tasks(c.test_tasks)
+            read_test_tasks(c.test_tasks)
         parse_step_sizes(c.step_sizes, c.num_inner_iterations)
     elif c.test_tasks or c.repeats != 1 or c.step_sizes:
         raise ValueError("--test_tasks, --repeats and --step_sizes are for RL datasets (navigation2d, "
@@ -264,9 +268,10 @@ def check_metatest_config(c: MetaTestConfig) -> None:
 MAX_TEST_TASKS_BYTES = 16 << 20  # a meta-test JSON of 1,000 tasks (--output) is about 0.5 MB
 
 
-def check_test_tasks(path: str) -> None:
-    """ValueError (one line) unless `path` holds JSON within bounds (MAX_TEST_TASKS_BYTES, MAX_DEPTH)
-    with a list of at least 2 task parameters, or a meta-test JSON whose task_params is one."""
+def read_test_tasks(path: str) -> List[Any]:
+    """The task parameters of the --test_tasks file `path`: JSON within bounds (MAX_TEST_TASKS_BYTES,
+    MAX_DEPTH) holding a list of at least 2 of them, or a meta-test JSON whose task_params is one;
+    ValueError (one line) otherwise."""
     what = f"--test_tasks: {path}"
     try:
         data = load_json_file(path, what, MAX_TEST_TASKS_BYTES)
@@ -277,6 +282,7 @@ def check_test_tasks(path: str) -> None:
     if not isinstance(data, list) or len(data) < 2:
         raise ValueError(f"{what} must hold a list of at least 2 task parameters (or a meta-test JSON with "
                          "task_params)")
+    return data
 
 
 def check_output_folders(*paths: str) -> None:

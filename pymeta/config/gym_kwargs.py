@@ -44,7 +44,9 @@ class Kind(NamedTuple):
             return False
         if isinstance(value, int) and abs(value) > 2 ** 53:
             return False
-        return math.isfinite(value) and (self.low is None or self.low <= value <= self.high)
+        low = -math.inf if self.low is None else self.low
+        high = math.inf if self.high is None else self.high
+        return math.isfinite(value) and low <= value <= high
 
 
 WEIGHT = Kind("float", -1e3, 1e3)  # a reward term's weight

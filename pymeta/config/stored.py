@@ -15,7 +15,7 @@ dropped. Any failure is a `StoredSettingsError`: one line naming the file, the s
 import dataclasses
 import os
 import zipfile
-from typing import Any, Collection, Dict, Optional
+from typing import Any, Collection, Dict, Optional, Union
 
 from pymeta.config.bounded_json import loads_bounded
 from pymeta.config.checks import check_field, check_type, env_kwargs
@@ -33,7 +33,7 @@ class StoredSettingsError(ValueError):
     """The settings a model file records cannot be used (one line: the file, the setting, the fix)."""
 
 
-def read_stored_settings(path, given: Collection[str] = ()) -> Optional[Dict[str, Any]]:
+def read_stored_settings(path: Union[str, os.PathLike], given: Collection[str] = ()) -> Optional[Dict[str, Any]]:
     """The checked settings the model file or checkpoint `path` records, or None if it records none
     (plain Keras, an older pymeta). given: the meta-test flags set on the command line; the settings
     that would be their defaults are dropped unchecked (the flag wins, so a bad stored value can be
@@ -78,7 +78,7 @@ def check_stored_settings(path: str, stored: Dict[str, Any], given: Collection[s
     return settings
 
 
-def _checked(path: str, base, name: str, value: Any, key: Optional[str] = None):
+def _checked(path: str, base: Any, name: str, value: Any, key: Optional[str] = None) -> Any:
     """`base` with field `name` set to `value` (converted to the field's type), checked like the flag
     (`check_field`); StoredSettingsError naming setting `key` (default: `name`) otherwise."""
     try:
@@ -102,7 +102,7 @@ def _parse(text: str, what: str) -> Any:
         raise StoredSettingsError(f"{e}: {REWRITE_HINT}") from None
 
 
-def _read_raw(path: str):
+def _read_raw(path: str) -> Union[None, str, Dict[str, Any]]:
     """The settings JSON text of a model file, the settings dict of a checkpoint, or None."""
     try:
         if zipfile.is_zipfile(path):
@@ -130,7 +130,7 @@ def _read_keras(path: str) -> Optional[str]:
     return _text(path, data)
 
 
-def _read_h5(path: str):
+def _read_h5(path: str) -> Union[None, str, Dict[str, Any]]:
     import h5py
     with h5py.File(path, "r") as f:
         checkpoint = "theta" in f and "config" in f.attrs
