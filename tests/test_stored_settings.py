@@ -326,8 +326,13 @@ def _check_read(path):
             assert isinstance(value, int) and value >= 0
 
 
-@settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                   HealthCheck.too_slow])
+# the budgets are far above what a case takes (milliseconds, a few MB), so that a loaded machine cannot make
+# the test flaky, and far below a hang or a runaway allocation
+TIME_BUDGET_S, MEMORY_BUDGET = 5.0, 64 << 20
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
 @given(stored=st.one_of(SETTINGS, JSON_VALUES), nesting=st.integers(0, 3000))
 def test_random_json_values_as_stored_settings_give_checked_settings_or_one_line(tmp_path, stored, nesting):
     text = json.dumps(stored)  # NaN / Infinity / huge integers included: json.dumps writes them
@@ -341,10 +346,11 @@ def test_random_json_values_as_stored_settings_give_checked_settings_or_one_line
     finally:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-    assert time.perf_counter() - begin < 1.0 and peak < 32 << 20, (time.perf_counter() - begin, peak)
+    seconds = time.perf_counter() - begin
+    assert seconds < TIME_BUDGET_S and peak < MEMORY_BUDGET, (seconds, peak)
 
 
-@settings(max_examples=300, deadline=1000)
+@settings(max_examples=300, deadline=None)
 @given(text=st.text(alphabet='[]{}",:0123456789.eE-+ \\tnulfasrNIy', max_size=400))
 def test_random_json_like_text_parses_or_is_one_line(text):
     try:
