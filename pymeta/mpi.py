@@ -45,6 +45,12 @@ def is_mpi_run() -> bool:
     return size is not None and size > 1
 
 
+def launch_size_and_rank() -> Tuple[int, int]:
+    """(processes of the MPI launch, this process's rank) from the launcher's environment variables,
+    without mpi4py (so before MPI or TensorFlow start); (1, 0) outside an MPI launch."""
+    return _env_int(_SIZE_VARIABLES) or 1, _env_int(_RANK_VARIABLES) or 0
+
+
 def ranks_on_this_node() -> int:
     """How many ranks of the launch share this machine (1 outside MPI)."""
     return _env_int(_LOCAL_SIZE_VARIABLES) or 1

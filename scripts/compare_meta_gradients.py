@@ -88,10 +88,11 @@ def main(argv=None):
 
     import keras
 
-    from pymeta.model_io import load_settings, load_weights_into
+    from pymeta.config.stored import read_stored_settings
+    from pymeta.model_io import load_weights_into
     from pymeta.metalearner_factory import build_metalearner
     from pymeta.problems import seeded_problem_and_model
-    s = load_settings(args.model) or {}
+    s = read_stored_settings(args.model) or {}
     get = lambda name, default: getattr(args, name) if getattr(args, name) is not None else s.get(name, default)
     steps = get("num_inner_iterations", None) or s.get("num_inner_training_iterations", 5)
     problem, model = seeded_problem_and_model(

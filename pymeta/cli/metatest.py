@@ -20,16 +20,16 @@ evaluates a fresh random initialisation, `--plot FILE.png` draws the return agai
 
 import dataclasses
 import logging
-import os
 import shlex
 from typing import List, Sequence
 
 from absl import app, flags
 
-from pymeta.cli._common import run_program, start
-from pymeta.config import (CliOptions, MetaTestConfig, apply_model_settings, check_output_folders,
-                           config_from_flags, define_flags, flags_given)
+from pymeta.cli._common import run_program, setup_logging, start
+from pymeta.config import (CliOptions, MetaTestConfig, apply_model_settings, check_metatest_config,
+                           check_output_folders, config_from_flags, define_flags, flags_given)
 from pymeta.config.sections import IMAMLInnerSection, SupervisedTaskSection
+from pymeta.config.stored import read_stored_settings
 from pymeta.registry import RL_DATASETS, check_data_file
 
 logger = logging.getLogger("pymeta.cli")
@@ -60,10 +60,7 @@ def config_with_model_settings(flag_values) -> MetaTestConfig:
                          "a model of the zoo: see pretrained/index.json)")
     if c.output:
         check_output_folders(c.output)  # before anything is read or evaluated
-    if not os.path.isfile(c.model):  # before TensorFlow is imported (loading the settings imports it)
-        raise FileNotFoundError(f"no model file at {c.model!r}")
-    from pymeta.model_io import load_settings
-    settings = load_settings(c.model)
+    settings = read_stored_settings(c.model, given)  # checked like the flags, without TensorFlow
     taken = {}
     if settings is None:
         logger.warning(f"{c.model} does not record how it was trained (written by an older pymeta?): "
@@ -80,6 +77,14 @@ def config_with_model_settings(flag_values) -> MetaTestConfig:
             and c.num_test_samples_per_class != PAPER_QUERIES):
         logger.warning(f"{c.num_test_samples_per_class} queries per class, as the model was trained; few-shot "
                        f"papers report {PAPER_QUERIES} (--num_test_samples_per_class {PAPER_QUERIES})")
+    return c
+
+
+def checked_config(flag_values) -> MetaTestConfig:
+    """`config_with_model_settings(flag_values)`, checked (`check_metatest_config`): all a meta-test
+    finds wrong without TensorFlow (settings, the model file and its stored settings, the data file)."""
+    c = config_with_model_settings(flag_values)
+    check_metatest_config(c)
     return c
 
 
@@ -128,10 +133,16 @@ def main(argv: List[str]) -> int:
     """Meta-test with the parsed flags; returns the exit code (2 for a bad setting)."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    setup_logging()
+    try:  # everything that needs no TensorFlow first: a bad setting or a missing file is reported at once
+        c = checked_config(flags.FLAGS)
+    except (ValueError, FileNotFoundError) as e:
+        logger.error(str(e))
+        return 2
     start()
     from pymeta.metatest import meta_test
     try:
-        meta_test(config_with_model_settings(flags.FLAGS))
+        meta_test(c)
     except (ValueError, FileNotFoundError, ImportError) as e:
         logger.error(str(e))
         return 2

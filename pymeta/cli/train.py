@@ -15,9 +15,10 @@ from typing import List
 from absl import app
 
 from pymeta.cli._common import run_program, setup_logging, start
-from pymeta.config import (CliOptions, RunConfig, check_config, config_from_flags, define_flags, flags_given,
-                           resolve_rl_defaults)
-from pymeta.mpi import is_mpi_run, mpi_abort_on_exception
+from pymeta.config import (CliOptions, RunConfig, check_config, check_ranks, config_from_flags, define_flags,
+                           flags_given, resolve_rl_defaults)
+from pymeta.mpi import is_mpi_run, launch_size_and_rank, mpi_abort_on_exception
+from pymeta.registry import check_data_file
 
 logger = logging.getLogger("pymeta.cli")
 
@@ -27,12 +28,16 @@ def main(argv: List[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     setup_logging()
+    ranks, rank = launch_size_and_rank()
     try:
         # RL datasets: their own defaults for the flags not given (--help: 'RL, when not given')
         c = resolve_rl_defaults(config_from_flags(RunConfig), flags_given(RunConfig))
         check_config(c)  # before TensorFlow is imported: a bad setting is refused at once
-    except ValueError as e:
-        logger.error(str(e))
+        check_data_file(c.dataset, c.data_path)
+        check_ranks(c, ranks)
+    except (ValueError, FileNotFoundError) as e:
+        if rank == 0:  # every rank of an MPI launch finds the same: one line, not one per rank
+            logger.error(str(e))
         return 2
     start()
     if is_mpi_run():

@@ -1,71 +1,177 @@
 """Impossible settings refused up front, each with a one-line message naming the fix: `check_config`
 (training), `check_metatest_config` (meta-test), `check_output_folders`; and the parsing of the flags
-whose values are text (`env_kwargs`, `parse_step_sizes`)."""
+whose values are text (`env_kwargs`, `parse_step_sizes`).
 
-import json
+What a single field's value must be (its type, `check_type`; its own bounds, the `*_RULES` tables) is
+written once and checked by `check_field`, for a flag and for the settings a model file records
+(`pymeta.config.stored`) alike; the checks that relate several fields follow in `check_config` /
+`check_metatest_config`."""
+
+import dataclasses
 import math
+import numbers
 import os
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
-from pymeta.config.sections import (IMAML_INNER_MODES, JIT_COMPILE, OUTER_OPTIMIZERS, MetaTestConfig, RunConfig,
-                                    TaskConfig)
-from pymeta.registry import (DATASETS, INNER_OPTIMIZERS, METAMODELS, OMNIGLOT_PROTOCOLS, RL_DATASETS, RL_GYM_DATASETS,
-                             RL_METAMODELS, SEQ_FOMAML_VARIANTS)
+from pymeta.config.bounded_json import load_json_file, loads_bounded
+from pymeta.config.gym_kwargs import check_env_kwargs
+from pymeta.config.sections import MetaTestConfig, RunConfig, TaskConfig
+from pymeta.registry import RL_DATASETS, RL_GYM_DATASETS, RL_METAMODELS
 from pymeta.runtime import PRECISIONS
 
 
-def _check_choice(c, name, choices):
+# --- one field at a time: its type and its own bounds -------------------------------------------------
+Rule = Callable[[Any, str], None]  # (config, field name): raise ValueError (one line) for a bad value
+INT_LIMIT = 2 ** 63 - 1  # an integer setting must fit int64 (numpy, TensorFlow)
+
+
+def check_type(cls: type, name: str, value: Any) -> Any:
+    """`value` as field `name` of the config dataclass `cls` holds it (an integer becomes a float for a
+    float field), or ValueError('--name must be ...') if it is not of the field's type: what absl's
+    parser guarantees for a flag, checked again for values from elsewhere (a model file, Python)."""
+    kind = {f.name: f.type for f in dataclasses.fields(cls)}[name]
+    if kind is bool:
+        ok, what = isinstance(value, bool), "true or false"
+    elif kind is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and abs(int(value)) <= INT_LIMIT
+        what = f"an integer of at most {len(str(INT_LIMIT))} digits"
+    elif kind is float:
+        ok, what = isinstance(value, numbers.Real) and not isinstance(value, bool), "a number"
+        if ok:
+            try:
+                value = float(value)
+            except OverflowError:
+                ok, what = False, "a number in float range"
+    else:
+        ok, what = isinstance(value, str), "text"
+    if not ok:
+        raise ValueError(f"--{name} must be {what}, got {_short(value)}")
+    return value
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, int) and abs(value) >= 10 ** 30:
+        return f"an integer of {len(str(abs(value)))} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _rule(ok: Callable[[Any, Any], bool], message: str) -> Rule:
+    """A rule refusing a value `v` of config `c` for which `ok(v, c)` is false; `message` formatted
+    with the field's `name` and `value`."""
+    def rule(c: Any, name: str) -> None:
+        value = getattr(c, name)
+        if not ok(value, c):
+            raise ValueError(message.format(name=name, value=value))
+    return rule
+
+
+def _choice(c: Any, name: str) -> None:
+    choices = _CHOICES[name]
     if getattr(c, name) not in choices:
         raise ValueError(f"unknown --{name}={getattr(c, name)!r}: use one of {', '.join(choices)}")
 
 
-def _check_task(c: TaskConfig) -> None:
-    for name, choices in (("dataset", DATASETS), ("metamodel", METAMODELS),
-                          ("omniglot_protocol", OMNIGLOT_PROTOCOLS), ("inner_optimizer", INNER_OPTIMIZERS)):
-        _check_choice(c, name, choices)
+def _precision(c: Any, name: str) -> None:
     if c.precision not in PRECISIONS:
         raise ValueError(f"--precision must be float32 or mixed_bfloat16, got {c.precision!r}")
+
+
+_CHOICES = {f.name: f.metadata["choices"] for cls in (RunConfig, MetaTestConfig) for f in dataclasses.fields(cls)
+            if f.metadata.get("choices")}
+_AT_LEAST_1 = _rule(lambda v, c: v >= 1, "--{name} must be >= 1, got {value}")
+_AT_LEAST_0 = _rule(lambda v, c: v >= 0, "--{name} must be >= 0, got {value}")
+_FINITE_AT_LEAST_0 = _rule(lambda v, c: math.isfinite(v) and v >= 0,
+                           "--{name} must be a finite number >= 0, got {value}")
+_FINITE_POSITIVE = _rule(lambda v, c: math.isfinite(v) and v > 0, "--{name} must be a finite number > 0, got {value}")
+# a learning rate must be a finite number > 0 (inf / nan are refused; there is no upper bound, since a sane
+# one depends on the model and optimizer: a rate that makes training diverge is caught when the loss or the
+# meta-parameters stop being finite)
+_LEARNING_RATE = _FINITE_POSITIVE
+
+# the task and its inner loop (training and meta-test)
+TASK_RULES: Dict[str, Rule] = {
+    **{name: _choice for name in _CHOICES if name in {f.name for f in dataclasses.fields(TaskConfig)}},
+    "precision": _precision,
+    "num_output_classes": _rule(lambda v, c: v >= 1 or c.dataset == "sinusoid", "--{name} must be >= 1, got {value}"),
+    "num_train_samples_per_class": _AT_LEAST_1,
+    "num_test_samples_per_class": _rule(lambda v, c: v >= 1 or (v == -1 and c.dataset != "sinusoid"),
+                                        "--{name} must be >= 1, got {value}"),
+    "inner_lr": _LEARNING_RATE,
+    "inner_batch_size": _rule(lambda v, c: v >= 1 or v == -1,
+                              "--{name} must be -1 (the whole support set) or >= 1, got {value}"),
+    "imaml_lambda_reg": _FINITE_AT_LEAST_0,
+}
+TASK_RL_RULES: Dict[str, Rule] = {  # checked for the RL datasets only
+    "horizon": _rule(lambda v, c: v >= 0, "--{name} must be >= 1 (or 0: the environment's), got {value}"),
+    "gamma": _rule(lambda v, c: 0 < v <= 1, "--{name} must be in (0, 1], got {value}"),
+    "gae_lambda": _rule(lambda v, c: 0 <= v <= 1, "--{name} must be in [0, 1], got {value}"),
+}
+RUN_RULES: Dict[str, Rule] = {
+    **TASK_RULES,
+    **{name: _choice for name in ("jit_compile", "seqfomaml_variant")},
+    **{name: _AT_LEAST_1 for name in ("num_outer_metatraining_iterations", "meta_batch_size", "num_validation_batches",
+                                      "save_every_k_iterations", "test_every_k_iterations",
+                                      "seqfomaml_sequence_length")},
+    "num_inner_training_iterations": _AT_LEAST_0,
+    "meta_lr": _LEARNING_RATE,
+    "imaml_lambda_reg": _FINITE_POSITIVE,
+    "imaml_cg_steps": _AT_LEAST_0,
+    "imaml_cg_damping": _FINITE_AT_LEAST_0,
+    "imaml_lam_damping": _FINITE_AT_LEAST_0,
+    "imaml_cg_tol": _rule(lambda v, c: v >= 0, "--{name} must be >= 0, got {value}"),
+    "iterations_per_call": _rule(lambda v, c: v >= 0, "--{name} must be >= 1 (or 0: 10 for sinusoid, 1 otherwise), "
+                                                      "got {value}"),
+    "keep_checkpoints": _rule(lambda v, c: v >= 1, "--{name} must be >= 1 (the newest checkpoint is always kept), "
+                                                   "got {value}"),
+}
+RUN_RL_RULES: Dict[str, Rule] = {
+    **TASK_RL_RULES,
+    "outer_optimizer": _choice,
+    "episodes_per_task": _AT_LEAST_1,
+    "max_kl": _FINITE_POSITIVE,
+}
+METATEST_RULES: Dict[str, Rule] = {
+    **TASK_RULES,
+    "split": _choice,
+    "num_tasks": _rule(lambda v, c: v >= 2, "--{name} must be >= 2 for a confidence interval, got {value}"),
+    "batch": _AT_LEAST_1,
+    "num_inner_iterations": _AT_LEAST_0,
+    "num_threads": _rule(lambda v, c: v >= 0, "--{name} must be >= 0 (0: the default layout), got {value}"),
+}
+METATEST_RL_RULES: Dict[str, Rule] = {
+    **TASK_RL_RULES,
+    "init": _choice,
+    "episodes_per_task": _rule(lambda v, c: v >= 0, "--{name} must be >= 1 (or 0: the MAML evaluation's), got {value}"),
+    "repeats": _AT_LEAST_1,
+}
+
+
+def check_field(c: Any, name: str) -> None:
+    """Check field `name` of config `c` (a RunConfig or MetaTestConfig) on its own: its type, then its
+    rule (the RL rules for an RL dataset only); ValueError (one line) otherwise."""
+    check_type(type(c), name, getattr(c, name))
+    rules, rl_rules = (RUN_RULES, RUN_RL_RULES) if isinstance(c, RunConfig) else (METATEST_RULES, METATEST_RL_RULES)
+    rule = rules.get(name) or (rl_rules.get(name) if c.dataset in RL_DATASETS else None)
+    if rule is not None:
+        rule(c, name)
+
+
+def _check_fields(c: Any) -> None:
+    """Every field of `c` on its own; the dataset first (the other rules depend on it)."""
+    names = [f.name for f in dataclasses.fields(c)]
+    for name in ["dataset"] + [n for n in names if n != "dataset"]:
+        check_field(c, name)
     env_kwargs(c)
 
 
 def check_config(c: RunConfig) -> None:
     """Raise ValueError with a one-line message naming the fix for any impossible training setting."""
-    _check_task(c)
+    _check_fields(c)
     if c.dataset in RL_DATASETS:
         _check_rl(c)
-    if (not c.imaml_lambda_reg > 0 or c.imaml_cg_steps < 0 or c.imaml_cg_damping < 0
-            or c.imaml_lam_damping < 0 or not c.imaml_cg_tol >= 0):
-        raise ValueError("--imaml_lambda_reg must be > 0, --imaml_cg_steps, --imaml_cg_damping, "
-                         "--imaml_lam_damping and --imaml_cg_tol >= 0")
-    _check_choice(c, "seqfomaml_variant", SEQ_FOMAML_VARIANTS)
-    positive = ["num_outer_metatraining_iterations", "meta_batch_size", "num_validation_batches",
-                "num_train_samples_per_class", "save_every_k_iterations", "test_every_k_iterations",
-                "seqfomaml_sequence_length"]
-    if c.dataset != "sinusoid":
-        positive.append("num_output_classes")
-    for name in positive:
-        if getattr(c, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(c, name)}")
-    if c.num_inner_training_iterations < 0:
-        raise ValueError(f"--num_inner_training_iterations must be >= 0, got {c.num_inner_training_iterations}")
-    if c.num_test_samples_per_class < 1 and not (c.dataset != "sinusoid" and c.num_test_samples_per_class == -1):
-        raise ValueError(f"--num_test_samples_per_class must be >= 1, got {c.num_test_samples_per_class}")
-    for name in ("meta_lr", "inner_lr"):
-        _check_learning_rate(name, getattr(c, name))
-    for name in ("imaml_lambda_reg", "imaml_cg_damping", "imaml_lam_damping"):
-        if not math.isfinite(getattr(c, name)):
-            raise ValueError(f"--{name} must be finite, got {getattr(c, name)}")
-    if c.iterations_per_call < 0:
-        raise ValueError(f"--iterations_per_call must be >= 1 (or 0: 10 for sinusoid, 1 otherwise), "
-                         f"got {c.iterations_per_call}")
-    if c.keep_checkpoints < 1:
-        raise ValueError(f"--keep_checkpoints must be >= 1 (the newest checkpoint is always kept), "
-                         f"got {c.keep_checkpoints}")
-    _check_choice(c, "jit_compile", JIT_COMPILE)
     support = (1 if c.dataset == "sinusoid" else c.num_output_classes) * c.num_train_samples_per_class
-    if c.inner_batch_size < -1:
-        raise ValueError(f"--inner_batch_size must be -1 (the whole support set) or >= 1, got {c.inner_batch_size}")
-    if c.inner_batch_size == 0 or c.inner_batch_size > support:
+    if c.inner_batch_size > support:
         raise ValueError(f"--inner_batch_size={c.inner_batch_size} is not possible with a support set of "
                          f"{support} examples: use 1..{support}, or -1 for all of them")
     if c.persistent_inner_state and (c.metamodel not in ("fomaml", "reptile")
@@ -80,44 +186,46 @@ def check_config(c: RunConfig) -> None:
         raise ValueError(f"--init_model: no model file at {c.init_model!r}")
 
 
-def _check_rl(c: TaskConfig) -> None:
-    """The settings shared by RL training and meta-test."""
-    if c.horizon < 0:
-        raise ValueError(f"--horizon must be >= 1 (or 0: the environment's), got {c.horizon}")
-    if not 0 < c.gamma <= 1 or not 0 <= c.gae_lambda <= 1:
-        raise ValueError(f"--gamma must be in (0, 1] and --gae_lambda in [0, 1], got {c.gamma} and {c.gae_lambda}")
-    if not isinstance(c, RunConfig):
-        return
+def check_ranks(c: RunConfig, ranks: int) -> None:
+    """Refuse a run of `ranks` MPI processes that cannot work: an RL run gives every rank its own share
+    of each meta-batch, so it needs at least one task per rank (a supervised run does not: a rank
+    without a task adds nothing to the mean)."""
+    if c.dataset in RL_DATASETS and c.meta_batch_size < ranks:
+        raise ValueError(f"--meta_batch_size={c.meta_batch_size} leaves some of the {ranks} MPI ranks without a task "
+                         f"(an RL run spreads each meta-batch over the ranks): use --meta_batch_size >= {ranks} or "
+                         f"mpiexec -n {c.meta_batch_size}")
+
+
+def _check_rl(c: RunConfig) -> None:
+    """An RL training run's settings that relate several fields."""
     if c.metamodel not in RL_METAMODELS:
         raise ValueError(f"--metamodel={c.metamodel} does not do reinforcement learning (--dataset={c.dataset}): "
                          f"use one of {', '.join(RL_METAMODELS)}")
-    _check_choice(c, "outer_optimizer", OUTER_OPTIMIZERS)
     if c.outer_optimizer == "trpo" and c.metamodel != "maml":
         raise ValueError(f"--outer_optimizer=trpo is MAML's outer step: use --outer_optimizer=adam (or auto) with "
                          f"--metamodel={c.metamodel}")
-    if c.episodes_per_task < 1:
-        raise ValueError(f"--episodes_per_task must be >= 1, got {c.episodes_per_task}")
-    if not (math.isfinite(c.max_kl) and c.max_kl > 0):
-        raise ValueError(f"--max_kl must be a finite number > 0, got {c.max_kl}")
     if c.persistent_inner_state or c.inner_optimizer == "adam":
         raise ValueError("RL's inner steps are plain policy-gradient steps (SGD): drop --persistent_inner_state "
                          "and --inner_optimizer=adam")
 
 
-def env_kwargs(c: TaskConfig) -> Dict[str, Any]:
-    """--env_kwargs as a dict ({} when not given); ValueError (one line) if it is not a JSON object or
-    the dataset has no gymnasium environment."""
+def env_kwargs(c: TaskConfig, from_file: bool = False) -> Dict[str, Any]:
+    """--env_kwargs as a dict ({} when not given); ValueError (one line) if it is not a JSON object, the
+    dataset has no gymnasium environment or a keyword may not be passed (`pymeta.config.gym_kwargs`:
+    from_file, the value a model file records, allows the declared keywords only)."""
     if not c.env_kwargs:
         return {}
     try:
-        value = json.loads(c.env_kwargs)
+        value = loads_bounded(c.env_kwargs, "--env_kwargs", max_depth=4)
     except ValueError:
         value = None
     if not isinstance(value, dict):
-        raise ValueError(f"--env_kwargs must be a JSON object such as '{{\"frame_skip\": 1}}', got {c.env_kwargs!r}")
+        raise ValueError(f"--env_kwargs must be a JSON object such as '{{\"frame_skip\": 1}}', got "
+                         f"{_short(c.env_kwargs)}")
     if c.dataset not in RL_GYM_DATASETS:
         raise ValueError(f"--env_kwargs applies to the gymnasium datasets ({', '.join(RL_GYM_DATASETS)}), "
                          f"not --dataset={c.dataset}")
+    check_env_kwargs(c.dataset, value, "--env_kwargs", from_file)
     return value
 
 
@@ -138,55 +246,43 @@ def parse_step_sizes(text: str, num_steps: int) -> List[float]:
 
 
 def check_metatest_config(c: MetaTestConfig) -> None:
-    """Raise ValueError with a one-line message for any impossible meta-test setting."""
+    """Raise ValueError with a one-line message for any impossible meta-test setting. Reads no model,
+    imports no TensorFlow (the --test_tasks file is parsed, within bounds)."""
     if not c.model:
         raise ValueError("--model is required: the model file written by meta-training")
-    _check_task(c)
+    _check_fields(c)
     if c.dataset in RL_DATASETS:
-        _check_rl(c)
-        _check_choice(c, "init", ("trained", "random"))
         if c.plot_with and not c.plot:
             raise ValueError("--plot_with draws into --plot: give --plot=FILE.png too")
         for path in filter(None, c.plot_with.split(",")):
             if not os.path.isfile(path):
                 raise ValueError(f"--plot_with: {path}: no such file (a JSON written by --output)")
-        if c.episodes_per_task < 0:
-            raise ValueError(f"--episodes_per_task must be >= 1 (or 0: the MAML evaluation's), "
-                             f"got {c.episodes_per_task}")
-        if c.test_tasks and not os.path.isfile(c.test_tasks):
-            raise ValueError(f"--test_tasks: {c.test_tasks}: no such file (a JSON list of task parameters)")
-        if c.repeats < 1:
-            raise ValueError(f"--repeats must be >= 1, got {c.repeats}")
+        if c.test_tasks:
+            read_test_tasks(c.test_tasks)
         parse_step_sizes(c.step_sizes, c.num_inner_iterations)
     elif c.test_tasks or c.repeats != 1 or c.step_sizes:
         raise ValueError("--test_tasks, --repeats and --step_sizes are for RL datasets (navigation2d, "
                          "halfcheetah_*, ant_dir)")
-    _check_choice(c, "split", ("test", "val"))
-    _check_choice(c, "imaml_inner", IMAML_INNER_MODES)
-    if c.num_tasks < 2:
-        raise ValueError(f"--num_tasks must be >= 2 for a confidence interval, got {c.num_tasks}")
-    if c.imaml_lambda_reg < 0:
-        raise ValueError(f"--imaml_lambda_reg must be >= 0, got {c.imaml_lambda_reg}")
-    for name in ("batch", "num_train_samples_per_class"):
-        if getattr(c, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(c, name)}")
-    if c.num_inner_iterations < 0:
-        raise ValueError(f"--num_inner_iterations must be >= 0, got {c.num_inner_iterations}")
-    _check_learning_rate("inner_lr", c.inner_lr)
-    if not math.isfinite(c.imaml_lambda_reg):
-        raise ValueError(f"--imaml_lambda_reg must be finite, got {c.imaml_lambda_reg}")
-    if c.inner_batch_size < -1 or c.inner_batch_size == 0:
-        raise ValueError(f"--inner_batch_size must be -1 (the whole support set) or >= 1, got {c.inner_batch_size}")
-    if c.num_threads < 0:
-        raise ValueError(f"--num_threads must be >= 0 (0: the default layout), got {c.num_threads}")
 
 
-def _check_learning_rate(name: str, value: float) -> None:
-    """A learning rate must be a finite number > 0 (inf / nan are refused; there is no upper bound,
-    since a sane one depends on the model and optimizer: a rate that makes training diverge is caught
-    when the loss or the meta-parameters stop being finite)."""
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"--{name} must be a finite number > 0, got {value}")
+MAX_TEST_TASKS_BYTES = 16 << 20  # a meta-test JSON of 1,000 tasks (--output) is about 0.5 MB
+
+
+def read_test_tasks(path: str) -> List[Any]:
+    """The task parameters of the --test_tasks file `path`: JSON within bounds (MAX_TEST_TASKS_BYTES,
+    MAX_DEPTH) holding a list of at least 2 of them, or a meta-test JSON whose task_params is one;
+    ValueError (one line) otherwise."""
+    what = f"--test_tasks: {path}"
+    try:
+        data = load_json_file(path, what, MAX_TEST_TASKS_BYTES)
+    except FileNotFoundError:
+        raise ValueError(f"{what}: no such file (a JSON list of task parameters)") from None
+    if isinstance(data, dict):
+        data = data.get("task_params")
+    if not isinstance(data, list) or len(data) < 2:
+        raise ValueError(f"{what} must hold a list of at least 2 task parameters (or a meta-test JSON with "
+                         "task_params)")
+    return data
 
 
 def check_output_folders(*paths: str) -> None:

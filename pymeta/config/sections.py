@@ -84,7 +84,10 @@ class RLTaskSection:
     env_kwargs: str = option("", "RL, gymnasium datasets: a JSON dict of keyword arguments for every task's "
                              "gymnasium.make, e.g. '{\"frame_skip\": 1}' (the MAML paper's rllab HalfCheetah "
                              "stepped 0.01 s of simulation, gymnasium's HalfCheetah-v5 0.05 s); a task's own "
-                             "(e.g. halfcheetah_dir's direction) take precedence", record="flag")
+                             "(e.g. halfcheetah_dir's direction) take precedence. Any keyword but the rendering "
+                             "ones; frame_skip (1..50), the reward weights, reset_noise_scale and the observation "
+                             "and health options are typed and bounded, and they are all a model file's recorded "
+                             "value may set (pymeta.config.gym_kwargs)", record="flag")
 
 
 @dataclasses.dataclass
