@@ -51,7 +51,10 @@ def validate(metalearner, distribution, num_batches: int, num_inner_iterations: 
 
 def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
     """Adapt the initialisation saved in `c.model` to `c.num_tasks` meta-test tasks; returns {'mean':
-    ..., 'ci95': ..., ...}: accuracy (%) for classification, MSE for sinusoid. The result line is logged.
+    ..., 'ci95': ..., 'values_by_task': [num_tasks], 'loss_by_task': [num_tasks], ...}: accuracy (%) for
+    classification, MSE for sinusoid, with the protocol (seed, queries per class, steps, settings). The
+    result line is logged; progress too (`c.progress`: a bar on a terminal, else log lines). An adapted
+    loss that is not finite raises ValueError (one line: the task, the loss before adaptation, the cause).
 
     The inner loop is the one of meta-training (same inner optimizer and learning rate); a model trained
     with a kept inner optimizer state adapts from it (unless c.fresh_inner_state).

@@ -46,6 +46,22 @@ def sinusoid_model(path, scale=None, value=None):
 
 
 # --- progress ----------------------------------------------------------------------------------------
+@pytest.fixture
+def progress_lines():
+    """The messages logged to `pymeta.progress` during the test (a handler of its own: not through the
+    root logger, which a command-line program's logging set-up cuts off)."""
+    lines = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("pymeta.progress")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
 class FakeClock:
     def __init__(self):
         self.now = 100.0
@@ -54,9 +70,8 @@ class FakeClock:
         return self.now
 
 
-def test_progress_lines_at_the_first_update_every_tenth_every_30_s_and_at_the_end(caplog):
+def test_progress_lines_at_the_first_update_every_tenth_every_30_s_and_at_the_end(progress_lines):
     clock = FakeClock()
-    caplog.set_level(logging.INFO, logger="pymeta.progress")
     with Progress(100, "meta-test", terminal=False, clock=clock, mean_text="mean {:.1f}%".format) as p:
         clock.now += 20  # compiling
         p.update(5, 97.0)  # the first update: a line (no time left yet: the pace is not known)
@@ -67,7 +82,7 @@ def test_progress_lines_at_the_first_update_every_tenth_every_30_s_and_at_the_en
         p.update(1, 98.5)  # 26: not a tenth more, but 31 s since the last line
         clock.now += 1
         p.update(74, 99.0)  # the end
-    lines = [r.getMessage() for r in caplog.records]
+    lines = progress_lines
     # the time left: the pace since the first update times the tasks left, 2 s / 10 tasks * 85 = 17 s,
     # 4 s / 20 * 75 = 15 s, 35 s / 21 * 74 = 123 s
     assert lines == ["meta-test: 5/100 tasks (5%), mean 97.0%, 20 s elapsed",
@@ -77,13 +92,12 @@ def test_progress_lines_at_the_first_update_every_tenth_every_30_s_and_at_the_en
                      "meta-test: 100/100 tasks (100%), mean 99.0%, 56 s elapsed"]
 
 
-def test_progress_is_silent_when_disabled_and_a_bar_on_a_terminal(caplog, capsys):
-    caplog.set_level(logging.INFO, logger="pymeta.progress")
+def test_progress_is_silent_when_disabled_and_a_bar_on_a_terminal(progress_lines, capsys):
     with Progress(10, "meta-test", enabled=False, terminal=False) as p:
         p.update(10, 1.0)
     with Progress(10, "meta-test", terminal=True) as p:  # tqdm on stderr, no log lines
         p.update(10, 1.0)
-    assert caplog.records == []
+    assert progress_lines == []
     assert "10/10" in capsys.readouterr().err
     assert [duration(s) for s in (0.4, 59, 61, 3599, 3600 + 5 * 60)] == ["0 s", "59 s", "1 min 1 s", "59 min 59 s",
                                                                         "1 h 05 min"]
@@ -150,7 +164,7 @@ def test_outputs_that_overflow_before_adaptation_are_named_as_the_cause(tmp_path
     assert not out.exists()
 
 
-def test_a_diverging_rl_adaptation_names_the_tasks_and_the_step(tmp_path):
+def test_a_diverging_rl_adaptation_names_the_tasks_and_the_step(tmp_path, progress_lines):
     """2D navigation from the committed MAML policy with absurd step sizes: the first collection after the
     first step has non-finite actions; the error names the tasks and the step, nothing is written."""
     from pymeta.cli.metatest import parse_args
@@ -166,5 +180,9 @@ def test_a_diverging_rl_adaptation_names_the_tasks_and_the_step(tmp_path):
     assert ", after adaptation step 1 (finite before it): the policy-gradient steps diverged (try smaller " \
            "--step_sizes than 1e+30,1e+30); nothing written" in message
     assert "\n" not in message and not out.exists()
-    ok = meta_test(dataclasses.replace(c, step_sizes="0.5,0.25", output=""))  # the same tasks, sane steps
+    assert progress_lines == []  # --noprogress
+    ok = meta_test(dataclasses.replace(c, step_sizes="0.5,0.25", output="", progress=True))  # sane steps
     assert np.all(np.isfinite(ok["returns_by_task"])) and ok["seed"] == 0
+    assert [line.split(", ")[:2] for line in progress_lines] == [  # not a terminal: lines
+        ["meta-test: 2/4 tasks (50%)", f"mean return after 2 steps {np.mean(ok['returns_by_task'][:2], 0)[-1]:.2f}"],
+        ["meta-test: 4/4 tasks (100%)", f"mean return after 2 steps {ok['returns_by_step'][-1]:.2f}"]]

@@ -32,7 +32,8 @@ def step_sizes(inner_lr: float, num_steps: int):
 
 def meta_test_rl(c) -> Dict[str, Any]:
     """Meta-test config `c` (a checked `MetaTestConfig` of an RL dataset); returns the result dict
-    (written to c.output as JSON, drawn to c.plot)."""
+    (written to c.output as JSON, drawn to c.plot). Progress is shown as `pymeta.progress` does
+    (`c.progress`); a return, reward or observation that is not finite raises ValueError (one line)."""
     from pymeta.atomic import write_json_atomic
     from pymeta.config import env_kwargs, parse_step_sizes
     from pymeta.core.learner import Learner
