@@ -2,6 +2,7 @@
 (`validate`) and the meta-test of a saved model with its 95% confidence interval (`meta_test`; RL
 models: `pymeta.rl.evaluation`, both chosen by dataset in `pymeta.metatest`)."""
 
+import dataclasses
 import logging
 import sys
 import time
@@ -12,6 +13,7 @@ import numpy as np
 from pymeta.checkpoint import kept_inner_state
 from pymeta.config import MetaTestConfig, RunConfig, check_metatest_config, check_output_folders
 from pymeta.confidence import mean_confidence_interval
+from pymeta.progress import Progress
 from pymeta.registry import RL_DATASETS
 
 logger = logging.getLogger(__name__)
@@ -49,13 +51,15 @@ def validate(metalearner, distribution, num_batches: int, num_inner_iterations: 
 
 def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
     """Adapt the initialisation saved in `c.model` to `c.num_tasks` meta-test tasks; returns {'mean':
-    ..., 'ci95': ..., ...}: accuracy (%) for classification, MSE for sinusoid. The result line is logged.
+    ..., 'ci95': ..., 'values_by_task': [num_tasks], 'loss_by_task': [num_tasks], ...}: accuracy (%) for
+    classification, MSE for sinusoid, with the protocol (seed, queries per class, steps, settings). The
+    result line is logged; progress too (`c.progress`: a bar on a terminal, else log lines). An adapted
+    loss that is not finite raises ValueError (one line: the task, the loss before adaptation, the cause).
 
     The inner loop is the one of meta-training (same inner optimizer and learning rate); a model trained
     with a kept inner optimizer state adapts from it (unless c.fresh_inner_state).
     """
     import keras
-    from tqdm import tqdm
 
     from pymeta.atomic import write_json_atomic
     from pymeta.model_io import load_inner_state, load_weights_into
@@ -102,14 +106,18 @@ def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
     dist = problem.metatest if c.split == "test" else problem.metaval
     losses, accs = [], []
     start = time.time()
-    with tqdm(total=c.num_tasks, unit="task", disable=not sys.stderr.isatty()) as bar:
+    unit = "%" if problem.is_classification else ""
+    with Progress(c.num_tasks, "meta-test", enabled=c.progress,
+                  mean_text=lambda m: f"mean {'accuracy' if unit else 'MSE'} {m:.2f}{unit}") as progress:
         while len(losses) < c.num_tasks:
             n = min(c.batch, c.num_tasks - len(losses))
-            l, a = metalearner.evaluate_tasks(dist.sample_batch(n), c.num_inner_iterations, c.inner_batch_size,
-                                              c.transductive)
+            tasks = dist.sample_batch(n)
+            l, a = metalearner.evaluate_tasks(tasks, c.num_inner_iterations, c.inner_batch_size, c.transductive)
+            if not (np.all(np.isfinite(l)) and np.all(np.isfinite(a))):
+                raise ValueError(_non_finite_message(metalearner, tasks, l, len(losses), c))
             losses.extend(l)
             accs.extend(a)
-            bar.update(n)
+            progress.update(n, 100 * np.mean(accs) if unit else np.mean(losses))
     values = np.asarray(accs) * 100 if problem.is_classification else np.asarray(losses)
     mean, ci = mean_confidence_interval(values)
     result = {"metric": "accuracy_percent" if problem.is_classification else "mse", "mean": mean, "ci95": ci,
@@ -117,11 +125,32 @@ def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
               "transductive": c.transductive, "seconds": round(time.time() - start, 1),
               "model": c.model, "dataset": c.dataset, "split": c.split,
               "way": c.num_output_classes, "shot": c.num_train_samples_per_class,
+              "queries_per_class": c.num_test_samples_per_class, "seed": c.seed,
               "inner_objective": f"proximal (lambda {c.imaml_lambda_reg})" if imaml else "task loss",
-              "inner_optimizer_state": "saved with the model" if kept is not None else "fresh per task"}
-    unit = "%" if problem.is_classification else ""
+              "inner_optimizer_state": "saved with the model" if kept is not None else "fresh per task",
+              "values_by_task": values.tolist(), "loss_by_task": np.asarray(losses, np.float64).tolist(),
+              "settings": dataclasses.asdict(c), "command": " ".join(sys.argv)}
     logger.info(f"{c.dataset} {c.split}: {mean:.2f}{unit} ± {ci:.2f}{unit} (95% CI) over {len(values)} tasks, "
                 f"{c.num_inner_iterations} inner steps, {'transductive' if c.transductive else 'non-transductive'}")
     if c.output:
         write_json_atomic(c.output, result)
     return result
+
+
+def _non_finite_message(metalearner, tasks, losses, done: int, c: MetaTestConfig) -> str:
+    """One line on the first task of a meta-test batch whose adapted loss is not finite, and the likely
+    cause: the loss before adaptation (the same task, 0 inner steps) tells the model from the inner loop."""
+    i = int(np.flatnonzero(~np.isfinite(losses))[0])
+    what = f"meta-test task {done + i + 1} of {c.num_tasks}: the test loss is {losses[i]} after " \
+           f"{c.num_inner_iterations} inner steps"
+    try:
+        before = float(metalearner.evaluate_tasks(tasks[i:i + 1], 0, c.inner_batch_size, c.transductive)[0][0])
+    except (ValueError, TypeError):
+        before = None
+    diverged = f"(try a smaller --inner_lr than {c.inner_lr:g} or fewer --num_inner_iterations); nothing written"
+    if before is None:
+        return f"{what}: the model's outputs are not finite, or the adaptation diverged {diverged}"
+    if not np.isfinite(before):
+        return (f"{what} and {before} before adaptation: the model's outputs are not finite (weights too large, "
+                f"or --precision={c.precision} overflows?); nothing written")
+    return f"{what} ({before:.4g} before adaptation): the adaptation diverged {diverged}"

@@ -242,6 +242,7 @@ class MetaTestConfig(TaskConfig):
                              "(default: --inner_lr, then --inner_lr / 2: the MAML evaluation's), e.g. 0.25,0.25,0.25")
     num_threads: int = option(0, "TensorFlow threads per op (0: the default layout, several tasks of a batch "
                               "at once)")
+    progress: bool = option(True, "show progress: a bar on a terminal, else a line per tenth of the tasks or 30 s")
 
 
 @dataclasses.dataclass

@@ -18,6 +18,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from pymeta.progress import Progress
 from pymeta.registry import RL_DEFAULTS
 
 logger = logging.getLogger("pymeta.evaluation")
@@ -31,7 +32,8 @@ def step_sizes(inner_lr: float, num_steps: int):
 
 def meta_test_rl(c) -> Dict[str, Any]:
     """Meta-test config `c` (a checked `MetaTestConfig` of an RL dataset); returns the result dict
-    (written to c.output as JSON, drawn to c.plot)."""
+    (written to c.output as JSON, drawn to c.plot). Progress is shown as `pymeta.progress` does
+    (`c.progress`); a return, reward or observation that is not finite raises ValueError (one line)."""
     from pymeta.atomic import write_json_atomic
     from pymeta.config import env_kwargs, parse_step_sizes
     from pymeta.core.learner import Learner
@@ -54,17 +56,19 @@ def meta_test_rl(c) -> Dict[str, Any]:
     given = read_task_params(c.test_tasks)[:c.num_tasks] if c.test_tasks else None
     num_tasks = c.num_tasks if given is None else len(given)
     start, passes = time.time(), []
-    for repeat in range(c.repeats):  # each repeat adapts to the same tasks, with its own episodes
-        np.random.seed(c.seed + repeat)
-        passes.append(_adapt_to_tasks(problem, learner, c, given, num_tasks, episodes, lrs))
-        given = passes[0][2] if given is None else given
+    with Progress(num_tasks * c.repeats, "meta-test", enabled=c.progress,
+                  mean_text=f"mean return after {c.num_inner_iterations} steps {{:.2f}}".format) as progress:
+        for repeat in range(c.repeats):  # each repeat adapts to the same tasks, with its own episodes
+            np.random.seed(c.seed + repeat)
+            passes.append(_adapt_to_tasks(problem, learner, c, given, num_tasks, episodes, lrs, progress))
+            given = passes[0][2] if given is None else given
     per_task = np.mean([p[0] for p in passes], axis=0)  # [T + 1, num_tasks]
     lengths, params = np.mean([p[1] for p in passes], axis=0), passes[0][2]
     stats = [mean_confidence_interval(r) for r in per_task]
     result = {"returns_by_step": [m for m, _ in stats], "ci95_by_step": [ci for _, ci in stats],
               "mean_episode_length_by_step": lengths.mean(-1).tolist(),
               "returns_by_task": per_task.T.tolist(), "task_params": params,
-              "num_tasks": int(per_task.shape[1]), "num_inner_iterations": c.num_inner_iterations,
+              "num_tasks": int(per_task.shape[1]), "seed": c.seed, "num_inner_iterations": c.num_inner_iterations,
               "episodes_per_task": episodes, "horizon": horizon, "step_sizes": lrs, "init": c.init,
               "restart_episodes": c.restart_episodes, "repeats": c.repeats,
               "returns_by_step_by_repeat": [p[0].mean(-1).tolist() for p in passes],
@@ -87,9 +91,10 @@ def meta_test_rl(c) -> Dict[str, Any]:
     return result
 
 
-def _adapt_to_tasks(problem, learner, c, given, num_tasks, episodes, lrs):
+def _adapt_to_tasks(problem, learner, c, given, num_tasks, episodes, lrs, progress):
     """One pass of the protocol over the test tasks (drawn, or `given` parameters), c.batch at a time:
-    (returns [T + 1, num_tasks], mean episode lengths alike, the tasks' parameters as JSON values)."""
+    (returns [T + 1, num_tasks], mean episode lengths alike, the tasks' parameters as JSON values).
+    A return, reward or observation that is not finite is an error (one line: the tasks, the step)."""
     from pymeta.rl.task import adaptation_returns
     per_task, lengths, params = [], [], []
     while len(params) < num_tasks:
@@ -99,11 +104,50 @@ def _adapt_to_tasks(problem, learner, c, given, num_tasks, episodes, lrs):
             for task, p in zip(tasks, given[done:done + len(tasks)]):
                 task.params = _task_params_like(task.params, p, c.test_tasks)
         params += [_jsonable(t.params) for t in tasks]
-        returns, length = adaptation_returns(learner, tasks, c.num_inner_iterations, episodes,
-                                             step_lrs=lrs or None, per_task=True, with_lengths=True)
+        where = f"meta-test task{'s' if len(tasks) > 1 else ''} {done + 1}" \
+                + (f"-{done + len(tasks)}" if len(tasks) > 1 else "") + f" of {num_tasks}"
+        with np.errstate(over="ignore", invalid="ignore"):  # what is not finite is reported below, in one line
+            try:
+                returns, length = adaptation_returns(learner, tasks, c.num_inner_iterations, episodes,
+                                                     step_lrs=lrs or None, per_task=True, with_lengths=True)
+            except ValueError as e:  # the sampler's: the environment returned non-finite rewards / observations
+                if "non-finite" not in str(e):
+                    raise
+                step = _first_failing_step(learner, tasks, c.num_inner_iterations, episodes, lrs)
+                raise ValueError(_non_finite_message(f"{where}: {e}", step, lrs)) from None
+        if not np.all(np.isfinite(returns)):
+            step = int(np.flatnonzero(~np.all(np.isfinite(returns), axis=1))[0])
+            i = int(np.flatnonzero(~np.isfinite(returns[step]))[0])
+            what = f"meta-test task {done + i + 1} of {num_tasks}: the mean return is {returns[step, i]}"
+            raise ValueError(_non_finite_message(what, step, lrs))
         per_task.append(returns)
         lengths.append(length)
+        progress.update(len(tasks), float(np.concatenate(per_task, axis=1)[-1].mean()))
     return np.concatenate(per_task, axis=1), np.concatenate(lengths, axis=1), params
+
+
+def _first_failing_step(learner, tasks, num_steps, episodes, lrs):
+    """The first adaptation step (0: none, from the initialisation) after which collecting the episodes of
+    `tasks` fails again (None: it does not fail again)."""
+    from pymeta.rl.task import adaptation_returns
+    for step in range(num_steps + 1):
+        try:
+            adaptation_returns(learner, tasks, step, episodes, step_lrs=lrs[:step] or None, per_task=True)
+        except ValueError:
+            return step
+    return None
+
+
+def _non_finite_message(what: str, step, lrs) -> str:
+    """One line: `what` was not finite after adaptation step `step` (0: before adaptation, None: unknown),
+    and the likely cause."""
+    if step == 0:
+        return (f"{what}, before adaptation: the initialisation's actions or the environment are not finite; "
+                "nothing written")
+    steps = ",".join(f"{lr:g}" for lr in lrs)
+    when = "" if step is None else f", after adaptation step {step} (finite before it)"
+    return (f"{what}{when}: the policy-gradient steps diverged (try smaller --step_sizes than {steps}); "
+            "nothing written")
 
 
 def read_task_params(path: str) -> List[Any]:
