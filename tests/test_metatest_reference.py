@@ -10,7 +10,10 @@ another compiled path (`Learner.adapt_tasks`, updates applied as p + (-lr g)), w
 float32 parameters differently (measured: at most 1.2e-7 relative, float32's epsilon; a changed step
 size, baseline or sampling moves these returns by percents). Float rounding also depends on the CPU's
 vector instructions and the TensorFlow version: on another kind of machine than the reference's the
-test is skipped with the reason (regenerate the reference there with make_reference.py)."""
+test still runs, with bounds that float rounding cannot exceed but a changed algorithm would: each
+Omniglot task within one query image (100/75 points: rounding can flip a near-tie), the losses within a
+relative 1e-3, the RL returns within a relative 1e-3 (regenerate an exact reference there with
+make_reference.py)."""
 
 import hashlib
 import importlib.util
@@ -40,11 +43,8 @@ def _make_reference_module():
 
 @pytest.fixture(scope="module")
 def same_machine_kind():
-    here = _make_reference_module().machine()
-    if here != REFERENCE["machine"]:
-        pytest.skip(f"the reference was measured on {REFERENCE['machine']}, this is {here}: float rounding "
-                    "differs between kinds of machine (regenerate with tests/data/metatest_reference/"
-                    "make_reference.py)")
+    """True on the reference's kind of machine (exact comparisons), False elsewhere (rounding bounds)."""
+    return _make_reference_module().machine() == REFERENCE["machine"]
 
 
 def meta_test(tmp_path, benchmark, *extra):
@@ -66,9 +66,11 @@ def test_rl_model_meta_tests_to_its_recorded_per_task_returns(tmp_path, same_mac
     assert result["task_params"] == ref["task_params"]  # the same test tasks (goals), exactly
     returns, expected = np.array(result["returns_by_task"]), np.array(ref["returns_by_task"])  # [tasks, steps]
     assert returns.shape == expected.shape == (4, 4)
-    np.testing.assert_array_equal(returns[:, 0], expected[:, 0])  # before adaptation: bit-exact
-    np.testing.assert_allclose(returns, expected, rtol=1e-6, atol=0)
-    np.testing.assert_allclose(result["returns_by_step"], ref["returns_by_step"], rtol=1e-6, atol=0)
+    rtol = 1e-6 if same_machine_kind else 1e-3
+    if same_machine_kind:
+        np.testing.assert_array_equal(returns[:, 0], expected[:, 0])  # before adaptation: bit-exact
+    np.testing.assert_allclose(returns, expected, rtol=rtol, atol=0)
+    np.testing.assert_allclose(result["returns_by_step"], ref["returns_by_step"], rtol=rtol, atol=0)
 
 
 @pytest.mark.slow
@@ -81,6 +83,10 @@ def test_omniglot_model_meta_tests_to_its_recorded_per_task_accuracies(tmp_path,
     ref = REFERENCE["omniglot"]
     result = meta_test(tmp_path, "omniglot", "--data_path", data)
     assert len(ref["values_by_task"]) == result["num_tasks"] == 10
-    assert result["values_by_task"] == ref["values_by_task"]  # accuracy (%) of each task, to the last bit
-    assert result["loss_by_task"] == ref["loss_by_task"]
-    assert result["mean"] == ref["mean"]
+    if same_machine_kind:
+        assert result["values_by_task"] == ref["values_by_task"]  # accuracy (%) of each task, to the last bit
+        assert result["loss_by_task"] == ref["loss_by_task"]
+        assert result["mean"] == ref["mean"]
+    else:  # another CPU kind or TensorFlow version: at most one query image per task, losses to 1e-3
+        np.testing.assert_allclose(result["values_by_task"], ref["values_by_task"], rtol=0, atol=100 / 75 + 1e-4)
+        np.testing.assert_allclose(result["loss_by_task"], ref["loss_by_task"], rtol=1e-3, atol=0)

@@ -36,6 +36,7 @@ def meta_test_rl(c) -> Dict[str, Any]:
     (`c.progress`); a return, reward or observation that is not finite raises ValueError (one line)."""
     from pymeta.atomic import write_json_atomic
     from pymeta.config import env_kwargs, parse_step_sizes
+    from pymeta.config.checks import read_test_tasks
     from pymeta.core.learner import Learner
     from pymeta.confidence import mean_confidence_interval
     from pymeta.model_io import load_weights_into
@@ -53,7 +54,7 @@ def meta_test_rl(c) -> Dict[str, Any]:
                              "nothing to meta-test")
     learner = Learner(model, inner_optimizer=problem.metalearner.inner_optimizer, objective=problem.agent.objective)
     lrs = parse_step_sizes(c.step_sizes, c.num_inner_iterations) or step_sizes(c.inner_lr, c.num_inner_iterations)
-    given = read_task_params(c.test_tasks)[:c.num_tasks] if c.test_tasks else None
+    given = read_test_tasks(c.test_tasks)[:c.num_tasks] if c.test_tasks else None
     num_tasks = c.num_tasks if given is None else len(given)
     start, passes = time.time(), []
     with Progress(num_tasks * c.repeats, "meta-test", enabled=c.progress,
@@ -148,22 +149,6 @@ def _non_finite_message(what: str, step, lrs) -> str:
     when = "" if step is None else f", after adaptation step {step} (finite before it)"
     return (f"{what}{when}: the policy-gradient steps diverged (try smaller --step_sizes than {steps}); "
             "nothing written")
-
-
-def read_task_params(path: str) -> List[Any]:
-    """The task parameters in a JSON file: a list, or a meta-test result's "task_params" (at least 2)."""
-    import json
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"--test_tasks: cannot read {path} as JSON ({e})") from None
-    if isinstance(data, dict):
-        data = data.get("task_params")
-    if not isinstance(data, list) or len(data) < 2:
-        raise ValueError(f"--test_tasks: {path} must hold a list of at least 2 task parameters "
-                         "(or a meta-test JSON with task_params)")
-    return data
 
 
 def _task_params_like(sampled, value, path):
