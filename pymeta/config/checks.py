@@ -26,6 +26,7 @@ def _check_task(c: TaskConfig) -> None:
     if c.precision not in PRECISIONS:
         raise ValueError(f"--precision must be float32 or mixed_bfloat16, got {c.precision!r}")
     env_kwargs(c)
+    from pymeta.config.memory import check_memory; check_memory(c)  # sizes that cannot fit (issue #38, item 2)
 
 
 def check_config(c: RunConfig) -> None:
