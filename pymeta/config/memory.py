@@ -29,7 +29,8 @@ What is counted, in bytes, from the code that allocates it (M tasks per compiled
 The batches are exact (tests/test_memory_bound.py checks them against the nbytes of the arrays a tiny
 run builds); the activations are a model of what TensorFlow keeps, good to a small factor. The estimate
 is compared with the memory available (/proc/meminfo's MemAvailable, and the cgroup's limit minus its
-usage when there is one): only a run that cannot fit is refused.
+usage when there is one) plus what this process already holds (the checks run again inside a run, once
+TensorFlow and the dataset are loaded): only a run that cannot fit is refused.
 """
 
 import dataclasses
@@ -130,10 +131,10 @@ def _concurrent(tasks: int) -> int:
 # --- supervised ----------------------------------------------------------------------------------------------
 def _supervised(c: TaskConfig, tasks: int, steps: int, inner_batch: int, flags: Dict[str, int],
                 metamodel: str) -> Optional[MemoryEstimate]:
-    n_way, k, q = _sizes(c, "num_output_classes", "num_train_samples_per_class", "num_test_samples_per_class") \
-        or (None, None, None)
-    if n_way is None or k is None or q is None or k < 1 or tasks < 1 or steps < 0:
+    sizes = _sizes(c, "num_output_classes", "num_train_samples_per_class", "num_test_samples_per_class")
+    if sizes is None or sizes[1] < 1 or tasks < 1 or steps < 0:
         return None
+    n_way, k, q = sizes
     if c.dataset == "sinusoid":
         n_way, x_floats, y_bytes = 1, 1, 4
         per_example = mlp_activations(1, SINUSOID_HIDDEN, 1)
@@ -329,10 +330,27 @@ def _cgroup_room() -> Optional[int]:
     return None
 
 
+def resident_bytes() -> int:
+    """This process's resident memory (0 where /proc/self/statm cannot be read)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0
+
+
+def _room() -> Optional[int]:
+    """What the run may use: the memory available, plus what this process holds already (when the
+    checks run again inside a run, the runtime and the dataset the estimate counts are loaded)."""
+    available = available_memory()
+    return None if available is None else available + resident_bytes()
+
+
 def check_memory(c: TaskConfig, available: Optional[int] = None) -> None:
     """One-line ValueError if run `c` has a --horizon above MAX_HORIZON, or needs more memory than is
-    available (`available` bytes; default `available_memory()`), naming the flags that size its batches
-    and the estimate. Settings that are not valid counts are left to the other checks."""
+    available (`available` bytes; default: `available_memory()` plus this process's resident memory),
+    naming the flags that size its batches and the estimate. Settings that are not valid counts are
+    left to the other checks."""
     horizon = _size(getattr(c, "horizon", None))
     if c.dataset in RL_DATASETS and horizon is not None and horizon > MAX_HORIZON:
         raise ValueError(f"--horizon={horizon} is above the {MAX_HORIZON} steps an episode may have (the MAML "
@@ -340,7 +358,7 @@ def check_memory(c: TaskConfig, available: Optional[int] = None) -> None:
     estimate = estimate_memory(c)
     if estimate is None:
         return
-    room = available_memory() if available is None else available
+    room = available if available is not None else _room()
     if room is None or estimate.total <= room:
         return
     flags = " ".join(f"--{k}={v}" for k, v in estimate.flags.items())
