@@ -25,6 +25,8 @@ from typing import Any, Callable, Dict, List, NamedTuple, Sequence, Tuple, Union
 import keras
 import tensorflow as tf
 
+from pymeta.core.finite import check_learning_rate, finite_number
+
 Params = List[tf.Tensor]      # one tensor per trainable variable
 Updates = List[tf.Tensor]     # shaped like Params
 OptState = Any                # a named tuple (of named tuples) of tensors
@@ -66,8 +68,8 @@ def apply_updates(params: Sequence[tf.Tensor], updates: Sequence[tf.Tensor]) -> 
 
 
 def sgd(learning_rate: float) -> GradientTransformation:
-    """Plain gradient descent: updates -lr * g (so p <- p - lr * g)."""
-    lr = float(learning_rate)
+    """Plain gradient descent: updates -lr * g (so p <- p - lr * g). learning_rate: finite, >= 0."""
+    lr = finite_number(learning_rate, "pymeta.optim.sgd: learning_rate", minimum=0.0)
 
     def init(params):
         return EmptyState()
@@ -83,9 +85,13 @@ def adam(learning_rate: float, beta_1: float = 0.0, beta_2: float = 0.999,
     """Adam with Keras' update rule (bias-corrected step size, epsilon outside the sqrt): updates
     -lr_t m / (sqrt(v) + eps), lr_t = lr sqrt(1 - b2^t) / (1 - b1^t). State: `AdamState`.
 
-    beta_1=0 is the original pyMeta's choice for Reptile and sinusoid.
+    beta_1=0 is the original pyMeta's choice for Reptile and sinusoid. learning_rate and epsilon:
+    finite, >= 0; beta_1, beta_2 in [0, 1).
     """
-    lr, b1, b2, eps = float(learning_rate), float(beta_1), float(beta_2), float(epsilon)
+    lr = finite_number(learning_rate, "pymeta.optim.adam: learning_rate", minimum=0.0)
+    b1 = finite_number(beta_1, "pymeta.optim.adam: beta_1", minimum=0.0, below=1.0)
+    b2 = finite_number(beta_2, "pymeta.optim.adam: beta_2", minimum=0.0, below=1.0)
+    eps = finite_number(epsilon, "pymeta.optim.adam: epsilon", minimum=0.0)
 
     def init(params):
         return AdamState(tf.constant(0.0), [tf.zeros_like(p) for p in params],
@@ -112,9 +118,9 @@ def adam(learning_rate: float, beta_1: float = 0.0, beta_2: float = 0.999,
 def add_proximal_gradient(anchor: Sequence[tf.Tensor], strength: float) -> GradientTransformation:
     """updates <- updates + strength * (p - anchor), the gradient of the proximal term
     (strength / 2) ||p - anchor||^2 (iMAML's inner objective). Stateless; chain it before an
-    optimizer, whose input it then is."""
+    optimizer, whose input it then is. strength: finite, >= 0."""
+    lam = finite_number(strength, "pymeta.optim.add_proximal_gradient: strength", minimum=0.0)
     anchor = [tf.convert_to_tensor(a) for a in anchor]
-    lam = float(strength)
 
     def init(params):
         return EmptyState()
@@ -189,6 +195,7 @@ def from_keras(optimizer: Union[GradientTransformation, str, keras.optimizers.Op
     lr = config["learning_rate"]
     if not isinstance(lr, (int, float)):
         raise ValueError("the inner optimizer needs a constant learning rate, got a schedule")
+    check_learning_rate(optimizer, "the inner optimizer")
     if isinstance(optimizer, keras.optimizers.SGD):
         if config.get("momentum", 0.0) or config.get("nesterov", False):
             raise ValueError("inner SGD with momentum is not supported; use plain SGD or Adam")

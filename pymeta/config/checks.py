@@ -163,6 +163,7 @@ def _check_fields(c: Any) -> None:
     for name in ["dataset"] + [n for n in names if n != "dataset"]:
         check_field(c, name)
     env_kwargs(c)
+    from pymeta.config.memory import check_memory; check_memory(c)  # sizes that cannot fit (issue #38, item 2)
 
 
 def check_config(c: RunConfig) -> None:

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from pymeta import optim
 from pymeta.core.compiled import CompiledFunctions
+from pymeta.core.finite import all_finite
 from pymeta.core.task_data import TaskData
 from pymeta.inner_loop import FunctionalModel, Objective, adapt
 
@@ -112,30 +113,40 @@ class Learner:
         return None
 
     def check_data(self, data: Any) -> None:
-        """One-line errors, before any compiled call, for supervised `TaskData` this learner cannot
-        train on: non-finite inputs, integer class labels with a regression loss, labels outside the
-        model's outputs. Other task data passes unchecked."""
+        """`check_batch` of the support and query sets of supervised `TaskData` (leaves [..., n, ...]),
+        before any compiled call; other task data passes unchecked."""
         if self.fmodel is None or not isinstance(data, TaskData):
             return
         for name, batch in (("support", data.support), ("query", data.query)):
             if not (isinstance(batch, tuple) and len(batch) == 2):
                 return
-            x, y = np.asarray(batch[0]), np.asarray(batch[1])
-            if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-                raise ValueError(f"a task's {name} inputs contain NaN or infinite values")
-            if not np.issubdtype(y.dtype, np.integer) or y.size == 0:
-                continue
-            if not self.fmodel.is_classification:
-                raise ValueError("the tasks have integer class labels but the loss is a regression loss "
-                                 f"({getattr(self.fmodel.loss_fn, '__name__', self.fmodel.loss_fn)}): use "
-                                 "sparse_categorical_crossentropy")
-            try:
-                outputs = int(self.model.output_shape[-1])
-            except (AttributeError, TypeError, ValueError, IndexError):
-                continue  # a model without a single known output width
-            if y.min() < 0 or y.max() >= outputs:
-                raise ValueError(f"the tasks have class labels {int(y.min())}..{int(y.max())} but the model "
-                                 f"has {outputs} outputs: build it with one output per class")
+            self.check_batch(name, batch[0], batch[1])
+
+    def check_batch(self, name: str, x: Any, y: Any = None) -> None:
+        """One-line errors for a supervised batch (inputs x [..., n, ...], targets y [..., n, ...] or None)
+        this learner cannot train on or evaluate: non-finite inputs or targets, integer class labels
+        with a regression loss, labels outside the model's outputs. Host side (numpy), once per batch:
+        the task API and the fast path call it before their compiled calls."""
+        if not all_finite(x):
+            raise ValueError(f"a task's {name} inputs contain NaN or infinite values")
+        if y is None or self.fmodel is None:
+            return
+        y = np.asarray(y)
+        if not all_finite(y):
+            raise ValueError(f"a task's {name} targets contain NaN or infinite values")
+        if not np.issubdtype(y.dtype, np.integer) or y.size == 0:
+            return
+        if not self.fmodel.is_classification:
+            raise ValueError("the tasks have integer class labels but the loss is a regression loss "
+                             f"({getattr(self.fmodel.loss_fn, '__name__', self.fmodel.loss_fn)}): use "
+                             "sparse_categorical_crossentropy")
+        try:
+            outputs = int(self.model.output_shape[-1])
+        except (AttributeError, TypeError, ValueError, IndexError):
+            return  # a model without a single known output width
+        if y.min() < 0 or y.max() >= outputs:
+            raise ValueError(f"the tasks have class labels {int(y.min())}..{int(y.max())} but the model "
+                             f"has {outputs} outputs: build it with one output per class")
 
     # --- the in-place functions of the step-by-step API -------------------------------------------
     def fit_in_place(self, model: keras.Model, batches: Any) -> tf.Tensor:

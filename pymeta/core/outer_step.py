@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pymeta.core.finite import check_learning_rate
 from pymeta.core.task_data import aux_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -18,11 +19,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class OptimizerStep:
-    """The outer step of a Keras optimizer (its `variables` are what a checkpoint stores)."""
+    """The outer step of a Keras optimizer (its `variables` are what a checkpoint stores). Its learning
+    rate (a schedule's at the optimizer's current step) must be a finite number >= 0 (ValueError)."""
 
     def __init__(self, optimizer: keras.optimizers.Optimizer):
         if isinstance(optimizer, str):
             optimizer = keras.optimizers.get(optimizer)
+        check_learning_rate(optimizer, "the outer optimizer")
         self.optimizer = optimizer
 
     def __repr__(self) -> str:

@@ -139,6 +139,9 @@ class SupervisedTask(Task):
         x, y = self.get_train_set() if evaluate_on_train else self.get_test_set()
         learner = self.learner_for(model)
         support = None if transductive else self.get_train_set()[0]
+        learner.check_batch("support" if evaluate_on_train else "query", x, y)  # as fit_n_iterations does
+        if support is not None:
+            learner.check_batch("support", support)
         loss, accuracy = learner.metrics_of_model(model, x, y, support)
         out = {"loss": float(loss)}
         if learner.is_classification:

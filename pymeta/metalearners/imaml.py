@@ -49,6 +49,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import tensorflow as tf
 
 from pymeta import hvp, optim
+from pymeta.core.finite import finite_number
 from pymeta.core.learner import Tensors
 from pymeta.core.meta_learner import Aux, GradBasedMetaLearner
 from pymeta.core.task import Task
@@ -88,25 +89,17 @@ class iMAMLMetaLearner(GradBasedMetaLearner):
                  cg_damping: float = 1.0, cg_tol: float = 1e-6, hvp_method: str = hvp.DEFAULT_HVP_METHOD,
                  lam_damping: float = 0.0, inner_mode: str = "pullback", **kwargs: Any) -> None:
         super().__init__(model, optimizer, **kwargs)
-        if not lambda_reg > 0:
-            raise ValueError(f"lambda_reg must be > 0, got {lambda_reg}")
+        self.lambda_reg = finite_number(lambda_reg, "lambda_reg", above=0.0)
         if int(n_iters_optimizer) != n_iters_optimizer or n_iters_optimizer < 0:
             raise ValueError(f"n_iters_optimizer must be an integer >= 0, got {n_iters_optimizer}")
-        if not cg_damping >= 0:
-            raise ValueError(f"cg_damping must be >= 0, got {cg_damping}")
-        if not lam_damping >= 0:
-            raise ValueError(f"lam_damping must be >= 0, got {lam_damping}")
-        if not cg_tol >= 0:
-            raise ValueError(f"cg_tol must be >= 0, got {cg_tol}")
+        self.cg_damping = finite_number(cg_damping, "cg_damping", minimum=0.0)
+        self.lam_damping = finite_number(lam_damping, "lam_damping", minimum=0.0)
+        self.cg_tol = finite_number(cg_tol, "cg_tol", minimum=0.0)
         if hvp_method not in hvp.HVP_METHODS:
             raise ValueError(f"hvp_method must be one of {hvp.HVP_METHODS}, got {hvp_method!r}")
         if inner_mode not in IMAML_INNER_MODES:
             raise ValueError(f"inner_mode must be one of {IMAML_INNER_MODES}, got {inner_mode!r}")
-        self.lambda_reg = float(lambda_reg)
         self.n_iters_optimizer = int(n_iters_optimizer)
-        self.cg_damping = float(cg_damping)
-        self.lam_damping = float(lam_damping)
-        self.cg_tol = float(cg_tol)
         self.hvp_method = hvp_method
         self.inner_mode = inner_mode
         self.last_cg_residual: Optional[float] = None
