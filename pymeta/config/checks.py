@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List
 
 from pymeta.config.bounded_json import load_json_file, loads_bounded
 from pymeta.config.gym_kwargs import check_env_kwargs
+from pymeta.config.memory import check_memory
 from pymeta.config.sections import MetaTestConfig, RunConfig, TaskConfig
 from pymeta.registry import RL_DATASETS, RL_GYM_DATASETS, RL_METAMODELS
 from pymeta.runtime import PRECISIONS
@@ -163,7 +164,7 @@ def _check_fields(c: Any) -> None:
     for name in ["dataset"] + [n for n in names if n != "dataset"]:
         check_field(c, name)
     env_kwargs(c)
-    from pymeta.config.memory import check_memory; check_memory(c)  # sizes that cannot fit (issue #38, item 2)
+    check_memory(c)  # sizes that cannot fit (pymeta.config.memory)
 
 
 def check_config(c: RunConfig) -> None:
