@@ -15,7 +15,7 @@ from typing import List
 
 from absl import app, flags
 
-from pymeta.cli._common import run_program, setup_logging, start
+from pymeta.cli._common import checked_then_run, run_program
 from pymeta.cli.metatest import checked_config
 from pymeta.config import CliOptions, MetaTestConfig, define_flags
 from pymeta.config.records import CHOSEN_TEST_STEPS
@@ -43,25 +43,17 @@ def choose(c: MetaTestConfig, candidates: List[int], record: bool = True):
 def main(argv: List[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    setup_logging()
-    try:  # everything that needs no TensorFlow first: a bad setting or a missing file is reported at once
+
+    def check():
         candidates = [int(s) for s in flags.FLAGS.candidates.split(",") if s.strip()]
         if not candidates or min(candidates) < 0:
             raise ValueError(f"--candidates must be step counts >= 0, e.g. 5,10,20; got {flags.FLAGS.candidates!r}")
         if flags.FLAGS["split"].present and flags.FLAGS.split != "val":
             raise ValueError("the step count is chosen on the validation tasks only: drop --split")
         flags.FLAGS.split = "val"  # so that the protocol line printed first says what is evaluated
-        c = checked_config(flags.FLAGS)
-    except (ValueError, FileNotFoundError) as e:
-        logger.error(str(e))
-        return 2
-    start()
-    try:
-        choose(c, candidates, flags.FLAGS.record)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        logger.error(str(e))
-        return 2
-    return 0
+        return checked_config(flags.FLAGS), candidates
+
+    return checked_then_run(check, lambda checked: choose(*checked, flags.FLAGS.record))
 
 
 if __name__ == "__main__":

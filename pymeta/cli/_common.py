@@ -3,7 +3,7 @@ the terminal (progress on stdout, `warning: ...` / `error: ...` lines on stderr)
 
 import logging
 import sys
-from typing import Callable, List
+from typing import Callable, List, TypeVar
 
 from absl import app
 
@@ -60,3 +60,26 @@ def start() -> None:
     """Quiet TensorFlow (as --tf_log_level says) before anything imports it, then set up logging."""
     quiet_tensorflow(config_from_flags(CliOptions).tf_log_level)
     setup_logging()
+
+
+Checked = TypeVar("Checked")
+_ONE_LINE_ERRORS = (ValueError, FileNotFoundError, ImportError)
+
+
+def checked_then_run(check: Callable[[], Checked], work: Callable[[Checked], None]) -> int:
+    """`check()` first (it needs no TensorFlow, so a bad setting or a missing file is reported at once),
+    then `start()` and `work(checked)`; a ValueError, FileNotFoundError or ImportError of either is one
+    `error:` line and exit code 2, else 0."""
+    setup_logging()
+    try:
+        checked = check()
+    except _ONE_LINE_ERRORS as e:
+        logging.getLogger("pymeta").error(str(e))
+        return 2
+    start()
+    try:
+        work(checked)
+    except _ONE_LINE_ERRORS as e:
+        logging.getLogger("pymeta").error(str(e))
+        return 2
+    return 0

@@ -25,7 +25,7 @@ from typing import List, Sequence
 
 from absl import app, flags
 
-from pymeta.cli._common import run_program, setup_logging, start
+from pymeta.cli._common import checked_then_run, run_program
 from pymeta.config import (CliOptions, MetaTestConfig, apply_model_settings, check_metatest_config,
                            check_output_folders, config_from_flags, define_flags, flags_given)
 from pymeta.config.sections import IMAMLInnerSection, SupervisedTaskSection
@@ -133,20 +133,12 @@ def main(argv: List[str]) -> int:
     """Meta-test with the parsed flags; returns the exit code (2 for a bad setting)."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    setup_logging()
-    try:  # everything that needs no TensorFlow first: a bad setting or a missing file is reported at once
-        c = checked_config(flags.FLAGS)
-    except (ValueError, FileNotFoundError) as e:
-        logger.error(str(e))
-        return 2
-    start()
+    return checked_then_run(lambda: checked_config(flags.FLAGS), _meta_test)
+
+
+def _meta_test(c) -> None:
     from pymeta.metatest import meta_test
-    try:
-        meta_test(c)
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        logger.error(str(e))
-        return 2
-    return 0
+    meta_test(c)
 
 
 def run() -> None:
