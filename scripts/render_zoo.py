@@ -24,11 +24,11 @@ def _number(x) -> str:
     return "–" if x is None else f"{x:g}"
 
 
-def _with_ci(mean, ci, fixed: bool) -> str:
+def _with_ci(mean, ci, fixed: bool, sep: str = " / ") -> str:
     fmt = (lambda v: "–" if v is None else f"{v:.2f}") if fixed else _number
     if isinstance(mean, list):
         cis = ci if isinstance(ci, list) else [None] * len(mean)
-        return " / ".join(_with_ci(m, c, fixed) for m, c in zip(mean, cis))
+        return sep.join(_with_ci(m, c, fixed) for m, c in zip(mean, cis))
     return fmt(mean) if ci is None else f"{fmt(mean)} ± {fmt(ci)}"
 
 
@@ -36,9 +36,15 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _unbroken(figure: str) -> str:
+    """A figure 'm ± c' kept on one line in a table cell."""
+    return figure.replace(" ± ", "&nbsp;±&nbsp;")
+
+
 PRECISION_NAMES = {"float32": "float32", "mixed_bfloat16": "bfloat16"}
 CPU_NAMES = {"avx512_bf16": "AVX-512 BF16", "avx512": "AVX-512", "avx2": "AVX2", "other": "other CPU", None: "CPU not recorded"}
 COMMAND_WIDTH = 100
+TABLE_STEPS = "<br>"  # in a table, an RL figure's steps one under the other
 
 
 def measured_on_text(measured_on) -> str:
@@ -117,16 +123,19 @@ def render_markdown(index) -> str:
     for m in index["models"]:
         by_benchmark.setdefault(m["benchmark"], []).append(m)
     for benchmark, models in by_benchmark.items():
+        rl = any(r["metric"] == "return_by_step" for m in models for r in m["results"])
+        figure = "return ± 95% CI after 0, 1, 2, 3 steps" if rl else "accuracy (%) ± 95% CI"
         lines += [f"## {BENCHMARK_NAMES.get(benchmark, benchmark)}", "",
-                  "| model | algorithm | result (key) | figure ± 95% CI | published | measured on |",
+                  f"| model | algorithm | result (key) | {figure} | published | measured on |",
                   "|---|---|---|---|---|---|"]
         for m in models:
             for r in m["results"]:
                 pub = r["published"]
-                published = "–" if pub is None else _with_ci(pub["value"], pub["ci95"], False)
+                published = "–" if pub is None else _with_ci(pub["value"], pub["ci95"], False, TABLE_STEPS)
                 lines.append("| " + " | ".join(_cell(c) for c in (
                     f"[`{m['name']}`](#{_anchor(m['name'])})", m["algorithm"], f"{r['label']} (`{r['key']}`)",
-                    _with_ci(r["mean"], r["ci95"], True), published, measured_on_text(r["measured_on"]))) + " |")
+                    _unbroken(_with_ci(r["mean"], r["ci95"], True, TABLE_STEPS)), _unbroken(published),
+                    measured_on_text(r["measured_on"]))) + " |")
         lines.append("")
     lines += ["## The models", "",
               "Model files, training histories and meta-test JSONs are relative to the repository root.", ""]
