@@ -2,7 +2,10 @@
 
 Each index entry names a model file (`path`, relative to the repository root), its benchmark,
 dataset and algorithm, the training settings its file records, and its measured figures (`results`),
-each with the meta-test protocol that re-measures it (`pymeta-metatest` flag values) and the command.
+each with the meta-test protocol that re-measures it (`pymeta-metatest` flag values), the command,
+and what it was measured on (`measured_on`: the precision, and the kind of CPU where known).
+A row is reproduced exactly on the same kind of CPU; elsewhere the float round-off of other kernels
+(and bfloat16 emulated instead of native) may move a few predictions (see `CPU_KINDS`).
 
     >>> from pymeta import zoo
     >>> zoo.list_models()[:2]
@@ -21,12 +24,22 @@ import os
 import shlex
 from typing import Any, Dict, List, Optional
 
-SCHEMA_VERSION = 1
+from pymeta.runtime import PRECISIONS  # no TensorFlow
+
+SCHEMA_VERSION = 2  # 2: every result records `measured_on`
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_INDEX = os.path.join(REPO_ROOT, "pretrained", "index.json")
 
 BENCHMARKS = ("omniglot", "miniimagenet", "navigation2d", "halfcheetah_vel", "halfcheetah_dir", "ant_dir")
 METRICS = ("accuracy_percent", "return_by_step")
+# the kinds of CPU a figure can be measured on; each row's `measured_on.cpu` is one of them, or null
+# where the session that measured it did not record the host
+CPU_KINDS = {
+    "avx512_bf16": "x86-64 with AVX-512 and native bfloat16 (avx512_bf16 or amx_bf16 in /proc/cpuinfo)",
+    "avx512": "x86-64 with AVX-512, bfloat16 emulated",
+    "avx2": "x86-64 with AVX2 only, bfloat16 emulated",
+    "other": "another CPU (e.g. ARM)",
+}
 # the protocol items every result states explicitly (the issue's: shots, queries per class, test-time
 # steps, number of tasks, seed; the dataset)
 REQUIRED_PROTOCOL = {
@@ -85,10 +98,24 @@ def _check_figures(value, where: str, metric: str, name: str, allow_none_items: 
             f"got {value!r}")
 
 
+def _validate_measured_on(r, where: str, precision: str):
+    """`measured_on`: {"precision": the one the figure was computed in (the protocol's, else the model
+    file's), "cpu": a CPU_KINDS key or null (not recorded)}."""
+    m = r["measured_on"]
+    _check_fields(m, where + ".measured_on", {"precision": str, "cpu": (str, type(None))})
+    _check(m["precision"] in PRECISIONS, where + ".measured_on",
+           f"precision {m['precision']!r} is not one of {', '.join(PRECISIONS)}")
+    _check(m["precision"] == precision, where + ".measured_on",
+           f"precision {m['precision']!r} is not the one the row's meta-test uses ({precision!r}: the protocol's, "
+           "else the model file's)")
+    _check(m["cpu"] is None or m["cpu"] in CPU_KINDS, where + ".measured_on",
+           f"cpu {m['cpu']!r} is not one of {', '.join(CPU_KINDS)} (or null: not recorded)")
+
+
 def _validate_result(r, where: str, fields: Dict[str, dataclasses.Field]):
     _check_fields(r, where, {"key": str, "label": str, "metric": str, "mean": (int, float, list),
                              "ci95": (int, float, list), "published": (dict, type(None)), "json": (str, type(None)),
-                             "protocol": dict, "command": str})
+                             "protocol": dict, "command": str, "measured_on": dict})
     _check(r["metric"] in METRICS, where, f"metric {r['metric']!r} is not one of {', '.join(METRICS)}")
     _check_figures(r["mean"], where, r["metric"], "mean")
     _check_figures(r["ci95"], where, r["metric"], "ci95")
@@ -144,6 +171,7 @@ def _validate(index, where: str) -> Dict[str, Any]:
         for j, r in enumerate(m["results"]):
             rat = f"{at}.results[{j}]"
             _validate_result(r, rat, fields)
+            _validate_measured_on(r, rat, r["protocol"].get("precision", m["settings"].get("precision", "float32")))
             _check(r["key"] not in keys, rat, f"result key {r['key']!r} repeated")
             keys.add(r["key"])
             _check(r["protocol"]["dataset"] == m["dataset"], rat, "protocol dataset differs from the entry's")
@@ -229,6 +257,12 @@ def command_for(path: str, protocol: Dict[str, Any]) -> str:
         else:
             parts += [f"--{k}", str(v)]
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def measured_on(name: str, result: Optional[str] = None, index: Optional[str] = None) -> Dict[str, Any]:
+    """What the figure `result` of `name` was measured on: {"precision": ..., "cpu": a CPU_KINDS key, or
+    None where not recorded}."""
+    return dict(_result(model_entry(name, index), result)["measured_on"])
 
 
 def metatest_command(name: str, result: Optional[str] = None, index: Optional[str] = None) -> str:

@@ -24,16 +24,66 @@ def _number(x) -> str:
     return "–" if x is None else f"{x:g}"
 
 
-def _with_ci(mean, ci, fixed: bool) -> str:
+def _with_ci(mean, ci, fixed: bool, sep: str = " / ") -> str:
     fmt = (lambda v: "–" if v is None else f"{v:.2f}") if fixed else _number
     if isinstance(mean, list):
         cis = ci if isinstance(ci, list) else [None] * len(mean)
-        return " / ".join(_with_ci(m, c, fixed) for m, c in zip(mean, cis))
+        return sep.join(_with_ci(m, c, fixed) for m, c in zip(mean, cis))
     return fmt(mean) if ci is None else f"{fmt(mean)} ± {fmt(ci)}"
 
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
+
+
+def _unbroken(figure: str) -> str:
+    """A figure 'm ± c' kept on one line in a table cell."""
+    return figure.replace(" ± ", "&nbsp;±&nbsp;")
+
+
+PRECISION_NAMES = {"float32": "float32", "mixed_bfloat16": "bfloat16"}
+CPU_NAMES = {"avx512_bf16": "AVX-512 BF16", "avx512": "AVX-512", "avx2": "AVX2", "other": "other CPU", None: "CPU not recorded"}
+COMMAND_WIDTH = 100
+TABLE_STEPS = "<br>"  # in a table, an RL figure's steps one under the other
+
+
+def measured_on_text(measured_on) -> str:
+    """'bfloat16, AVX-512 BF16': the precision and the kind of CPU a figure was measured in / on."""
+    return f"{PRECISION_NAMES[measured_on['precision']]}, {CPU_NAMES[measured_on['cpu']]}"
+
+
+def measured_on_prose(measured_on) -> str:
+    """'in bfloat16 on an AVX-512 BF16 CPU' (or '... (CPU not recorded)')."""
+    cpu = measured_on["cpu"]
+    where = " (CPU not recorded)" if cpu is None else f" on an {CPU_NAMES[cpu]} CPU" if cpu.startswith("avx") \
+        else f" on an {CPU_NAMES[cpu]}"
+    return f"in {PRECISION_NAMES[measured_on['precision']]}{where}"
+
+
+def wrapped_command(command: str, width: int = COMMAND_WIDTH) -> str:
+    """`command` over lines of at most about `width` characters, broken before a flag with ` \\`
+    continuations (pasting it runs the same command)."""
+    words = command.split(" ")
+    lines, line = [], ""
+    for i, word in enumerate(words):
+        flag_starts = word.startswith("--") and i > 0
+        if line and flag_starts and len(line) + 1 + len(word) + _next_value_len(words, i) > width:
+            lines.append(line + " \\")
+            line = "    " + word
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def _next_value_len(words, i) -> int:
+    """Length of the value after flag words[i] (with its space), 0 for a switch."""
+    nxt = words[i + 1] if i + 1 < len(words) else None
+    return 0 if nxt is None or nxt.startswith("--") else len(nxt) + 1
+
+
+def _anchor(name: str) -> str:
+    return name.lower().replace("_", "-")
 
 
 def render_markdown(index) -> str:
@@ -45,29 +95,68 @@ def render_markdown(index) -> str:
         "",
         "The headline pretrained models, by name. Each figure is the mean over the meta-test tasks with its",
         "95% confidence interval (accuracy in %; for RL the mean return per episode after 0 / 1 / 2 / 3",
-        "adaptation steps), measured by the command beside it (run from the repository root). Load a model",
-        "from Python with `pymeta.zoo.load_pretrained(name)`; `pymeta.zoo.metatest_flags(name)` gives the",
-        "meta-test flags of its first row. Model files are relative to the repository root; the study",
-        "models behind the results pages are in the `studies/` folder of each benchmark.",
+        "adaptation steps). Re-measure a row from the repository root by its model name and result key:",
         "",
-        "| name | benchmark | algorithm | result | figure ± 95% CI | published | file | command |",
-        "|---|---|---|---|---|---|---|---|",
+        "```bash",
+        "python scripts/meta_test.py --pretrained omniglot_imaml_5w1s:1shot    # pymeta-metatest, once installed",
+        "```",
+        "",
+        "`--pretrained NAME:KEY` takes the row's model file and its whole protocol (shots, queries per",
+        "class, test-time steps, number of tasks, seed) from `pretrained/index.json`; flags you add win",
+        "(`--num_tasks 100` for a quick look). Each model's section below gives the same command with every",
+        "flag spelt out. From Python: `pymeta.zoo.load_pretrained(name)` loads a model and",
+        "`pymeta.zoo.metatest_flags(name, key)` gives a row's meta-test flags. The study models behind the",
+        "results pages are in the `studies/` folder of each benchmark.",
+        "",
+        '!!! note "Exact on the same kind of CPU"',
+        "",
+        "    A row's command gives its figure exactly on the kind of CPU it was measured on (the *measured",
+        "    on* column). On another kind TensorFlow runs other kernels, with another float round-off, and",
+        "    bfloat16 is native only on CPUs with AVX-512 BF16 (emulated elsewhere), so a few predictions",
+        "    can change: `omniglot_imaml_5w1s:1shot`, measured in bfloat16 on AVX-512 BF16 as 98.46 ± 0.18,",
+        "    gives 98.48 ± 0.18 on an AVX2-only CPU (net 9 more of 75,000 query images right), far inside",
+        "    its confidence interval. `grep -o -m1 'avx512_bf16\\|amx_bf16' /proc/cpuinfo` prints a flag on",
+        "    an AVX-512 BF16 machine and nothing elsewhere.",
+        "",
     ]
+    by_benchmark = {}
     for m in index["models"]:
-        for r in m["results"]:
-            pub = r["published"]
-            published = "–" if pub is None else f"{_with_ci(pub['value'], pub['ci95'], False)} ({pub['source']})"
-            lines.append("| " + " | ".join(_cell(c) for c in (
-                f"`{m['name']}`", BENCHMARK_NAMES.get(m["benchmark"], m["benchmark"]), m["algorithm"], r["label"],
-                _with_ci(r["mean"], r["ci95"], True), published, f"`{m['path']}`", f"`{r['command']}`")) + " |")
-    lines += ["", "## Training", "",
-              "| name | dataset | meta-iterations | training time | options | notes |",
-              "|---|---|---|---|---|---|"]
+        by_benchmark.setdefault(m["benchmark"], []).append(m)
+    for benchmark, models in by_benchmark.items():
+        rl = any(r["metric"] == "return_by_step" for m in models for r in m["results"])
+        figure = "return ± 95% CI after 0, 1, 2, 3 steps" if rl else "accuracy (%) ± 95% CI"
+        lines += [f"## {BENCHMARK_NAMES.get(benchmark, benchmark)}", "",
+                  f"| model | algorithm | result (key) | {figure} | published | measured on |",
+                  "|---|---|---|---|---|---|"]
+        for m in models:
+            for r in m["results"]:
+                pub = r["published"]
+                published = "–" if pub is None else _with_ci(pub["value"], pub["ci95"], False, TABLE_STEPS)
+                lines.append("| " + " | ".join(_cell(c) for c in (
+                    f"[`{m['name']}`](#{_anchor(m['name'])})", m["algorithm"], f"{r['label']} (`{r['key']}`)",
+                    _unbroken(_with_ci(r["mean"], r["ci95"], True, TABLE_STEPS)), _unbroken(published),
+                    measured_on_text(r["measured_on"]))) + " |")
+        lines.append("")
+    lines += ["## The models", "",
+              "Model files, training histories and meta-test JSONs are relative to the repository root.", ""]
     for m in index["models"]:
         t = m["training"]
-        lines.append("| " + " | ".join(_cell(c) for c in (
-            f"`{m['name']}`", m["dataset"], f"{t['meta_iterations']:,}", t["time"], t["options"], m["notes"])) + " |")
-    lines += ["", "The full training settings each model file records are in its entry's `settings` in",
+        lines += [f"### {m['name']} {{#{_anchor(m['name'])}}}", "",
+                  f"{m['algorithm']} on {BENCHMARK_NAMES.get(m['benchmark'], m['benchmark'])}: {m['notes']}.", "",
+                  f"- **file**: `{m['path']}`" + (f"; training history `{t['history']}`" if t["history"] else ""),
+                  f"- **trained**: {t['meta_iterations']:,} meta-iterations, {t['time']}; {t['options']}"]
+        for r in m["results"]:
+            pub = r["published"]
+            source = "" if pub is None else f"; published {_with_ci(pub['value'], pub['ci95'], False)} ({pub['source']})"
+            lines.append(f"- **{r['label']}** (`{r['key']}`): {_with_ci(r['mean'], r['ci95'], True)}, measured "
+                         f"{measured_on_prose(r['measured_on'])}" + source
+                         + (f"; meta-test JSON `{r['json']}`" if r["json"] else ""))
+        lines += ["", "```bash"]
+        lines += [f"python scripts/meta_test.py --pretrained {m['name']}:{r['key']}" for r in m["results"]]
+        lines += ["```", "", '??? example "The same with every flag spelt out"', ""]
+        for r in m["results"]:
+            lines += ["    ```bash"] + ["    " + x for x in wrapped_command(r["command"]).split("\n")] + ["    ```", ""]
+    lines += ["The full training settings each model file records are in its entry's `settings` in",
               "`pretrained/index.json` (and in the file itself: `pymeta.model_io.load_settings`).", ""]
     return "\n".join(lines)
 

@@ -219,6 +219,16 @@ def test_readme_links_resolve():
     assert not missing, f"README links to missing files: {missing}"
 
 
+def test_troubleshooting_rows_have_one_form():
+    """Every table row of the troubleshooting page is `| `message as printed` (remark) | what to do |`,
+    so that entries are easy to add and to find with the browser's search."""
+    text = open(os.path.join(DOCS, "troubleshooting.md"), encoding="utf-8").read()
+    rows = [line for line in text.split("\n") if line.startswith("|")]
+    bad = [r for r in rows if r not in ("| message (beginning) | what to do |", "|---|---|")
+           and not re.fullmatch(r"\| `[^`]+`[^|]* \| .+ \|", r)]
+    assert len(rows) > 30 and not bad, "rows not of the form | `message` | what to do |:\n" + "\n".join(bad)
+
+
 def test_readme_is_short():
     assert len(open(README, encoding="utf-8").read().split("\n")) <= 251  # 250 lines + the final newline
 

@@ -6,6 +6,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -54,6 +55,8 @@ def test_model_file_is_hdf5_with_the_indexed_settings(name):
     assert stored["dataset"] == entry["dataset"]
     for key, value in entry["settings"].items():
         assert stored[key] == value, (name, key)
+    for r in entry["results"]:  # the precision a figure was measured in is the one its meta-test computes in
+        assert r["measured_on"]["precision"] == r["protocol"].get("precision", stored.get("precision", "float32"))
     if entry["training"]["history"]:
         with open(os.path.join(REPO, entry["training"]["history"])) as f:
             history = json.load(f)["history"]
@@ -131,6 +134,35 @@ def test_default_result_is_the_first():
     assert flags["num_inner_iterations"] == 5 and flags["seed"] == 0
 
 
+def test_imaml_row_records_what_it_was_measured_on():
+    """The iMAML 1-shot row was measured in bfloat16 on a CPU computing it natively; on an AVX2-only CPU
+    (bfloat16 emulated) it gave 98.48 ± 0.18, which the entry and the zoo page say."""
+    assert zoo.measured_on("omniglot_imaml_5w1s") == {"precision": "mixed_bfloat16", "cpu": "avx512_bf16"}
+    assert zoo.measured_on("omniglot_imaml_5w1s", "5shot")["precision"] == "mixed_bfloat16"
+    assert "98.48 ± 0.18" in ENTRIES["omniglot_imaml_5w1s"]["notes"]
+    page = open(os.path.join(REPO, "docs", "model_zoo.md")).read()
+    assert "98.48 ± 0.18 on an AVX2-only CPU" in page
+    assert all(r["measured_on"]["cpu"] in (None, *zoo.CPU_KINDS) for m in INDEX["models"] for r in m["results"])
+
+
+def _pretrained_arguments(text):
+    """The zoo names given to --pretrained in `text` (lower-case names with an underscore; not NAME:KEY)."""
+    return re.findall(r"--pretrained[ =]([a-z0-9]+_\w*(?::\w+)?)", text)
+
+
+def test_every_pretrained_name_the_docs_give_is_a_row():
+    """`--pretrained NAME[:RESULT]` in the README and the docs names a model and result of the index."""
+    files = [os.path.join(REPO, "README.md")] + [os.path.join(folder, n) for folder, _, names in
+                                                  os.walk(os.path.join(REPO, "docs")) for n in names if n.endswith(".md")]
+    named = 0
+    for f in files:
+        for arg in _pretrained_arguments(open(f, encoding="utf-8").read()):
+            name, _, result = arg.partition(":")
+            zoo.metatest_flags(name, result or None)  # a one-line ValueError for an unknown name or result
+            named += 1
+    assert named > len(RESULTS)  # the zoo page names every row
+
+
 def test_unknown_names_are_one_line_errors():
     with pytest.raises(ValueError) as e:
         zoo.model_entry("omniglot_imaml")
@@ -166,7 +198,7 @@ def _set(path_in_index, value):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (_set(["schema_version"], 2), "schema_version 2 is not the one this pymeta reads (1)"),
+    (_set(["schema_version"], 1), "schema_version 1 is not the one this pymeta reads (2)"),
     (_set(["models"], {}), "field 'models' must be list"),
     (_set(["models", 0, "path"], "../elsewhere/model.h5"), "must be a .h5/.keras file under pretrained/"),
     (_set(["models", 0, "benchmark"], "cifar"), "benchmark 'cifar' is not one of"),
@@ -186,10 +218,17 @@ def _set(path_in_index, value):
     (_set(["models", 0, "results", 0, "protocol", "queries"], 15), "'queries' is not a meta-test protocol flag"),
     (_set(["models", 0, "results", 0, "published"], {"value": 98.3}), "missing field(s) ci95, source"),
     (_set(["models", 5, "results", 0, "mean"], [-36.2, -9.8]), "mean and ci95 must have one value per step"),
+    (_set(["models", 0, "results", 0, "measured_on"], KeyError), "missing field(s) measured_on"),
+    (_set(["models", 0, "results", 0, "measured_on", "cpu"], "avx512bf16"), "cpu 'avx512bf16' is not one of"),
+    (_set(["models", 0, "results", 0, "measured_on", "cpu"], KeyError), "measured_on: missing field(s) cpu"),
+    (_set(["models", 0, "results", 0, "measured_on", "precision"], "bfloat16"), "precision 'bfloat16' is not one of"),
+    # the iMAML model file records mixed_bfloat16, so its figures were computed in it
+    (_set(["models", 3, "results", 0, "measured_on", "precision"], "float32"),
+     "precision 'float32' is not the one the row's meta-test uses ('mixed_bfloat16'"),
 ])
 def test_malformed_index_entries_are_one_line_errors(tmp_path, edit, message):
     index = copy.deepcopy(INDEX)
-    assert index["models"][5]["benchmark"] == "navigation2d"
+    assert index["models"][5]["benchmark"] == "navigation2d" and index["models"][3]["name"] == "omniglot_imaml_5w1s"
     edit(index)
     path = _write(tmp_path, index)
     with pytest.raises(ValueError) as e:
@@ -199,7 +238,7 @@ def test_malformed_index_entries_are_one_line_errors(tmp_path, edit, message):
 
 
 def test_index_that_is_not_json_or_missing(tmp_path):
-    path = _write(tmp_path, '{"schema_version": 1,')
+    path = _write(tmp_path, '{"schema_version": 2,')
     with pytest.raises(ValueError, match="not valid JSON"):
         zoo.load_index(path)
     with pytest.raises(FileNotFoundError, match="no model-zoo index at"):
@@ -224,9 +263,14 @@ def test_docs_page_is_the_rendering_of_the_index(tmp_path, capsys):
     out = subprocess.run(render + ["--check"], capture_output=True, text=True, env=_env())
     assert out.returncode == 0, out.stderr
     page = open(os.path.join(REPO, "docs", "model_zoo.md")).read()
+    # every row's command, as pasted (continuation lines joined), and its short --pretrained form
+    pasted = re.sub(r" \\\n\s+", " ", page)
     for m in INDEX["models"]:
+        assert f"`{m['path']}`" in page
         for r in m["results"]:
-            assert f"`{r['command']}`" in page and f"`{m['path']}`" in page
+            assert f"\n{r['command']}\n" in pasted.replace("    python", "python")
+            assert f"python scripts/meta_test.py --pretrained {m['name']}:{r['key']}\n" in page
+    assert max(len(line) for line in page.split("```")[-2].split("\n")) <= 110  # commands wrapped
     # a changed index no longer matches the page; a broken one is a one-line error (in-process: main(argv))
     spec = importlib.util.spec_from_file_location("render_zoo", os.path.join(REPO, "scripts", "render_zoo.py"))
     render_zoo = importlib.util.module_from_spec(spec)
