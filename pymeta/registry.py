@@ -24,6 +24,8 @@ SEQ_FOMAML_VARIANTS = ("plain", "loss_after_each_task", "sampled_loss_after_each
                        "all_losses_after_each_task")
 DEFAULT_DATA_PATHS = {"omniglot": "datasets/omniglot/omniglot.pkl",
                       "miniimagenet": "datasets/miniimagenet/miniimagenet.pkl"}
+# what scripts/make_<dataset>_dataset.py writes by default (Mini-ImageNet's images take HDF5)
+PREPARED_FILES = {"omniglot": "datasets/omniglot/omniglot.pkl", "miniimagenet": "datasets/miniimagenet/miniimagenet.h5"}
 
 
 def check_data_file(dataset, data_path=None):
@@ -33,10 +35,11 @@ def check_data_file(dataset, data_path=None):
         return None
     path = data_path or default_data_path(dataset)
     if not os.path.exists(path):
-        writes = os.path.splitext(DEFAULT_DATA_PATHS[dataset])[0] + ".h5"
+        looked = repr(path) if data_path else f"{DEFAULT_DATA_PATHS[dataset]} or its .h5"
         raise FileNotFoundError(
-            f"no {dataset} data file at {path!r}: run `bash fetch_data.sh {dataset}` then "
-            f"`python scripts/make_{dataset}_dataset.py`, which writes {writes} (or pass its path with --data_path)")
+            f"no {dataset} data file at {looked}: run `bash fetch_data.sh {dataset}` then "
+            f"`python scripts/make_{dataset}_dataset.py`, which writes {PREPARED_FILES[dataset]} "
+            "(or pass its path with --data_path)")
     return path
 
 

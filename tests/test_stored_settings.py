@@ -361,3 +361,18 @@ def test_random_json_like_text_parses_or_is_one_line(text):
     assert nesting_depth(json.dumps(value)) <= 32
     if isinstance(value, float):
         assert math.isfinite(value)
+
+
+@pytest.mark.parametrize("dataset,written", [("omniglot", "datasets/omniglot/omniglot.pkl"),
+                                             ("miniimagenet", "datasets/miniimagenet/miniimagenet.h5")])
+def test_missing_data_file_names_what_the_preparation_script_writes(dataset, written, tmp_path, monkeypatch):
+    """The file the message names is the one scripts/make_<dataset>_dataset.py writes by default (its
+    --output default, read from the script's own help text)."""
+    from pymeta.registry import check_data_file
+    script = os.path.join(REPO, "scripts", f"make_{dataset}_dataset.py")
+    with open(script) as f:
+        assert f"default: {written}" in f.read()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as e:
+        check_data_file(dataset)
+    assert f"which writes {written} " in str(e.value) and "\n" not in str(e.value)
