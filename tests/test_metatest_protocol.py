@@ -80,3 +80,14 @@ def test_a_missing_data_file_names_the_file_the_preparation_script_writes(tmp_pa
         check_data_file("miniimagenet", str(tmp_path / "none.h5"))
     assert "datasets/miniimagenet/miniimagenet.h5" in str(e.value) and "make_miniimagenet_dataset.py" in str(e.value)
     assert check_data_file("sinusoid") is None and check_data_file("navigation2d") is None
+
+
+def test_sinusoid_protocol_line_states_points_not_classes():
+    """Sinusoid regression has no classes: the line names support and query points, no way or batch-norm mode."""
+    from pymeta.cli.metatest import protocol_line
+    from pymeta.config import MetaTestConfig
+    line = protocol_line(MetaTestConfig(dataset="sinusoid", num_train_samples_per_class=10,
+                                        num_test_samples_per_class=100, num_tasks=7),
+                         from_file={"num_train_samples_per_class"})
+    assert "10 support points*, 100 query points, " in line and "7 tasks" in line
+    assert "way" not in line and "transductive" not in line

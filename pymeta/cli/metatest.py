@@ -110,6 +110,12 @@ def protocol_line(c: MetaTestConfig, from_file=()) -> str:
     if c.dataset in RL_DATASETS:
         parts = [c.dataset, v("num_inner_iterations", f"{c.num_inner_iterations} adaptation steps"),
                  f"{c.num_tasks} tasks" + (f" from {c.test_tasks}" if c.test_tasks else f", seed {c.seed}")]
+    elif c.dataset == "sinusoid":  # regression: K support and Q query points, no classes
+        parts = [f"{c.dataset} {c.split} split",
+                 v("num_train_samples_per_class", f"{c.num_train_samples_per_class} support points"),
+                 v("num_test_samples_per_class", f"{c.num_test_samples_per_class} query points"),
+                 v("num_inner_iterations", f"{c.num_inner_iterations} inner steps"),
+                 f"{c.num_tasks} tasks, seed {c.seed}"]
     else:
         parts = [f"{c.dataset} {c.split} split",
                  v("num_output_classes", f"{c.num_output_classes}-way") + " "
