@@ -53,11 +53,15 @@ class GradBasedMetaLearner(Learner):
     Args:
         model: the Keras model whose initial weights are meta-learnt.
         optimizer: the outer (meta) Keras optimizer (the outer step `OptimizerStep(optimizer)`).
-        inner_optimizer, loss, objective, jit_compile: see `pymeta.core.learner.Learner`.
+        inner_optimizer: the inner-loop optimizer (see `pymeta.core.learner.Learner`).
+        loss: the task loss (see `pymeta.core.learner.Learner`).
+        jit_compile: compile the hot path with XLA (see `pymeta.core.learner.Learner`).
+        name: a display name (default: the class name).
         persistent_inner_state: keep the inner optimizer's state (Adam's moments and step count) from
             one task to the next, as the original Reptile implementation did, instead of starting each
             task fresh. Tasks then run one after the other in both APIs; evaluation (`evaluate_tasks`)
             starts every task from the kept state without changing it.
+        objective: what a task minimises, instead of `loss` (see `pymeta.core.learner.Learner`).
         outer_step: how theta moves after a meta-batch, instead of `optimizer` (a
             `pymeta.core.protocols.OuterStep`, e.g. `pymeta.rl.trpo.TRPOStep`).
 
