@@ -48,13 +48,17 @@ def disk_full(e: BaseException) -> bool:
     """True if `e`, or an exception it was raised from, says that the disk (or the user's quota) is full:
     an OSError with errno ENOSPC / EDQUOT, or an error of a library that only says so in its message
     (h5py, TensorFlow's file writers)."""
+    return any((isinstance(x, OSError) and x.errno in _FULL) or any(text in str(x) for text in _FULL_TEXT)
+               for x in exception_chain(e))
+
+
+def exception_chain(e: "BaseException | None") -> Iterator[BaseException]:
+    """`e`, the exception it was raised from or while handling, and so on."""
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if (isinstance(e, OSError) and e.errno in _FULL) or any(text in str(e) for text in _FULL_TEXT):
-            return True
+        yield e
         e = e.__cause__ or e.__context__
-    return False
 
 
 def write_json_atomic(path: "str | os.PathLike", obj: Any) -> str:

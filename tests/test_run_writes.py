@@ -220,8 +220,8 @@ def test_a_model_whose_last_write_failed_is_written_again_from_its_checkpoint(tm
     os.utime(c.model_save_filename, (0, 0))  # older than the checkpoint, whatever the clock's resolution
     with caplog.at_level("INFO", logger="pymeta.training"):
         go(c)
-    assert "m.h5 was older than its checkpoint (its last write did not complete): written again from the " \
-           "checkpoint of iteration 8" in caplog.text
+    assert "m.h5 was older than its checkpoint (written before it, or its last write failed): written again " \
+           "from the checkpoint of iteration 8" in caplog.text
     whole = WritingExperiment()
     go(config(str(tmp_path / "whole"), n=8), whole)
     np.testing.assert_array_equal(theta(c.model_save_filename), theta(whole.model_file))
@@ -326,7 +326,13 @@ def train(model, iterations, flags, *extra):
     return subprocess.run([sys.executable, os.path.join(REPO, "example_metatrain.py"), *flags, "--noprogress",
                            f"--model_save_filename={model}", f"--num_outer_metatraining_iterations={iterations}",
                            *extra], capture_output=True, text=True, cwd=REPO, timeout=300,
-                          env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                          env=_env())
+
+
+def _env():
+    env = {**os.environ, "PYTHONPATH": REPO}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # what a user sees: the CLI quiets TensorFlow itself
+    return env
 
 
 def one_error_line(out):
@@ -348,8 +354,6 @@ def test_a_full_disk_through_the_command_line(small_disk, flags, first, then):
         "choose another --model_save_filename" in line
     os.remove(filler)
     assert digests(small_disk) == before and temporaries(small_disk) == []
-    resumed = train(model, then, flags)
-    assert resumed.returncode == 0 and f"resumed from {small_disk}/m.h5_run/ckpt-" in resumed.stdout
 
 
 @pytest.mark.slow

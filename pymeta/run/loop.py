@@ -14,7 +14,7 @@ import time
 from typing import List
 
 from pymeta import checkpoint as ckpt
-from pymeta.atomic import disk_full
+from pymeta.atomic import disk_full, exception_chain
 from pymeta.config import RunConfig, artifact_path, check_output_folders, run_identity
 from pymeta.run.divergence import check_finite, diverged
 from pymeta.run.experiment import Experiment
@@ -38,18 +38,11 @@ def run(c: RunConfig, experiment: Experiment) -> List[dict]:
     except Exception as e:
         if not disk_full(e):
             raise
-        path = next((x.filename for x in _chain(e) if getattr(x, "filename", None)), None) or \
+        path = next((x.filename for x in exception_chain(e) if getattr(x, "filename", None)), None) or \
             f"{c.resolved_run_dir()} or {os.path.dirname(os.path.abspath(c.model_save_filename))}"
         raise ValueError(f"no space left on device to write {path}: the run stopped (the model and checkpoints "
                          "written before are intact; the same command resumes it): free space on that disk, or "
                          "choose another --model_save_filename (and --run_dir) on a disk with room") from e
-
-
-def _chain(e):
-    """`e` and the exceptions it was raised from."""
-    while e is not None:
-        yield e
-        e = e.__cause__ or e.__context__
 
 
 def _run(c: RunConfig, experiment: Experiment) -> List[dict]:
@@ -159,7 +152,7 @@ def _stale(model_file, checkpoint):
     if not os.path.exists(model_file):
         return "was missing"
     if checkpoint is not None and os.path.getmtime(model_file) < os.path.getmtime(checkpoint):
-        return "was older than its checkpoint (its last write did not complete)"
+        return "was older than its checkpoint (written before it, or its last write failed)"
     return None
 
 
