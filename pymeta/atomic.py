@@ -3,9 +3,13 @@
     with atomic_write("saved/model.h5") as tmp:   # a new path in the same folder, same extension
         model.save(tmp)                            # write it any way you like
     # here saved/model.h5 is the new file (fsync'ed, then os.replace'd onto the name)
+
+A write that fails leaves the old file as it was and removes its temporary file; when it fails because
+the disk is full (`disk_full`), the OSError raised names the file (`filename`: `path`, not the temporary).
 """
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -27,11 +31,34 @@ def atomic_write(path: "str | os.PathLike") -> Iterator[str]:
         os.chmod(tmp, 0o666 & ~_umask())  # as a plain open() would (a writer may have used mkstemp's 0600)
         _fsync(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if disk_full(e) and getattr(e, "filename", None) != path:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path) from e
         raise
     _fsync_folder(folder)
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_FULL_TEXT = tuple(os.strerror(code) for code in _FULL)  # "No space left on device", "Disk quota exceeded"
+
+
+def disk_full(e: BaseException) -> bool:
+    """True if `e`, or an exception it was raised from, says that the disk (or the user's quota) is full:
+    an OSError with errno ENOSPC / EDQUOT, or an error of a library that only says so in its message
+    (h5py, TensorFlow's file writers)."""
+    return any((isinstance(x, OSError) and x.errno in _FULL) or any(text in str(x) for text in _FULL_TEXT)
+               for x in exception_chain(e))
+
+
+def exception_chain(e: "BaseException | None") -> Iterator[BaseException]:
+    """`e`, the exception it was raised from or while handling, and so on."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
 
 
 def write_json_atomic(path: "str | os.PathLike", obj: Any) -> str:

@@ -14,6 +14,7 @@ import time
 from typing import List
 
 from pymeta import checkpoint as ckpt
+from pymeta.atomic import disk_full, exception_chain
 from pymeta.config import RunConfig, artifact_path, check_output_folders, run_identity
 from pymeta.run.divergence import check_finite, diverged
 from pymeta.run.experiment import Experiment
@@ -29,20 +30,35 @@ SPEED_EVERY_SECONDS = 5.0  # TensorBoard's meta-iterations per second (and a flu
 
 def run(c: RunConfig, experiment: Experiment) -> List[dict]:
     """Run (or resume) `experiment` with the run settings of `c` (iterations, cadence, files);
-    returns the history (also in <model>_history.json)."""
+    returns the history (also in <model>_history.json). A write that fails because the disk is full
+    (any of them: model, checkpoint, history, plots, TensorBoard, locks) ends the run with a one-line
+    ValueError; every file is written atomically, so what was written before stays intact."""
+    try:
+        return _run(c, experiment)
+    except Exception as e:
+        if not disk_full(e):
+            raise
+        path = next((x.filename for x in exception_chain(e) if getattr(x, "filename", None)), None) or \
+            f"{c.resolved_run_dir()} or {os.path.dirname(os.path.abspath(c.model_save_filename))}"
+        raise ValueError(f"no space left on device to write {path}: the run stopped (the model and checkpoints "
+                         "written before are intact; the same command resumes it): free space on that disk, or "
+                         "choose another --model_save_filename (and --run_dir) on a disk with room") from e
+
+
+def _run(c: RunConfig, experiment: Experiment) -> List[dict]:
     run_dir, model_file, n = c.resolved_run_dir(), c.model_save_filename, c.num_outer_metatraining_iterations
     check_output_folders(model_file, run_dir + os.sep)  # before any work
     root = experiment.is_root
     log = logger.info if root else (lambda *a, **k: None)
     # from the start: a signal during set-up still ends in a checkpoint
-    with SignalFlag() as stop, (run_lock(run_dir) if root else contextlib.nullcontext()):
+    with SignalFlag() as stop, (run_lock(run_dir, model_file) if root else contextlib.nullcontext()):
         experiment.setup(stop)
         if root:  # files a killed run was writing
             ckpt.remove_stale_temporaries(run_dir)
             ckpt.remove_stale_temporaries(os.path.dirname(os.path.abspath(model_file)),
                                           "." + os.path.splitext(os.path.basename(model_file))[0])
         resume_from = find_resume_point(c, run_dir, root)
-        check_outputs(c, run_dir, resume_from is not None)
+        check_outputs(c, run_dir, resume_from is not None, experiment.settings)
         history: List[dict] = []
         it = 0
         if resume_from:
@@ -108,8 +124,8 @@ def run(c: RunConfig, experiment: Experiment) -> List[dict]:
                 if it % c.test_every_k_iterations == 0 or it == n:
                     validation()
                 if it % c.save_every_k_iterations == 0 or it == n:
+                    checkpoint()  # first: a model file of this run always has a checkpoint as new
                     save()
-                    checkpoint()
                 signum = experiment.agree_stop(stop.signum)
                 if signum is not None:
                     bar.close()
@@ -118,15 +134,26 @@ def run(c: RunConfig, experiment: Experiment) -> List[dict]:
                     raise Interrupted(signum, path)
         if not root:
             return history
-        if not os.path.exists(model_file):  # a finished run whose model was deleted
+        stale = None if saved else _stale(model_file, resume_from)  # deleted, or its last write failed
+        if stale:
             save()
-            log(f"{model_file} was missing: written again from the checkpoint of iteration {it}")
+            log(f"{model_file} {stale}: written again from the checkpoint of iteration {it}")
         experiment.finish(history)
         if saved:
             log(f"model saved to {model_file} ({time.time() - start:.0f} s)")
         else:
             log(f"the run had already finished at iteration {it}: its model is {model_file}")
         return history
+
+
+def _stale(model_file, checkpoint):
+    """Why `model_file` is not the model of the `checkpoint` a finished run resumed from (None if it is):
+    missing, or older (the checkpoint is written first at every save point, then the model)."""
+    if not os.path.exists(model_file):
+        return "was missing"
+    if checkpoint is not None and os.path.getmtime(model_file) < os.path.getmtime(checkpoint):
+        return "was older than its checkpoint (written before it, or its last write failed)"
+    return None
 
 
 @contextlib.contextmanager

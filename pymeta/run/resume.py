@@ -1,6 +1,7 @@
 """Where a run starts: the newest trustworthy checkpoint of its run folder (`find_resume_point`),
 refused when it is from a run with other settings, and the refusal to replace another run's model."""
 
+import json
 import logging
 import os
 
@@ -10,15 +11,39 @@ from pymeta.config import RunConfig, run_identity
 logger = logging.getLogger("pymeta.training")
 
 
-def check_outputs(c, run_dir, resuming):
-    """Refuse to replace a model file from another run unless --overwrite."""
-    if resuming or c.overwrite or not os.path.exists(c.model_save_filename):
+def check_outputs(c, run_dir, resuming, settings=None):
+    """Refuse to replace a model file from another run unless --overwrite. `settings`: those this run's
+    model file records; a model file recording the same ones is from this run (or one with the same
+    flags) whose first checkpoint was not written (pymeta 0.1.0 wrote the model first): the message says so."""
+    model = c.model_save_filename
+    if resuming or c.overwrite or not os.path.exists(model):
         return
-    legacy = f"{os.path.splitext(c.model_save_filename)[0]}_run"  # the default run folder of pymeta <= 0.1.0
-    hint = (f"; if it is from a run in {legacy} (the default run folder of older pymeta versions), pass "
-            f"--run_dir={legacy} to resume it") if not c.run_dir and ckpt.checkpoint_files(legacy) else ""
-    raise ValueError(f"{c.model_save_filename} already exists and is not from this run (no checkpoint in "
-                     f"{run_dir}): choose another --model_save_filename or pass --overwrite{hint}")
+    legacy = f"{os.path.splitext(model)[0]}_run"  # the default run folder of pymeta <= 0.1.0
+    if not c.run_dir and ckpt.checkpoint_files(legacy):
+        raise ValueError(f"{model} already exists and is not from this run (no checkpoint in {run_dir}): "
+                         f"choose another --model_save_filename or pass --overwrite; if it is from a run in "
+                         f"{legacy} (the default run folder of older pymeta versions), pass --run_dir={legacy} "
+                         "to resume it")
+    if settings is not None and _same_settings(model, settings):
+        raise ValueError(f"{model} is from a run with these settings whose checkpoints are not in {run_dir} "
+                         "(its first checkpoint was never written, e.g. the disk was full), so it cannot be "
+                         "resumed: pass --overwrite to train again from iteration 0 (the model file is replaced "
+                         "at the first save), or choose another --model_save_filename to keep it")
+    raise ValueError(f"{model} already exists and is not from this run (no checkpoint in {run_dir}): "
+                     "choose another --model_save_filename or pass --overwrite")
+
+
+def _same_settings(model_file, settings):
+    """True if the model file records `settings` (its pymeta version and later additions aside)."""
+    from pymeta.model_io import load_settings
+    try:
+        recorded = load_settings(model_file)
+    except (OSError, ValueError):
+        return False
+    mine = json.loads(json.dumps(dict(settings)))
+    if not isinstance(recorded, dict):
+        return False
+    return all(recorded.get(k) == v for k, v in mine.items() if k != "pymeta_version")
 
 
 def find_resume_point(c, run_dir, is_root=True):

@@ -1,15 +1,22 @@
 """TensorBoard scalars of a run (tf.summary), written by rank 0 only."""
 
+import contextlib
+import errno
+import os
+
+from pymeta.atomic import disk_full
+
 
 class Summaries:
     """TensorBoard scalars (tf.summary) in <run_dir>/tensorboard; does nothing when disabled."""
 
     def __init__(self, directory, enabled):
-        self.writer = None
+        self.writer, self.directory = None, directory
         if enabled:
             import tensorflow as tf
             self.tf = tf
-            self.writer = tf.summary.create_file_writer(directory)
+            with self._naming_the_folder():
+                self.writer = tf.summary.create_file_writer(directory)
 
     def scalars(self, step, values, flush=True):
         """Write `values` ({name: float or None}; None is skipped) at `step`; flush: to disk now."""
@@ -20,4 +27,15 @@ class Summaries:
                 if value is not None:
                     self.tf.summary.scalar(name, value)
         if flush:
-            self.writer.flush()
+            with self._naming_the_folder():
+                self.writer.flush()
+
+    @contextlib.contextmanager
+    def _naming_the_folder(self):
+        """TensorFlow says that the disk is full only in its message: an OSError naming the folder."""
+        try:
+            yield
+        except Exception as e:
+            if disk_full(e):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.directory) from e
+            raise
