@@ -96,25 +96,11 @@ def record_settings(path, updates: Dict[str, Any]) -> Dict[str, Any]:
 
 def load_settings(path) -> Optional[Dict[str, Any]]:
     """The training settings recorded in the model file `path`, or None (a file written before pymeta
-    recorded them, or by plain Keras); for a checkpoint, those of its run's config."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no model file at {path!r}")
-    checkpoint = read_checkpoint_weights(path)
-    if checkpoint is not None:
-        from pymeta.config import MODEL_SETTINGS
-        return {k: checkpoint[2][k] for k in MODEL_SETTINGS if k in checkpoint[2]}
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as z:
-                if f"{_SETTINGS}.json" not in z.namelist():
-                    return None
-                return json.loads(z.read(f"{_SETTINGS}.json"))
-        with h5py.File(path, "r") as f:
-            text = f.attrs.get(_SETTINGS)
-    except (OSError, zipfile.BadZipFile, ValueError) as e:
-        raise ValueError(f"cannot read a Keras model from {path!r}: {e}") from e
-    return None if text is None else json.loads(text)
+    recorded them, or by plain Keras); for a checkpoint, those of its run's config. The one reader of
+    the record (`pymeta.config.stored.read_unchecked_settings`: bounded, no TensorFlow); values not
+    checked (`read_stored_settings` checks them like flags)."""
+    from pymeta.config.stored import read_unchecked_settings
+    return read_unchecked_settings(path)
 
 
 def load_inner_state(path) -> Optional[List[np.ndarray]]:

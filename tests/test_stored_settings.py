@@ -24,7 +24,8 @@ from pymeta.config import MetaTestConfig, RunConfig, check_config, check_metates
 from pymeta.config.bounded_json import loads_bounded, nesting_depth
 from pymeta.config.checks import check_field
 from pymeta.config.records import CHOSEN_TEST_STEPS, MODEL_SETTINGS
-from pymeta.config.stored import StoredSettingsError, check_stored_settings, read_stored_settings
+from pymeta.config.stored import (StoredSettingsError, check_stored_settings, read_stored_settings,
+                                  read_unchecked_settings)
 
 OMNIGLOT = {"dataset": "omniglot", "metamodel": "fomaml", "inner_lr": 0.4, "num_output_classes": 5,
             "num_train_samples_per_class": 1, "num_test_samples_per_class": 15, "inner_batch_size": -1,
@@ -171,6 +172,21 @@ def test_every_model_file_of_the_zoo_passes_the_reader():
     assert files
     for path in files:
         read_stored_settings(path)  # raises for a refused one
+        assert read_unchecked_settings(path) == _plain_read(path), path  # the one reader reads what is there
+
+
+def _plain_read(path):
+    """The record read here with plain h5py / zipfile and json (independent of pymeta's reader)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+            return json.loads(z.read("pymeta_settings.json")) if "pymeta_settings.json" in names else None
+    with h5py.File(path, "r") as f:
+        if "theta" in f and "config" in f.attrs:  # a checkpoint: its run config's model settings
+            config = json.loads(f.attrs["config"])
+            return {k: config[k] for k in MODEL_SETTINGS if k in config}
+        text = f.attrs.get("pymeta_settings")
+    return None if text is None else json.loads(text)
 
 
 def test_a_bad_stored_setting_is_reported_before_tensorflow_by_choose_test_steps(tmp_path):

@@ -38,6 +38,13 @@ def read_stored_settings(path: Union[str, os.PathLike], given: Collection[str] =
     (plain Keras, an older pymeta). given: the meta-test flags set on the command line; the settings
     that would be their defaults are dropped unchecked (the flag wins, so a bad stored value can be
     overridden). FileNotFoundError for a missing file, StoredSettingsError for anything else."""
+    stored = read_unchecked_settings(path)
+    return None if stored is None else check_stored_settings(os.fspath(path), stored, given)
+
+
+def read_unchecked_settings(path: Union[str, os.PathLike]) -> Optional[Dict[str, Any]]:
+    """The settings dict the model file or checkpoint `path` records (bounded JSON, values not checked),
+    or None; FileNotFoundError for a missing file, StoredSettingsError for an unreadable record."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no model file at {path!r}")
@@ -48,7 +55,7 @@ def read_stored_settings(path: Union[str, os.PathLike], given: Collection[str] =
     if not isinstance(stored, dict):
         raise StoredSettingsError(f"{path}: its stored settings must be a JSON object, got "
                                   f"{type(stored).__name__}: {REWRITE_HINT}")
-    return check_stored_settings(path, stored, given)
+    return stored
 
 
 def check_stored_settings(path: str, stored: Dict[str, Any], given: Collection[str] = ()) -> Dict[str, Any]:
