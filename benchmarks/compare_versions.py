@@ -45,7 +45,7 @@ def run_bench(bench, version_dir, bench_args, out):
         rows = json.load(f)
     for row in rows:
         if bench == "metatrain":
-            row.update(row=" | ".join((row["problem"], row["algo"], row["path"], row["precision"])),
+            row.update(row=" / ".join((row["problem"], row["algo"], row["path"], row["precision"])),
                        unit="meta-it/s", values=row["rates"])
         if "pymeta" in row and os.path.realpath(row["pymeta"]) != os.path.realpath(version_dir):
             raise RuntimeError(f"bench_{bench}.py measured the pymeta at {row['pymeta']}, not {version_dir}")
