@@ -113,7 +113,8 @@ class KerasLoopBaseline:
 
 def run(mode, ml, dist, iterations, T, B, per_call, repeats=1):
     """Meta-iterations per second over `repeats` windows of `iterations` meta-iterations each (after
-    one warm-up call); returns (list of rates, warm-up seconds)."""
+    one warm-up call); returns (list of rates, warm-up seconds, list of CPU seconds per meta-iteration of
+    all the process's threads, one per window)."""
     def step(n):
         if mode == "fast":
             ml.metatrain_steps([dist.sample_batch() for _ in range(n)], T, B)
@@ -133,15 +134,16 @@ def run(mode, ml, dist, iterations, T, B, per_call, repeats=1):
     t0 = time.perf_counter()
     step(per_call)
     warmup = time.perf_counter() - t0
-    rates = []
+    rates, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         done = 0
         while done < iterations:
             step(per_call)
             done += per_call
         rates.append(done / (time.perf_counter() - t0))
-    return rates, warmup
+        cpu.append((time.process_time() - c0) / done)
+    return rates, warmup, cpu
 
 
 def bench(problem, algo, mode, iterations, precision="float32", per_call=1, repeats=1):
@@ -167,9 +169,9 @@ def bench(problem, algo, mode, iterations, precision="float32", per_call=1, repe
         ml, B = KerasLoopBaseline(algo, model, meta_opt(), float(model.optimizer.learning_rate)), 5 * shots
     else:
         ml.initialize()
-    rates, warmup = run(mode, ml, dist, iterations, T, B, per_call, repeats)
+    rates, warmup, cpu = run(mode, ml, dist, iterations, T, B, per_call, repeats)
     keras.mixed_precision.set_global_policy("float32")
-    return rates, warmup
+    return rates, warmup, cpu
 
 
 # thread layouts: (intra-op threads, inter-op threads), 0 = TensorFlow's default (all cores)
@@ -182,9 +184,9 @@ def rows_for_layout(args):
     default = args.layout == "default"
 
     def add(problem, algo, label, precision, iterations, mode=None, per_call=1):
-        rates, warm = bench(problem, algo, mode or label, iterations, precision, per_call, args.repeats)
+        rates, warm, cpu = bench(problem, algo, mode or label, iterations, precision, per_call, args.repeats)
         rows.append(dict(problem=problem, algo=algo, path=label, precision=precision, layout=args.layout,
-                         rates=rates, warmup=warm))
+                         rates=rates, warmup=warm, cpu_s_per_it=cpu))
         print(rows[-1], flush=True)
 
     only_mini = args.only_miniimagenet

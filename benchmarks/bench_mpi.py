@@ -75,21 +75,26 @@ def worker(args):
         dml.stats[key] = 0.0
     if comm is not None:
         comm.Barrier()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     iterate(args.iters)
+    cpu = (time.process_time() - cpu) / args.iters  # this rank's CPU seconds (all its threads) per iteration
     if comm is not None:
         comm.Barrier()
     seconds = time.perf_counter() - start
     digest = dml.check_sync()  # raises if the ranks' parameters differ
-    stats = dml.stats if comm is None else comm.gather(dml.stats, root=0)
+    stats = {**dml.stats, "cpu_s_per_it": cpu}
+    stats = stats if comm is None else comm.gather(stats, root=0)
     if dml.rank == 0:
         stats = stats if isinstance(stats, list) else [stats]
         num_params = sum(int(np.prod(v.shape)) for v in dml.meta_variables)
+        import pymeta
         with open(args.out, "w") as f:
-            json.dump({"ranks": dml.size, "algo": args.algo, "iters": args.iters, "seconds": seconds,
+            json.dump({"pymeta": os.path.dirname(os.path.dirname(os.path.abspath(pymeta.__file__))),
+                       "ranks": dml.size, "algo": args.algo, "iters": args.iters, "seconds": seconds,
                        "its_per_s": args.iters / seconds, "pinned_cpu_rank0": pinned,
                        "compute_s_per_it": [s["compute_seconds"] / args.iters for s in stats],
                        "allreduce_s_per_it": [s["allreduce_seconds"] / args.iters for s in stats],
+                       "cpu_s_per_it": [s["cpu_s_per_it"] for s in stats],
                        "num_params": num_params, "digest": digest, "in_sync": True}, f)
 
 
@@ -99,8 +104,9 @@ def launch(args):
         sys.exit("mpiexec not found: pip install -e .[mpi]")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL", "MV2_"))}
+    # a PYTHONPATH given wins over this checkout (benchmarks/compare_versions.py runs this script on another version)
     env.update(TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p))
+               PYTHONPATH=os.pathsep.join(p for p in (env.get("PYTHONPATH"), REPO) if p))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for algo in args.algos:
@@ -115,6 +121,11 @@ def launch(args):
                 with open(out) as f:
                     rows.append(json.load(f))
     print_table(rows, args)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump([{"row": f"{r['algo']} on {r['ranks']} rank(s)", "unit": "meta-it/s",
+                        "values": [r["its_per_s"]], "cpu_s_per_it": sum(r["cpu_s_per_it"]),  # all ranks
+                        "pymeta": r["pymeta"]} for r in rows], f)
 
 
 def print_table(rows, args):
@@ -150,6 +161,7 @@ def main():
     p.add_argument("--filters", type=int, default=64)
     p.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin each rank to a core")
     p.add_argument("--timeout", type=float, default=900, help="seconds per mpiexec run")
+    p.add_argument("--json-out", help="also write the rows to this JSON file (benchmarks/compare_versions.py)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--algo", default="fomaml", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)

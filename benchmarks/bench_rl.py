@@ -12,6 +12,7 @@ the meta-batch at once as there are cores); `--layout default` gives TensorFlow'
 """
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -54,6 +55,7 @@ def main():
                         help="the MAML-TRPO rows: how CG's KL Hessian-vector products are computed")
     parser.add_argument("--layout", default="task-parallel", choices=list(LAYOUTS),
                         help="TensorFlow's thread layout in one process (see the module doc; not under MPI)")
+    parser.add_argument("--json-out", help="also write the rows to this JSON file (benchmarks/compare_versions.py)")
     args = parser.parse_args()
     share = None
     if not mpi.is_mpi_run():
@@ -64,18 +66,23 @@ def main():
         apply_thread_layout(*thread_layout(TRAINING_RUN, distributed=True))  # cores / ranks each
         share = MPIShare()
     np.random.seed(0 if share is None else share.rank)
+    rows = []
     if share is None:
-        sampler_rows(args)
-    meta_iteration_rows(args, share)
+        sampler_rows(args, rows)
+    meta_iteration_rows(args, share, rows)
+    if args.json_out and (share is None or share.is_root):
+        with open(args.json_out, "w") as f:
+            json.dump(rows, f)
 
 
-def sampler_rows(args):
+def sampler_rows(args, rows):
     tasks = navigation2d(20).sample_batch()
     env = Navigation2DEnv(np.zeros((400, 2)))
     env.reset()
     bare = 400 * 100 / _timed(lambda: [env.step(np.random.uniform(-0.1, 0.1, (400, 2))) for _ in range(100)])
     rate = sampler_rate(tasks, Agent(make_gaussian_policy(2, 2), Navigation2DEnv.action_space), 20)
     print(f"navigation2d 400 envs: bare {bare:,.0f} env-steps/s, sampler {rate:,.0f} env-steps/s")
+    rows.append({"row": "navigation2d sampler, 20 tasks x 20 episodes", "unit": "env-steps/s", "values": [rate]})
 
     if not args.no_mujoco:
         from pymeta.rl.gym_tasks import GymBatchedEnv, halfcheetah_dir
@@ -87,21 +94,24 @@ def sampler_rows(args):
         rate = sampler_rate(hc, Agent(make_gaussian_policy(17, 6), hc[0].action_space), 20, repeats=1)
         print(f"halfcheetah_dir 40 tasks x 20 envs ({args.vectorization}): bare {bare:,.0f} env-steps/s, "
               f"sampler {rate:,.0f} env-steps/s (ratio {bare / rate:.2f})")
+        rows.append({"row": f"halfcheetah_dir sampler, 40 tasks x 20 envs ({args.vectorization})",
+                     "unit": "env-steps/s", "values": [rate]})
 
 
-def meta_iteration_rows(args, share):
+def meta_iteration_rows(args, share, rows):
     runs = [("fomaml", "adam", None), ("maml", "adam", None)] if share is None else []
     runs += [("maml", "trpo", h) for h in args.trpo_hvp]
     for metamodel, outer, hvp in runs:
-        meta_iteration_row("navigation2d", metamodel, outer, hvp, args.meta_iterations, share)
+        meta_iteration_row("navigation2d", metamodel, outer, hvp, args.meta_iterations, share, rows)
     if not args.no_mujoco and args.halfcheetah_meta_iterations > 0:
         meta_iteration_row("halfcheetah_dir", "maml", "trpo", "gauss_newton", args.halfcheetah_meta_iterations,
-                           share, vectorization=args.vectorization)
+                           share, rows, vectorization=args.vectorization)
 
 
-def meta_iteration_row(dataset, metamodel, outer, hvp, iterations, share, **problem_kwargs):
+def meta_iteration_row(dataset, metamodel, outer, hvp, iterations, share, rows, **problem_kwargs):
     """Print the best of `iterations` timed meta-iterations (after one that compiles) at the dataset's
-    defaults (the paper's settings); under MPI, each rank with its share of the tasks."""
+    defaults (the paper's settings); under MPI, each rank with its share of the tasks. Appends to `rows`
+    every timed iteration's seconds and this process's CPU seconds (all its threads) per iteration."""
     p = build_problem(dataset, metamodel, outer, seed=0, **problem_kwargs)
     dist, ml, s = p.distribution, p.metalearner, p.settings
     if hvp is not None:
@@ -112,8 +122,10 @@ def meta_iteration_row(dataset, metamodel, outer, hvp, iterations, share, **prob
         count = share.local_count(s["meta_batch_size"])
     ml.metatrain_step(dist.sample_batch(count), 1, episodes)  # compiles
     times, parts = [], []
+    cpu = time.process_time()
     for _ in range(iterations):
         times.append(_timed(lambda: parts.append(ml.metatrain_step(dist.sample_batch(count), 1, episodes))))
+    cpu = (time.process_time() - cpu) / iterations
     if share is not None:  # the slowest rank's time
         times = [share.collectives.allreduce_max(t) for t in times]
         if not share.is_root:
@@ -129,6 +141,8 @@ def meta_iteration_row(dataset, metamodel, outer, hvp, iterations, share, **prob
                  f"line search {b['seconds_line_search']:.2f} s]")
     shape = f"{s['meta_batch_size']} x {episodes} x {s['horizon']}"
     print(f"{dataset} meta-iteration {name} ({shape}, 1 inner step): {times[best]:.2f} s{split}", flush=True)
+    rows.append({"row": f"{dataset} meta-iteration {name}", "unit": "s/meta-it", "values": times,
+                 "cpu_s_per_it": cpu})
 
 
 if __name__ == "__main__":

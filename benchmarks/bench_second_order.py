@@ -92,12 +92,14 @@ def worker(algo, steps, iterations, shots=5, precision="float32", inner_lr=0.01)
     t0 = time.perf_counter()
     ml.metatrain_step(batches[0], steps, -1)
     warmup = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, cpu = time.perf_counter(), time.process_time()
     cg_steps = []
     for tasks in batches[1:]:
         cg_steps.append(ml.metatrain_step(tasks, steps, -1).get("cg_steps", 0.0))
     elapsed = time.perf_counter() - t0
+    cpu = (time.process_time() - cpu) / iterations  # CPU seconds of all the process's threads
     print(json.dumps({"algo": algo, "steps": steps, "its": iterations / elapsed, "warmup_s": warmup,
+                      "cpu_s_per_it": cpu,
                       "cg_steps": float(np.mean(cg_steps)),
                       "peak_rss": peak_rss_mib(), "step_mem": peak_rss_mib() - before,
                       "rss_before": before}), flush=True)
@@ -201,6 +203,8 @@ def main():
     p.add_argument("--imaml-modes", action="store_true",
                    help="only the iMAML table per inner mode, CG tolerance and precision (5-way 1-shot, "
                         "16 SGD(0.1) steps, as the iMAML issue measured), with FOMAML beside it")
+    p.add_argument("--json-out", help="also write the meta-it/s rows to this JSON file "
+                   "(benchmarks/compare_versions.py)")
     p.add_argument("--worker", nargs=2, metavar=("ALGO", "STEPS"), help=argparse.SUPPRESS)
     p.add_argument("--shots", type=int, default=5, help=argparse.SUPPRESS)
     p.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
@@ -222,8 +226,14 @@ def main():
           "5 inner SGD steps, meta-batch 5, fast path, float32\n")
     print("| algorithm | meta-it/s | s / meta-it | tracing (s) | peak RSS (MiB) | step memory (MiB) |")
     print("|---|---|---|---|---|---|")
+    rows = []
+
+    def row(name, r):
+        rows.append({"row": name, "unit": "meta-it/s", "values": [r["its"]], "cpu_s_per_it": r["cpu_s_per_it"]})
+
     for algo in ALGOS:
         r = spawn("--worker", algo, 5, "--iterations", args.iterations)
+        row(f"{algo}, 5 inner steps", r)
         print(f"| {algo}{' (5 CG steps, lambda 2)' if algo == 'iMAML' else ''} | {r['its']:.2f} | "
               f"{1 / r['its']:.2f} | {r['warmup_s']:.1f} | {r['peak_rss']:.0f} | {r['step_mem']:.0f} |",
               flush=True)
@@ -235,8 +245,13 @@ def main():
     for t in steps:
         m = spawn("--worker", "MAML", t, "--iterations", max(2, args.iterations // 2))
         i = spawn("--worker", "iMAML", t, "--iterations", max(2, args.iterations // 2))
+        row(f"MAML, {t} inner steps (memory sweep)", m)
+        row(f"iMAML, {t} inner steps (memory sweep)", i)
         print(f"| {t} | {m['step_mem']:.0f} | {m['its']:.2f} | {i['step_mem']:.0f} | {i['its']:.2f} |",
               flush=True)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(rows, f)
 
     if not args.skip_hvp:
         r = spawn("--hvp-worker", "--hvp-repeats", args.hvp_repeats)
