@@ -101,6 +101,13 @@ def test_an_outer_schedule_is_checked_at_its_current_step():
     assert_unchanged(model, before)
 
 
+def test_an_outer_optimizer_must_be_a_keras_optimizer():
+    """The outer optimizer is declared a Keras optimizer (anything else is an `outer_step=`): another
+    object is refused at once, in one line, instead of failing at the first step."""
+    with pytest.raises(TypeError, match=r"^the outer optimizer must be a Keras optimizer .*, got object$"):
+        FOMAMLMetaLearner(regression_model(), object())
+
+
 @pytest.mark.parametrize("bad", BAD)
 def test_a_non_finite_inner_learning_rate_is_refused(bad):
     """The inner optimizer the model was compiled with, or one passed to the meta-learner."""
