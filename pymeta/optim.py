@@ -25,7 +25,8 @@ from typing import Any, Callable, Dict, List, NamedTuple, Sequence, Tuple, Union
 import keras
 import tensorflow as tf
 
-from pymeta.core.finite import check_learning_rate, finite_number
+from pymeta.core.bounds import NON_NEGATIVE, PROXIMAL_STRENGTH, STEP_SIZE, UNIT_INTERVAL
+from pymeta.core.finite import check_learning_rate
 
 Params = List[tf.Tensor]      # one tensor per trainable variable
 Updates = List[tf.Tensor]     # shaped like Params
@@ -69,7 +70,7 @@ def apply_updates(params: Sequence[tf.Tensor], updates: Sequence[tf.Tensor]) -> 
 
 def sgd(learning_rate: float) -> GradientTransformation:
     """Plain gradient descent: updates -lr * g (so p <- p - lr * g). learning_rate: finite, >= 0."""
-    lr = finite_number(learning_rate, "pymeta.optim.sgd: learning_rate", minimum=0.0)
+    lr = STEP_SIZE.check(learning_rate, "pymeta.optim.sgd: learning_rate")
 
     def init(params):
         return EmptyState()
@@ -88,10 +89,10 @@ def adam(learning_rate: float, beta_1: float = 0.0, beta_2: float = 0.999,
     beta_1=0 is the original pyMeta's choice for Reptile and sinusoid. learning_rate and epsilon:
     finite, >= 0; beta_1, beta_2 in [0, 1).
     """
-    lr = finite_number(learning_rate, "pymeta.optim.adam: learning_rate", minimum=0.0)
-    b1 = finite_number(beta_1, "pymeta.optim.adam: beta_1", minimum=0.0, below=1.0)
-    b2 = finite_number(beta_2, "pymeta.optim.adam: beta_2", minimum=0.0, below=1.0)
-    eps = finite_number(epsilon, "pymeta.optim.adam: epsilon", minimum=0.0)
+    lr = STEP_SIZE.check(learning_rate, "pymeta.optim.adam: learning_rate")
+    b1 = UNIT_INTERVAL.check(beta_1, "pymeta.optim.adam: beta_1")
+    b2 = UNIT_INTERVAL.check(beta_2, "pymeta.optim.adam: beta_2")
+    eps = NON_NEGATIVE.check(epsilon, "pymeta.optim.adam: epsilon")
 
     def init(params):
         return AdamState(tf.constant(0.0), [tf.zeros_like(p) for p in params],
@@ -119,7 +120,7 @@ def add_proximal_gradient(anchor: Sequence[tf.Tensor], strength: float) -> Gradi
     """updates <- updates + strength * (p - anchor), the gradient of the proximal term
     (strength / 2) ||p - anchor||^2 (iMAML's inner objective). Stateless; chain it before an
     optimizer, whose input it then is. strength: finite, >= 0."""
-    lam = finite_number(strength, "pymeta.optim.add_proximal_gradient: strength", minimum=0.0)
+    lam = PROXIMAL_STRENGTH.check(strength, "pymeta.optim.add_proximal_gradient: strength")
     anchor = [tf.convert_to_tensor(a) for a in anchor]
 
     def init(params):

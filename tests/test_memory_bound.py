@@ -93,7 +93,7 @@ def test_rl_batches_are_the_bytes_a_meta_batch_collects(restart):
 
 
 def test_the_activation_model_counts_the_networks_layers():
-    """conv_activations is the sum of the Conv-4's layer outputs (input, conv, batch norm, pooling, ReLU,
+    """activations(dataset) is the sum of the Conv-4's layer outputs (input, conv, batch norm, pooling, ReLU,
     logits before and after the softmax) read off the Keras models of pymeta.networks."""
     from pymeta.networks import make_miniimagenet_cnn_model, make_omniglot_cnn_model
     for dataset, make in (("omniglot", make_omniglot_cnn_model), ("miniimagenet", make_miniimagenet_cnn_model)):
@@ -101,8 +101,7 @@ def test_the_activation_model_counts_the_networks_layers():
         sizes = [int(np.prod(layer.output.shape[1:])) for layer in model.layers
                  if type(layer).__name__ != "Flatten"]  # a reshape: no new tensor
         expected = sum(sizes) + 5  # + the logits before the softmax
-        filters, padding = memory.CONV_NETS[dataset]
-        assert memory.conv_activations(memory.IMAGE_SHAPES[dataset], filters, padding, 5) == expected
+        assert memory.activations(dataset, 5) == expected
         assert tuple(model.input.shape[1:]) == memory.IMAGE_SHAPES[dataset]
 
 

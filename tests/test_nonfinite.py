@@ -101,6 +101,13 @@ def test_an_outer_schedule_is_checked_at_its_current_step():
     assert_unchanged(model, before)
 
 
+def test_an_outer_optimizer_must_be_a_keras_optimizer():
+    """The outer optimizer is declared a Keras optimizer (anything else is an `outer_step=`): another
+    object is refused at once, in one line, instead of failing at the first step."""
+    with pytest.raises(TypeError, match=r"^the outer optimizer must be a Keras optimizer .*, got object$"):
+        FOMAMLMetaLearner(regression_model(), object())
+
+
 @pytest.mark.parametrize("bad", BAD)
 def test_a_non_finite_inner_learning_rate_is_refused(bad):
     """The inner optimizer the model was compiled with, or one passed to the meta-learner."""
@@ -132,6 +139,55 @@ def test_trpo_refuses_a_non_finite_max_kl(bad):
     refused(r"^max_kl must be a finite number > 0, got", TRPOStep, max_kl=bad)
     refused(r"^cg_damping must be a finite number >= 0, got", TRPOStep, cg_damping=bad)
     assert TRPOStep(max_kl=0.05).max_kl == 0.05
+
+
+# --- one rule for a flag and its Python argument ----------------------------------------------------------
+VALUES = [0.0, -1e-9, 1e-9, 2.0] + BAD
+POSITIVE = [False, False, True, True, False, False, False]      # a finite number > 0
+NON_NEGATIVE = [True, False, True, True, False, False, False]   # a finite number >= 0
+
+
+def accepted(fn):
+    """For each of VALUES, whether fn(value) accepts it (no ValueError)."""
+    out = []
+    for v in VALUES:
+        try:
+            fn(v)
+            out.append(True)
+        except ValueError:
+            out.append(False)
+    return out
+
+
+def test_a_flag_and_its_python_argument_follow_one_rule():
+    """The command line's check of a hyperparameter (pymeta.config.checks, before TensorFlow) accepts
+    exactly the values its Python argument accepts (the rule is pymeta.core.bounds'). The learning rates
+    differ at 0 only: a step of 0 is allowed in Python (no step), refused as a run's --inner_lr / --meta_lr
+    (nothing would learn)."""
+    from pymeta.config import MetaTestConfig, RunConfig
+    from pymeta.config.checks import check_field
+    from pymeta.rl.trpo import TRPOStep
+    model = regression_model()
+
+    def flag(name, config=RunConfig, **settings):
+        return lambda v: check_field(config(**settings, **{name: v}), name)
+
+    def imaml(argument):
+        return lambda v: iMAMLMetaLearner(model, keras.optimizers.Adam(0.01), **{argument: v})
+
+    cases = [("imaml_lambda_reg", flag("imaml_lambda_reg"), imaml("lambda_reg"), POSITIVE),
+             ("imaml_cg_damping", flag("imaml_cg_damping"), imaml("cg_damping"), NON_NEGATIVE),
+             ("imaml_lam_damping", flag("imaml_lam_damping"), imaml("lam_damping"), NON_NEGATIVE),
+             ("imaml_cg_tol", flag("imaml_cg_tol"), imaml("cg_tol"), NON_NEGATIVE),
+             ("max_kl", flag("max_kl", dataset="navigation2d", metamodel="maml"), lambda v: TRPOStep(max_kl=v),
+              POSITIVE),
+             ("meta-test imaml_lambda_reg", flag("imaml_lambda_reg", MetaTestConfig, model="m.h5"),
+              lambda v: optim.add_proximal_gradient([tf.zeros([2])], v), NON_NEGATIVE),
+             ("inner_lr", flag("inner_lr"), optim.sgd, NON_NEGATIVE),
+             ("meta_lr", flag("meta_lr"), lambda v: FOMAMLMetaLearner(model, keras.optimizers.SGD(v)), NON_NEGATIVE)]
+    for name, by_flag, by_python, expected in cases:
+        assert accepted(by_python) == expected, name
+        assert accepted(by_flag) == (POSITIVE if name.endswith("_lr") else expected), name
 
 
 # --- task data: regression targets, and evaluate as fit_n_iterations ---------------------------------------

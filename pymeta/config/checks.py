@@ -2,13 +2,12 @@
 (training), `check_metatest_config` (meta-test), `check_output_folders`; and the parsing of the flags
 whose values are text (`env_kwargs`, `parse_step_sizes`).
 
-What a single field's value must be (its type, `check_type`; its own bounds, the `*_RULES` tables) is
-written once and checked by `check_field`, for a flag and for the settings a model file records
-(`pymeta.config.stored`) alike; the checks that relate several fields follow in `check_config` /
-`check_metatest_config`."""
+What a single field's value must be (its type, `check_type`; its own bounds, the `*_RULES` tables, which
+take a hyperparameter's rule from `pymeta.core.bounds`, the Python API's) is written once and checked by
+`check_field`, for a flag and for the settings a model file records (`pymeta.config.stored`) alike; the
+checks that relate several fields follow in `check_config` / `check_metatest_config`."""
 
 import dataclasses
-import math
 import numbers
 import os
 from typing import Any, Callable, Dict, List
@@ -17,6 +16,7 @@ from pymeta.config.bounded_json import load_json_file, loads_bounded
 from pymeta.config.gym_kwargs import check_env_kwargs
 from pymeta.config.memory import check_memory
 from pymeta.config.sections import MetaTestConfig, RunConfig, TaskConfig
+from pymeta.core import bounds
 from pymeta.registry import RL_DATASETS, RL_GYM_DATASETS, RL_METAMODELS
 from pymeta.runtime import PRECISIONS
 
@@ -67,6 +67,14 @@ def _rule(ok: Callable[[Any, Any], bool], message: str) -> Rule:
     return rule
 
 
+def _bound(bound: bounds.Bound) -> Rule:
+    """A rule refusing a value outside `bound` (`pymeta.core.bounds`: the Python API's rule for the same
+    quantity): '--name must be a finite number > 0, got 0.0'."""
+    def rule(c: Any, name: str) -> None:
+        bound.check(getattr(c, name), f"--{name}")
+    return rule
+
+
 def _choice(c: Any, name: str) -> None:
     choices = _CHOICES[name]
     if getattr(c, name) not in choices:
@@ -82,13 +90,6 @@ _CHOICES = {f.name: f.metadata["choices"] for cls in (RunConfig, MetaTestConfig)
             if f.metadata.get("choices")}
 _AT_LEAST_1 = _rule(lambda v, c: v >= 1, "--{name} must be >= 1, got {value}")
 _AT_LEAST_0 = _rule(lambda v, c: v >= 0, "--{name} must be >= 0, got {value}")
-_FINITE_AT_LEAST_0 = _rule(lambda v, c: math.isfinite(v) and v >= 0,
-                           "--{name} must be a finite number >= 0, got {value}")
-_FINITE_POSITIVE = _rule(lambda v, c: math.isfinite(v) and v > 0, "--{name} must be a finite number > 0, got {value}")
-# a learning rate must be a finite number > 0 (inf / nan are refused; there is no upper bound, since a sane
-# one depends on the model and optimizer: a rate that makes training diverge is caught when the loss or the
-# meta-parameters stop being finite)
-_LEARNING_RATE = _FINITE_POSITIVE
 
 # the task and its inner loop (training and meta-test)
 TASK_RULES: Dict[str, Rule] = {
@@ -98,10 +99,10 @@ TASK_RULES: Dict[str, Rule] = {
     "num_train_samples_per_class": _AT_LEAST_1,
     "num_test_samples_per_class": _rule(lambda v, c: v >= 1 or (v == -1 and c.dataset != "sinusoid"),
                                         "--{name} must be >= 1, got {value}"),
-    "inner_lr": _LEARNING_RATE,
+    "inner_lr": _bound(bounds.LEARNING_RATE),
     "inner_batch_size": _rule(lambda v, c: v >= 1 or v == -1,
                               "--{name} must be -1 (the whole support set) or >= 1, got {value}"),
-    "imaml_lambda_reg": _FINITE_AT_LEAST_0,
+    "imaml_lambda_reg": _bound(bounds.PROXIMAL_STRENGTH),  # a meta-test's: 0 is plain inner steps
 }
 TASK_RL_RULES: Dict[str, Rule] = {  # checked for the RL datasets only
     "horizon": _rule(lambda v, c: v >= 0, "--{name} must be >= 1 (or 0: the environment's), got {value}"),
@@ -115,12 +116,12 @@ RUN_RULES: Dict[str, Rule] = {
                                       "save_every_k_iterations", "test_every_k_iterations",
                                       "seqfomaml_sequence_length")},
     "num_inner_training_iterations": _AT_LEAST_0,
-    "meta_lr": _LEARNING_RATE,
-    "imaml_lambda_reg": _FINITE_POSITIVE,
+    "meta_lr": _bound(bounds.LEARNING_RATE),
+    "imaml_lambda_reg": _bound(bounds.LAMBDA_REG),
     "imaml_cg_steps": _AT_LEAST_0,
-    "imaml_cg_damping": _FINITE_AT_LEAST_0,
-    "imaml_lam_damping": _FINITE_AT_LEAST_0,
-    "imaml_cg_tol": _rule(lambda v, c: v >= 0, "--{name} must be >= 0, got {value}"),
+    "imaml_cg_damping": _bound(bounds.DAMPING),
+    "imaml_lam_damping": _bound(bounds.DAMPING),
+    "imaml_cg_tol": _bound(bounds.CG_TOL),
     "iterations_per_call": _rule(lambda v, c: v >= 0, "--{name} must be >= 1 (or 0: 10 for sinusoid, 1 otherwise), "
                                                       "got {value}"),
     "keep_checkpoints": _rule(lambda v, c: v >= 1, "--{name} must be >= 1 (the newest checkpoint is always kept), "
@@ -130,7 +131,7 @@ RUN_RL_RULES: Dict[str, Rule] = {
     **TASK_RL_RULES,
     "outer_optimizer": _choice,
     "episodes_per_task": _AT_LEAST_1,
-    "max_kl": _FINITE_POSITIVE,
+    "max_kl": _bound(bounds.MAX_KL),
 }
 METATEST_RULES: Dict[str, Rule] = {
     **TASK_RULES,
@@ -242,7 +243,7 @@ def parse_step_sizes(text: str, num_steps: int) -> List[float]:
     if len(sizes) != num_steps:
         raise ValueError(f"--step_sizes={text}: {len(sizes)} step sizes for --num_inner_iterations={num_steps}"
                          " (one per step)")
-    if not all(math.isfinite(x) and x >= 0 for x in sizes):
+    if not all(bounds.STEP_SIZE.holds(x) for x in sizes):
         raise ValueError(f"--step_sizes={text}: step sizes must be finite and >= 0")
     return sizes
 

@@ -49,7 +49,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import tensorflow as tf
 
 from pymeta import hvp, optim
-from pymeta.core.finite import finite_number
+from pymeta.core.bounds import CG_TOL, DAMPING, LAMBDA_REG
 from pymeta.core.learner import Tensors
 from pymeta.core.meta_learner import Aux, GradBasedMetaLearner
 from pymeta.core.task import Task
@@ -89,12 +89,12 @@ class iMAMLMetaLearner(GradBasedMetaLearner):
                  cg_damping: float = 1.0, cg_tol: float = 1e-6, hvp_method: str = hvp.DEFAULT_HVP_METHOD,
                  lam_damping: float = 0.0, inner_mode: str = "pullback", **kwargs: Any) -> None:
         super().__init__(model, optimizer, **kwargs)
-        self.lambda_reg = finite_number(lambda_reg, "lambda_reg", above=0.0)
+        self.lambda_reg = LAMBDA_REG.check(lambda_reg, "lambda_reg")
         if int(n_iters_optimizer) != n_iters_optimizer or n_iters_optimizer < 0:
             raise ValueError(f"n_iters_optimizer must be an integer >= 0, got {n_iters_optimizer}")
-        self.cg_damping = finite_number(cg_damping, "cg_damping", minimum=0.0)
-        self.lam_damping = finite_number(lam_damping, "lam_damping", minimum=0.0)
-        self.cg_tol = finite_number(cg_tol, "cg_tol", minimum=0.0)
+        self.cg_damping = DAMPING.check(cg_damping, "cg_damping")
+        self.lam_damping = DAMPING.check(lam_damping, "lam_damping")
+        self.cg_tol = CG_TOL.check(cg_tol, "cg_tol")
         if hvp_method not in hvp.HVP_METHODS:
             raise ValueError(f"hvp_method must be one of {hvp.HVP_METHODS}, got {hvp_method!r}")
         if inner_mode not in IMAML_INNER_MODES:

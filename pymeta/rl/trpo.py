@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 import numpy as np
 import tensorflow as tf
 
+from pymeta.core.bounds import DAMPING, MAX_KL, Bound
 from pymeta.core.compiled import CompiledFunctions
-from pymeta.core.finite import finite_number
 from pymeta.core.meta_learner import for_each_task
 from pymeta.core.task_data import TaskData, stack_task_data, task_slice
 from pymeta.hvp import (HessianOperator, conjugate_gradient, gauss_newton_vector_product,
@@ -88,9 +88,9 @@ class TRPOStep:
     def __init__(self, max_kl: float = 0.01, cg_iters: int = 10, cg_damping: float = 1e-5,
                  backtrack_ratio: float = 0.8, max_backtracks: int = 15, hvp: str = "gauss_newton",
                  collectives: Optional[Collectives] = None):
-        self.max_kl = finite_number(max_kl, "max_kl", above=0.0)  # TRPO's step size
-        self.cg_iters, self.cg_damping = int(cg_iters), finite_number(cg_damping, "cg_damping", minimum=0.0)
-        self.backtrack_ratio = finite_number(backtrack_ratio, "backtrack_ratio", above=0.0, below=1.0)
+        self.max_kl = MAX_KL.check(max_kl, "max_kl")  # TRPO's step size
+        self.cg_iters, self.cg_damping = int(cg_iters), DAMPING.check(cg_damping, "cg_damping")
+        self.backtrack_ratio = Bound(above=0.0, below=1.0).check(backtrack_ratio, "backtrack_ratio")
         self.max_backtracks = int(max_backtracks)
         if hvp not in TRPO_HVP_METHODS:
             raise ValueError(f"unknown TRPO Hessian-vector product {hvp!r}: use one of {', '.join(TRPO_HVP_METHODS)}")
