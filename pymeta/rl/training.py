@@ -115,8 +115,8 @@ class RLExperiment:
             warm_start(self.metalearner, run.init_model)
             self._log(f"initial theta from --init_model={run.init_model}")
         self.stepper = self.metalearner if self.share is None else self.share.stepper(self.metalearner)
-        self.val_tasks = validation_tasks(self.distribution, run.num_validation_batches * s.algorithm.meta_batch_size,
-                                          s.task.seed + 1)
+        self.val_tasks = validation_tasks(self.distribution,
+                                          run.num_validation_batches * s.algorithm.meta_batch_size, s.task.seed + 1)
 
     def synchronize(self) -> None:
         if self.share is not None:
@@ -158,7 +158,7 @@ class RLExperiment:
             returns = seeded_adaptation_returns(self.metalearner, self.val_tasks, T, s.rl.episodes_per_task,
                                                 s.task.seed + 2)
         entry: Dict[str, Any] = {"iteration": iteration, "validation_returns_by_step": [float(r) for r in returns],
-                 "seconds": seconds}
+                                 "seconds": seconds}
         return Validation(entry, entry["validation_returns_by_step"][-1], "the validation return",
                           f"iter {iteration:6d}  validation: return after 0..{T} inner steps "
                           + " ".join(f"{r:.2f}" for r in returns) + f"  ({seconds:.0f} s)",
