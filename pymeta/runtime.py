@@ -6,29 +6,38 @@ import os
 import sys
 import tempfile
 import warnings
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 from pymeta import mpi
+
+if TYPE_CHECKING:
+    from pymeta.config.sections import AlgorithmSection, RunSection, TaskSection
 
 PRECISIONS = ("float32", "mixed_bfloat16")
 
 
-def thread_layout(c, distributed: bool = False, cores: Optional[int] = None) -> Tuple[int, int]:
-    """(intra-op, inter-op) TensorFlow threads for run `c`; 0 means TensorFlow's default (all cores).
+def thread_layout(run: "RunSection", task: "Optional[TaskSection]" = None,
+                  algorithm: "Optional[AlgorithmSection]" = None, distributed: bool = False,
+                  cores: Optional[int] = None) -> Tuple[int, int]:
+    """(intra-op, inter-op) TensorFlow threads for a run with these sections (`RunConfig.sections()`);
+    0 means TensorFlow's default (all cores). A flat `RunConfig`, which holds all three, may be passed
+    alone as `run`.
 
     --num_threads / --inter_op_threads, when given, win. Under MPI every rank gets cores / ranks per
     node. Otherwise the conv nets' compiled meta-batches run "task-parallel": one thread per op and as
     many tasks of the meta-batch at once as there are cores (the tasks are independent iterations of
     one tf.while_loop); measured with benchmarks/bench_metatrain.py.
     """
+    flat: Any = run
+    task, algorithm = task or flat, algorithm or flat
     cores = cores or os.cpu_count() or 1
-    if c.num_threads > 0 or c.inter_op_threads > 0:
-        return c.num_threads, c.inter_op_threads or c.num_threads
+    if run.num_threads > 0 or run.inter_op_threads > 0:
+        return run.num_threads, run.inter_op_threads or run.num_threads
     if distributed:
         threads = max(1, cores // mpi.ranks_on_this_node())
         return threads, threads
-    if c.dataset != "sinusoid" and c.fast and cores > 1 and c.meta_batch_size > 1:
-        return 1, min(cores, c.meta_batch_size)
+    if task.dataset != "sinusoid" and algorithm.fast and cores > 1 and algorithm.meta_batch_size > 1:
+        return 1, min(cores, algorithm.meta_batch_size)
     return 0, 0
 
 

@@ -3,15 +3,14 @@ experiment by dataset (supervised: `pymeta.run.supervised`; RL: `pymeta.rl.train
 through the one run loop (`pymeta.run.loop`: validation, saving, checkpoints and resume, TensorBoard
 summaries, signals, MPI). Progress is logged to the `pymeta.training` logger."""
 
-from typing import List, Optional
+from typing import Any, List, Optional, Tuple
 
 from pymeta import mpi
-from pymeta.config import RunConfig, check_config
+from pymeta.config import RunConfig, check_config, run_identity
 from pymeta.registry import RL_DATASETS
 from pymeta.run.divergence import Diverged
 from pymeta.run.lock import run_lock
 from pymeta.run.signals import Interrupted, SignalFlag
-from pymeta.run.supervised import setup_run
 
 __all__ = ["Diverged", "Interrupted", "SignalFlag", "metatrain", "run_lock", "setup_run"]
 
@@ -27,13 +26,24 @@ def metatrain(c: RunConfig, distributed: Optional[bool] = None) -> List[dict]:
     An RL dataset's flags that are not given take the dataset's defaults on the command line
     (`config.resolve_rl_defaults`); call it first from Python.
     distributed: an MPI run (default: when started under mpiexec with several ranks).
+    The flat `c` is checked, then split into its sections (`RunConfig.sections()`), which are all the
+    run code reads.
     """
     from pymeta.run.loop import run
     if distributed is None:
         distributed = mpi.is_mpi_run()
     check_config(c)
-    if c.dataset in RL_DATASETS:
+    s = c.sections()
+    if s.task.dataset in RL_DATASETS:
         from pymeta.rl.training import RLExperiment
-        return run(c, RLExperiment(c, distributed))
+        return run(s.run, run_identity(s), RLExperiment(s, distributed))
     from pymeta.run.supervised import SupervisedExperiment
-    return run(c, SupervisedExperiment(c, distributed))
+    return run(s.run, run_identity(s), SupervisedExperiment(s, distributed))
+
+
+def setup_run(c: RunConfig, distributed: bool = False) -> Tuple[Any, Any, Any]:
+    """Check `c`, seed everything, then build (problem, model, metalearner) of a supervised run
+    (`pymeta.run.supervised.seeded_setup`); distributed: wrapped for an MPI run."""
+    from pymeta.run.supervised import seeded_setup
+    check_config(c)
+    return seeded_setup(c.sections(), distributed)

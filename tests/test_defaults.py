@@ -74,7 +74,7 @@ def plain_settings(metalearner):
 @pytest.mark.parametrize("metamodel", METAMODELS)
 def test_cli_factory_with_default_flags_is_the_python_default(metamodel):
     c = RunConfig(metamodel=metamodel)
-    from_cli = metalearner_from_config(c, toy_model())
+    from_cli = metalearner_from_config(c.sections(), toy_model())
     in_python = metalearner_class(metamodel)(toy_model(), default_meta_optimizer(metamodel, c.meta_lr))
     assert type(from_cli) is type(in_python)
     assert plain_settings(from_cli) == plain_settings(in_python)
@@ -116,7 +116,7 @@ def test_rl_flags_resolve_to_the_library_defaults(dataset, metamodel):
     problems.build_problem = capture
     try:
         with pytest.raises(_Stop):
-            build_run_problem(c)
+            build_run_problem(c.sections())
     finally:
         problems.build_problem = real
     bound = captured[0]

@@ -346,11 +346,14 @@ def test_tensorboard_on_or_off_gives_the_same_parameters(tmp_path, extra):
 
 # --- 6. compilation ------------------------------------------------------------------------------------------
 def test_jit_compile_auto_uses_xla_only_for_short_sinusoid_inner_loops(tmp_path):
-    assert tiny(tmp_path, jit_compile="auto").resolved_jit_compile()
-    assert not tiny(tmp_path, jit_compile="auto", num_inner_training_iterations=150).resolved_jit_compile()
-    assert tiny(tmp_path, num_inner_training_iterations=150, jit_compile="on").resolved_jit_compile()
-    assert not tiny(tmp_path, jit_compile="off").resolved_jit_compile()
-    assert not tiny(tmp_path, jit_compile="auto", dataset="omniglot").resolved_jit_compile()
+    def xla(**kw):
+        s = tiny(tmp_path, **kw).sections()
+        return s.algorithm.resolved_jit_compile(s.task.dataset)
+    assert xla(jit_compile="auto")
+    assert not xla(jit_compile="auto", num_inner_training_iterations=150)
+    assert xla(num_inner_training_iterations=150, jit_compile="on")
+    assert not xla(jit_compile="off")
+    assert not xla(jit_compile="auto", dataset="omniglot")
 
 
 @pytest.mark.slow

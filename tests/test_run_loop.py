@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from pymeta import checkpoint as ckpt
-from pymeta.config import RunConfig
+from pymeta.config import RunConfig, run_identity
 from pymeta.run.divergence import Diverged
 from pymeta.run.experiment import Step, Validation
 from pymeta.run.history import history_entries, read_history
@@ -103,7 +103,7 @@ def config(tmp_path, n=10, **kw):
 
 def go(c, experiment):
     experiment.path = c.model_save_filename
-    return run(c, experiment)
+    return run(c.sections().run, run_identity(c.sections()), experiment)
 
 
 def of(experiment, kind):

@@ -20,7 +20,7 @@ import pytest
 from conftest import REPO
 from pymeta import checkpoint as ckpt
 from pymeta.atomic import atomic_write, disk_full
-from pymeta.config import RunConfig, artifact_path
+from pymeta.config import RunConfig, artifact_path, run_identity
 from pymeta.model_io import load_model, save_model
 from pymeta.run.experiment import Step, Validation
 from pymeta.run.lock import output_lock_path, run_lock
@@ -83,7 +83,7 @@ def config(folder, n=10, **kw):
 def go(c, experiment=None):
     experiment = experiment or WritingExperiment()
     experiment.model_file = c.model_save_filename
-    return run(c, experiment)
+    return run(c.sections().run, run_identity(c.sections()), experiment)
 
 
 def digests(folder):

@@ -1,6 +1,6 @@
 """The public contracts of the core, the inner loop, the optimizers, the Hessian-vector products, the
-meta-learners and the RL library are typed, and `mypy` (configured in pyproject.toml, [tool.mypy])
-finds no error in them."""
+meta-learners, the RL library and the meta-training run (its settings' sections and the run code that
+reads them) are typed, and `mypy` (configured in pyproject.toml, [tool.mypy]) finds no error in them."""
 
 import importlib
 import inspect
@@ -21,7 +21,11 @@ TYPED_MODULES = [
     "pymeta.metalearners.imaml", "pymeta.metalearners.seq_fomaml", "pymeta.metalearners.distributed",
     "pymeta.rl.agent", "pymeta.rl.gym_tasks", "pymeta.rl.navigation", "pymeta.rl.objective",
     "pymeta.rl.policies", "pymeta.rl.problems", "pymeta.rl.returns", "pymeta.rl.sampler",
-    "pymeta.rl.spaces", "pymeta.rl.task", "pymeta.rl.trpo",
+    "pymeta.rl.spaces", "pymeta.rl.task", "pymeta.rl.trpo", "pymeta.config.sections", "pymeta.run.divergence",
+    "pymeta.run.experiment", "pymeta.run.full_disk", "pymeta.run.history", "pymeta.run.lock", "pymeta.run.loop",
+    "pymeta.run.monitoring", "pymeta.run.progress_bar", "pymeta.run.resume", "pymeta.run.signals",
+    "pymeta.run.summaries", "pymeta.run.supervised", "pymeta.rl.training", "pymeta.training", "pymeta.runtime",
+    "pymeta.metalearner_factory",
 ]
 
 

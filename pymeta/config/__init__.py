@@ -11,12 +11,12 @@ from pymeta.config.checks import (check_config, check_metatest_config, check_out
                                   env_kwargs, parse_step_sizes)
 from pymeta.config.fields import config_from_flags, define_flags, flags_given, option
 from pymeta.config.records import (MODEL_SETTINGS, RUN_IDENTITY, apply_model_settings, artifact_path,
-                                       model_settings, run_identity)
+                                   default_run_identity, model_settings, run_identity)
 from pymeta.config.rl_defaults import RL_RUN_DEFAULTS, resolve_rl_defaults
-from pymeta.config.sections import JIT_COMPILE, CliOptions, MetaTestConfig, RunConfig, TaskConfig
+from pymeta.config.sections import JIT_COMPILE, CliOptions, MetaTestConfig, RunConfig, RunSections, TaskConfig
 
 __all__ = ["CliOptions", "JIT_COMPILE", "MODEL_SETTINGS", "MetaTestConfig", "RL_RUN_DEFAULTS", "RUN_IDENTITY",
-           "RunConfig", "TaskConfig", "apply_model_settings", "artifact_path", "check_config",
-           "check_metatest_config", "check_output_folders", "check_ranks", "config_from_flags", "define_flags",
-           "env_kwargs", "flags_given", "model_settings", "option", "parse_step_sizes", "resolve_rl_defaults",
-           "run_identity"]
+           "RunConfig", "RunSections", "TaskConfig", "apply_model_settings", "artifact_path", "check_config",
+           "check_metatest_config", "check_output_folders", "check_ranks", "config_from_flags",
+           "default_run_identity", "define_flags", "env_kwargs", "flags_given", "model_settings", "option",
+           "parse_step_sizes", "resolve_rl_defaults", "run_identity"]

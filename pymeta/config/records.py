@@ -8,7 +8,7 @@ import os
 from typing import Any, Collection, Dict, Mapping, Optional, Tuple
 
 from pymeta.config.fields import fields_with
-from pymeta.config.sections import MetaTestConfig, RunConfig
+from pymeta.config.sections import MetaTestConfig, RunConfig, RunSections
 
 # the settings a checkpoint must share with the run that resumes it
 RUN_IDENTITY = tuple(name for name, identity in fields_with(RunConfig, "identity").items() if identity)
@@ -21,10 +21,17 @@ MODEL_SETTINGS: Dict[str, Optional[str]] = {
 assert all(v is None or v in _META_TEST_FIELDS for v in MODEL_SETTINGS.values()), MODEL_SETTINGS
 
 
-def run_identity(c: RunConfig) -> Dict[str, Any]:
-    """The settings of `c` a checkpoint records and a resuming run must share, and the model file's
-    name (`model_file`, extension included)."""
-    return {**{k: getattr(c, k) for k in RUN_IDENTITY}, "model_file": os.path.basename(c.model_save_filename)}
+def run_identity(s: RunSections) -> Dict[str, Any]:
+    """The settings of run `s` (`RunConfig.sections()`) a checkpoint records and a resuming run must
+    share, and the model file's name (`model_file`, extension included)."""
+    values = s.values()
+    return {**{k: values[k] for k in RUN_IDENTITY}, "model_file": os.path.basename(s.run.model_save_filename)}
+
+
+def default_run_identity() -> Dict[str, Any]:
+    """`run_identity` of a run with every default: what a setting added after a checkpoint was written
+    was in that run."""
+    return run_identity(RunConfig().sections())
 
 
 def artifact_path(model_save_filename: str, suffix: str) -> str:
@@ -32,12 +39,13 @@ def artifact_path(model_save_filename: str, suffix: str) -> str:
     return f"{os.path.splitext(model_save_filename)[0]}_{suffix}"
 
 
-def model_settings(c: RunConfig, inner_optimizer: Optional[str] = None, **resolved: Any) -> Dict[str, Any]:
-    """The settings a model file of run `c` records (JSON-able). inner_optimizer: the one the run
+def model_settings(s: RunSections, inner_optimizer: Optional[str] = None, **resolved: Any) -> Dict[str, Any]:
+    """The settings a model file of run `s` records (JSON-able). inner_optimizer: the one the run
     actually used ('sgd' / 'adam'), recorded instead of 'auto'; `resolved`: other values the run
     resolved (e.g. RL's horizon and outer optimizer), recorded instead of the config's."""
     from pymeta import __version__
-    settings = {k: getattr(c, k) for k in MODEL_SETTINGS}
+    values = s.values()
+    settings = {k: values[k] for k in MODEL_SETTINGS}
     if inner_optimizer:
         settings["inner_optimizer"] = inner_optimizer
     settings.update({k: v for k, v in resolved.items() if k in MODEL_SETTINGS})

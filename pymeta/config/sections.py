@@ -7,7 +7,7 @@ original pyMeta's names). The algorithm sections' defaults are their constructor
 tests/test_defaults.py). No TensorFlow import here: `--help` stays fast."""
 
 import dataclasses
-from typing import ClassVar, Tuple
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, Tuple, Type, TypeVar
 
 from pymeta.config.fields import option, redefault
 from pymeta.registry import (DATASETS, INNER_OPTIMIZERS, METAMODELS, OMNIGLOT_PROTOCOLS, RL_METAMODELS,
@@ -94,6 +94,13 @@ class RLTaskSection:
 class TaskConfig(RLTaskSection, IMAMLInnerSection, SupervisedTaskSection, TaskSection):
     """What the tasks are and how a task is learnt (the inner loop): shared by training and meta-test."""
 
+    def resolved_inner_batch_size(self) -> int:
+        """-1 means N*K (the whole support set), as in the original; sinusoid has N = 1."""
+        if self.inner_batch_size < 0:
+            n = 1 if self.dataset == "sinusoid" else self.num_output_classes
+            return n * self.num_train_samples_per_class
+        return self.inner_batch_size
+
 
 @dataclasses.dataclass
 class AlgorithmSection:
@@ -115,6 +122,13 @@ class AlgorithmSection:
     iterations_per_call: int = option(0, "meta-iterations per compiled call (0: 10 for sinusoid, 1 otherwise)")
     jit_compile: str = option("auto", "compile the meta-training step with XLA, which unrolls every inner "
                               "step (auto: for sinusoid with <= 20 inner steps only)", JIT_COMPILE, identity=False)
+
+    def resolved_jit_compile(self, dataset: str) -> bool:
+        """--jit_compile: on / off, or auto: XLA for sinusoid with <= MAX_UNROLLED_INNER_STEPS inner
+        steps (XLA unrolls every inner step: compiling many takes minutes)."""
+        if self.jit_compile != "auto":
+            return self.jit_compile == "on"
+        return dataset == "sinusoid" and self.num_inner_training_iterations <= MAX_UNROLLED_INNER_STEPS
 
 
 @dataclasses.dataclass
@@ -180,29 +194,48 @@ class RunSection:
     keep_checkpoints: int = option(3, "checkpoints kept in --run_dir", identity=False)
     tensorboard: bool = option(True, "write TensorBoard summaries to <run_dir>/tensorboard", identity=False)
 
-
-@dataclasses.dataclass
-class RunConfig(RunSection, RLSection, SeqFOMAMLSection, IMAMLSection, AlgorithmSection, TaskConfig):
-    """Everything a meta-training run needs; the flags of `pymeta-train` / `example_metatrain.py`."""
-
     def resolved_run_dir(self) -> str:
         """Checkpoints and TensorBoard logs: --run_dir, default <model file>_run/ (the file's whole name:
         model.h5 and model.keras never share a run folder)."""
         return self.run_dir or f"{self.model_save_filename}_run"
 
-    def resolved_jit_compile(self) -> bool:
-        """--jit_compile: on / off, or auto: XLA for sinusoid with <= MAX_UNROLLED_INNER_STEPS inner
-        steps (XLA unrolls every inner step: compiling many takes minutes)."""
-        if self.jit_compile != "auto":
-            return self.jit_compile == "on"
-        return self.dataset == "sinusoid" and self.num_inner_training_iterations <= MAX_UNROLLED_INNER_STEPS
 
-    def resolved_inner_batch_size(self) -> int:
-        """-1 means N*K (the whole support set), as in the original; sinusoid has N = 1."""
-        if self.inner_batch_size < 0:
-            n = 1 if self.dataset == "sinusoid" else self.num_output_classes
-            return n * self.num_train_samples_per_class
-        return self.inner_batch_size
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+_S = TypeVar("_S", bound="DataclassInstance")
+
+
+def _section(cls: Type[_S], flat: object) -> _S:
+    """The section `cls` with the values of the fields of the same names in `flat`."""
+    return cls(**{f.name: getattr(flat, f.name) for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSections:
+    """A meta-training run's settings split by concern (`RunConfig.sections()`): what the run code reads,
+    each field from the section that holds it (so that mypy rejects a field read from the wrong one)."""
+    task: TaskConfig
+    algorithm: AlgorithmSection
+    imaml: IMAMLSection
+    seqfomaml: SeqFOMAMLSection
+    rl: RLSection
+    run: RunSection
+
+    def values(self) -> Dict[str, Any]:
+        """{field name: value} of every section: the flat record (what checkpoints and model files record)."""
+        return {k: v for f in dataclasses.fields(self) for k, v in dataclasses.asdict(getattr(self, f.name)).items()}
+
+
+@dataclasses.dataclass
+class RunConfig(RunSection, RLSection, SeqFOMAMLSection, IMAMLSection, AlgorithmSection, TaskConfig):
+    """Everything a meta-training run needs, one field per flag of `pymeta-train` / `example_metatrain.py`
+    (the original pyMeta's flat names); the run code reads its `sections()`."""
+
+    def sections(self) -> RunSections:
+        """The settings split by concern (each section a copy: changing it leaves this config alone)."""
+        return RunSections(task=_section(TaskConfig, self), algorithm=_section(AlgorithmSection, self),
+                           imaml=_section(IMAMLSection, self), seqfomaml=_section(SeqFOMAMLSection, self),
+                           rl=_section(RLSection, self), run=_section(RunSection, self))
 
 
 @dataclasses.dataclass

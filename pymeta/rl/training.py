@@ -13,12 +13,12 @@ import copy
 import logging
 import shlex
 import time
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from pymeta import runtime
-from pymeta.config import RunConfig, artifact_path, env_kwargs, model_settings
+from pymeta.config import RunSections, artifact_path, env_kwargs, model_settings
 from pymeta.model_io import save_model, warm_start
 from pymeta.plots import plot_navigation_trajectories, plot_rl_learning_curve
 from pymeta.run.experiment import Step, Validation
@@ -34,31 +34,34 @@ SETTINGS_LINE = ("dataset", "metamodel", "outer_optimizer", "meta_batch_size", "
                  "test_every_k_iterations", "save_every_k_iterations", "seed", "model_save_filename")
 
 
-def build_run_problem(c: RunConfig):
-    """The `pymeta.rl.problems.RLProblem` of run config `c` (seeded); --horizon=0 and
-    --outer_optimizer=auto leave the choice to `build_problem` (its settings say what it chose)."""
+def build_run_problem(s: RunSections) -> Any:
+    """The `pymeta.rl.problems.RLProblem` of run `s` (seeded); --horizon=0 and --outer_optimizer=auto
+    leave the choice to `build_problem` (its settings say what it chose)."""
     from pymeta.rl.problems import build_problem
-    return build_problem(c.dataset, c.metamodel, None if c.outer_optimizer == "auto" else c.outer_optimizer,
-                         c.inner_lr, c.meta_lr, c.meta_batch_size, c.episodes_per_task, c.horizon or None, c.gamma,
-                         c.gae_lambda, c.max_kl, seed=c.seed, restart_episodes=c.restart_episodes,
-                         env_kwargs=env_kwargs(c))
+    task, algorithm, rl = s.task, s.algorithm, s.rl
+    return build_problem(task.dataset, task.metamodel, None if rl.outer_optimizer == "auto" else rl.outer_optimizer,
+                         task.inner_lr, algorithm.meta_lr, algorithm.meta_batch_size, rl.episodes_per_task,
+                         task.horizon or None, task.gamma, task.gae_lambda, rl.max_kl, seed=task.seed,
+                         restart_episodes=task.restart_episodes, env_kwargs=env_kwargs(task))
 
 
-def settings_line(c: RunConfig, resolved: dict) -> str:
+def settings_line(s: RunSections, resolved: Dict[str, Any]) -> str:
     """The run's settings as flags (`resolved`: the values the problem chose for horizon and the outer
     optimizer)."""
-    values = {k: resolved.get(k, getattr(c, k)) for k in SETTINGS_LINE if k != "env_kwargs" or c.env_kwargs}
+    flat = s.values()
+    values = {k: resolved.get(k, flat[k]) for k in SETTINGS_LINE if k != "env_kwargs" or s.task.env_kwargs}
     return "settings: " + " ".join(f"--{k}={shlex.quote(str(v))}" for k, v in values.items())
 
 
-def validation_tasks(distribution, count, seed):
+def validation_tasks(distribution: Any, count: int, seed: int) -> List[Any]:
     """`count` tasks drawn with `seed`, leaving the global generators alone."""
     with monitoring_leaves_the_run_alone():
         np.random.seed(seed)
         return distribution.sample_batch(count)
 
 
-def seeded_adaptation_returns(metalearner, tasks, num_steps, episodes_per_task, seed, per_task=False):
+def seeded_adaptation_returns(metalearner: Any, tasks: Sequence[Any], num_steps: int, episodes_per_task: int,
+                              seed: int, per_task: bool = False) -> Any:
     """`adaptation_returns` with the generators seeded by `seed`, restored afterwards."""
     from pymeta.rl.task import adaptation_returns
     with monitoring_leaves_the_run_alone():
@@ -67,7 +70,7 @@ def seeded_adaptation_returns(metalearner, tasks, num_steps, episodes_per_task, 
                                   per_task=per_task)
 
 
-def navigation_paths(metalearner, tasks, num_steps, episodes=2):
+def navigation_paths(metalearner: Any, tasks: Sequence[Any], num_steps: int, episodes: int = 2) -> List[Any]:
     """The 2D positions visited by `episodes` episodes of each task before adaptation and after
     `num_steps` inner steps: [task][0 before / 1 after][episode] -> array [steps, 2] (generators used
     as they are)."""
@@ -81,56 +84,56 @@ class RLExperiment:
     """`pymeta.run.experiment.Experiment` of an RL dataset. distributed: an MPI run (see `MPIShare`):
     each rank collects and adapts to its share of the meta-batch; rank 0 validates."""
 
-    def __init__(self, c: RunConfig, distributed: bool = False):
-        self.c = c
+    def __init__(self, s: RunSections, distributed: bool = False):
+        self.s = s
         self.share = MPIShare() if distributed else None
         self.is_root = self.share is None or self.share.is_root
-        self.settings = model_settings(c, "sgd")
+        self.settings = model_settings(s, "sgd")
         self.first_calls = {"validation", "training"}  # not compiled yet
 
-    def _log(self, text):
+    def _log(self, text: str) -> None:
         if self.is_root:
             logger.info(text)
 
-    def _compiling(self, what, key):
+    def _compiling(self, what: str, key: str) -> Any:
         first = key in self.first_calls
         self.first_calls.discard(key)
         return compiling(self.stop, self._log, what, first)
 
     def setup(self, stop: SignalFlag) -> None:
-        c, self.stop = self.c, stop
+        s, run, self.stop = self.s, self.s.run, stop
         # as the conv nets: one thread per op and the tasks side by side (bench_rl.py, 2 cores: a 2D-navigation
         # MAML-TRPO meta-iteration 1.02 s against 1.42 s with TensorFlow's default)
-        runtime.apply_thread_layout(*runtime.thread_layout(c, self.share is not None),
-                                    explicit=c.num_threads > 0 or c.inter_op_threads > 0)
-        problem = build_run_problem(c)
+        runtime.apply_thread_layout(*runtime.thread_layout(run, s.task, s.algorithm, self.share is not None),
+                                    explicit=run.num_threads > 0 or run.inter_op_threads > 0)
+        problem = build_run_problem(s)
         resolved = {k: problem.settings[k] for k in ("horizon", "outer_optimizer")}
-        self._log(settings_line(c, resolved))
-        self.settings = model_settings(c, "sgd", **resolved)
+        self._log(settings_line(s, resolved))
+        self.settings = model_settings(s, "sgd", **resolved)
         self.metalearner, self.model, self.distribution = problem.metalearner, problem.model, problem.distribution
-        if c.init_model:
-            warm_start(self.metalearner, c.init_model)
-            self._log(f"initial theta from --init_model={c.init_model}")
+        if run.init_model:
+            warm_start(self.metalearner, run.init_model)
+            self._log(f"initial theta from --init_model={run.init_model}")
         self.stepper = self.metalearner if self.share is None else self.share.stepper(self.metalearner)
-        self.val_tasks = validation_tasks(self.distribution, c.num_validation_batches * c.meta_batch_size,
-                                          c.seed + 1)
+        self.val_tasks = validation_tasks(self.distribution,
+                                          run.num_validation_batches * s.algorithm.meta_batch_size, s.task.seed + 1)
 
     def synchronize(self) -> None:
         if self.share is not None:
             self.share.start()  # rank 0's theta (and outer optimizer state) everywhere
 
     def step(self, iteration: int, max_steps: int) -> Step:
-        c, share = self.c, self.share
-        T, E = c.num_inner_training_iterations, c.episodes_per_task
+        share, meta_batch_size = self.share, self.s.algorithm.meta_batch_size
+        T, E = self.s.algorithm.num_inner_training_iterations, self.s.rl.episodes_per_task
         if share is not None:
-            share.seed_iteration(c.seed, iteration)
-        tasks = self.distribution.sample_batch(c.meta_batch_size if share is None
-                                               else share.local_count(c.meta_batch_size))
+            share.seed_iteration(self.s.task.seed, iteration)
+        tasks = self.distribution.sample_batch(meta_batch_size if share is None
+                                               else share.local_count(meta_batch_size))
         begin = time.time()
         with self._compiling("the meta-training step", "training"):
             self.stepper.metatrain_step(tasks, T, E)
         sums = [sum(t.last_stats[k] for t in tasks) for k in ("mean_return_before", "mean_return")]
-        count = len(tasks)
+        count: float = len(tasks)
         if share is not None:
             sums, count = share.sum(sums, count)
         before, after = (float(v / count) for v in sums)
@@ -149,36 +152,38 @@ class RLExperiment:
     def validate(self, iteration: int, seconds: float) -> Optional[Validation]:
         if not self.is_root:  # the other ranks go on to the next step's collectives and wait there
             return None
-        c = self.c
-        T = c.num_inner_training_iterations
+        s = self.s
+        T = s.algorithm.num_inner_training_iterations
         with self._compiling("the validation step", "validation"):
-            returns = seeded_adaptation_returns(self.metalearner, self.val_tasks, T, c.episodes_per_task, c.seed + 2)
-        entry = {"iteration": iteration, "validation_returns_by_step": [float(r) for r in returns],
-                 "seconds": seconds}
+            returns = seeded_adaptation_returns(self.metalearner, self.val_tasks, T, s.rl.episodes_per_task,
+                                                s.task.seed + 2)
+        entry: Dict[str, Any] = {"iteration": iteration, "validation_returns_by_step": [float(r) for r in returns],
+                                 "seconds": seconds}
         return Validation(entry, entry["validation_returns_by_step"][-1], "the validation return",
                           f"iter {iteration:6d}  validation: return after 0..{T} inner steps "
                           + " ".join(f"{r:.2f}" for r in returns) + f"  ({seconds:.0f} s)",
                           {f"validation/return_after_step_{k}": float(r) for k, r in enumerate(returns)})
 
     def save(self) -> None:
-        save_model(self.model, self.c.model_save_filename, settings=self.settings)
+        save_model(self.model, self.s.run.model_save_filename, settings=self.settings)
 
     def agree_stop(self, signum: Optional[int]) -> Optional[int]:
         if self.share is not None:  # every rank stops at the same iteration, or the others would wait forever
-            return self.share.collectives.allreduce_max(signum or 0) or None
+            return int(self.share.collectives.allreduce_max(signum or 0)) or None
         return signum
 
     def finish(self, history: List[dict]) -> None:
-        c = self.c
-        curve = plot_rl_learning_curve(history, artifact_path(c.model_save_filename, "learning_curve.png"))
+        model_file, seed = self.s.run.model_save_filename, self.s.task.seed
+        T = self.s.algorithm.num_inner_training_iterations
+        curve = plot_rl_learning_curve(history, artifact_path(model_file, "learning_curve.png"))
         self._log(f"learning curve: {curve}")
-        if c.dataset == "navigation2d":
-            goals = validation_tasks(self.distribution, 4, c.seed + 3)
+        if self.s.task.dataset == "navigation2d":
+            goals = validation_tasks(self.distribution, 4, seed + 3)
             with monitoring_leaves_the_run_alone():
-                np.random.seed(c.seed + 4)
-                paths = navigation_paths(self.metalearner, goals, c.num_inner_training_iterations)
-            path = plot_navigation_trajectories([t.goal for t in goals], paths, c.num_inner_training_iterations,
-                                                artifact_path(c.model_save_filename, "trajectories.png"))
+                np.random.seed(seed + 4)
+                paths = navigation_paths(self.metalearner, goals, T)
+            path = plot_navigation_trajectories([t.goal for t in goals], paths, T,
+                                                artifact_path(model_file, "trajectories.png"))
             self._log(f"trajectories before and after adaptation: {path}")
 
 
@@ -191,13 +196,13 @@ class MPIShare:
     reproducible for a given number of ranks and a resumed run continues it exactly although only rank
     0's generators are in the checkpoint."""
 
-    def __init__(self, comm=None):
+    def __init__(self, comm: Any = None):
         from pymeta.mpi import Collectives, default_comm
         self.collectives = Collectives(default_comm() if comm is None else comm)
         self.rank, self.size = self.collectives.rank, self.collectives.size
         self.is_root = self.rank == 0
 
-    def stepper(self, metalearner):
+    def stepper(self, metalearner: Any) -> Any:
         """What runs a meta-iteration on this rank's tasks: the TRPO meta-learner itself (its means
         combined across ranks) or a `DistributedMetaLearner` around an Adam meta-learner."""
         from pymeta.metalearners.distributed import DistributedMetaLearner
@@ -207,17 +212,17 @@ class MPIShare:
             return metalearner
         return self._distributed
 
-    def start(self):
+    def start(self) -> None:
         """Rank 0's theta (and outer optimizer state) on every rank."""
         self._distributed.broadcast_state()
 
-    def seed_iteration(self, seed, iteration):
+    def seed_iteration(self, seed: int, iteration: int) -> None:
         """Seed this rank's stream for meta-iteration `iteration` (0-based): its tasks, environment
         seeds and action noise depend on (seed, iteration, rank) alone."""
         sequence = np.random.SeedSequence([int(seed), int(iteration), self.rank])
         np.random.seed(int(sequence.generate_state(1, np.uint32)[0]))
 
-    def local_count(self, meta_batch_size):
+    def local_count(self, meta_batch_size: int) -> int:
         from pymeta.metalearners.distributed import share_bounds
         start, stop = share_bounds(meta_batch_size, self.rank, self.size)
         if stop == start:
@@ -225,7 +230,7 @@ class MPIShare:
                              "use at least as many tasks as ranks")
         return stop - start
 
-    def sum(self, values, count):
+    def sum(self, values: Sequence[float], count: float) -> Tuple[List[float], float]:
         """(values summed over the ranks, count summed over the ranks): one small Allreduce."""
         *sums, total = self.collectives.allreduce_sum_arrays(list(values) + [count], np.float64)
         return [float(s) for s in sums], float(total)

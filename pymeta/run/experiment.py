@@ -14,7 +14,7 @@ class Step:
     count: int
     losses: List[float] = dataclasses.field(default_factory=list)  # must be finite (else `Diverged`)
     entries: List[dict] = dataclasses.field(default_factory=list)  # history entries (the loop sets "seconds")
-    scalars: Dict[str, float] = dataclasses.field(default_factory=dict)  # TensorBoard, at the last one
+    scalars: Mapping[str, Optional[float]] = dataclasses.field(default_factory=dict)  # TensorBoard (None: skipped)
     postfix: Dict[str, str] = dataclasses.field(default_factory=dict)  # the progress bar's
     log: Optional[str] = None  # a line for the log, if the experiment has one per step
 
@@ -26,7 +26,7 @@ class Validation:
     value: float
     what: str  # the headline's name in a divergence message, e.g. "the validation loss"
     log: str
-    scalars: Dict[str, float] = dataclasses.field(default_factory=dict)
+    scalars: Mapping[str, Optional[float]] = dataclasses.field(default_factory=dict)  # TensorBoard (None: skipped)
 
 
 class Experiment(Protocol):
@@ -43,7 +43,10 @@ class Experiment(Protocol):
 
     is_root: bool
     metalearner: Any  # what a checkpoint holds (`pymeta.checkpoint`): meta_variables, model, optimizer
-    settings: Mapping[str, Any]  # what the model file and the history record about the run
+
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        """What the model file and the history record about the run."""
 
     def setup(self, stop: SignalFlag) -> None: ...
 

@@ -5,10 +5,11 @@ the process ends however it ends: the lock of a killed run is taken over by the 
 import contextlib
 import fcntl
 import os
+from typing import Iterator, Optional
 
 
 @contextlib.contextmanager
-def run_lock(run_dir, model_file=None):
+def run_lock(run_dir: str, model_file: Optional[str] = None) -> Iterator[str]:
     """Hold the lock of `run_dir` (<run_dir>/run.lock) and, given `model_file`, the lock of its outputs
     (`output_lock_path`); ValueError at once, naming the other run's process, if another run holds one."""
     os.makedirs(run_dir, exist_ok=True)
@@ -27,7 +28,7 @@ def run_lock(run_dir, model_file=None):
         yield path
 
 
-def output_lock_path(model_file):
+def output_lock_path(model_file: str) -> str:
     """The lock of a model file's outputs: <folder>/.<stem>.lock, where <stem> is the file's name without
     its extension (real folder: links resolved). Every file a run writes next to its model is named
     <stem>_<suffix> (`pymeta.config.artifact_path`), so m.h5 and m.keras in one folder, which share

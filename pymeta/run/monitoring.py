@@ -3,6 +3,7 @@ restored after a plot, an extra TensorBoard task or RL's seeded validation."""
 
 import contextlib
 import random
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -10,7 +11,7 @@ from pymeta.checkpoint import kept_inner_state
 
 
 @contextlib.contextmanager
-def monitoring_leaves_the_run_alone(metalearner=None):
+def monitoring_leaves_the_run_alone(metalearner: Any = None) -> Iterator[None]:
     """For monitoring (TensorBoard's extra validation task, plots): the random generators the run
     draws from (numpy's and Python's global ones, TensorFlow's global generator) and the meta-learner's
     kept inner optimizer state are restored afterwards, so that a run's parameters are the same with

@@ -8,12 +8,13 @@ import signal
 import sys
 import threading
 import time
+from typing import Callable, Iterator, Optional
 
 
 class Interrupted(Exception):
     """SIGINT / SIGTERM arrived; a checkpoint was written."""
 
-    def __init__(self, signum, path):
+    def __init__(self, signum: int, path: Optional[str]):
         where = f"; checkpoint written to {path}" if path else ""  # MPI: only rank 0 writes it
         super().__init__(f"stopped by {signal.Signals(signum).name}{where}")
         self.signum, self.path = signum, path
@@ -81,7 +82,7 @@ class SignalFlag:
 
 
 @contextlib.contextmanager
-def compiling(stop, log, what, first):
+def compiling(stop: "SignalFlag", log: Callable[[str], None], what: str, first: bool) -> Iterator[None]:
     """Log a 'compiling ...' line before a first compiled call; a SIGTERM meanwhile ends the process."""
     if not first:
         yield

@@ -3,6 +3,7 @@
 import contextlib
 import errno
 import os
+from typing import Mapping, Optional
 
 from pymeta.atomic import disk_full
 
@@ -10,7 +11,7 @@ from pymeta.atomic import disk_full
 class Summaries:
     """TensorBoard scalars (tf.summary) in <run_dir>/tensorboard; does nothing when disabled."""
 
-    def __init__(self, directory, enabled):
+    def __init__(self, directory: str, enabled: bool):
         self.writer, self.directory = None, directory
         if enabled:
             import tensorflow as tf
@@ -18,7 +19,7 @@ class Summaries:
             with self._naming_the_folder():
                 self.writer = tf.summary.create_file_writer(directory)
 
-    def scalars(self, step, values, flush=True):
+    def scalars(self, step: int, values: Mapping[str, Optional[float]], flush: bool = True) -> None:
         """Write `values` ({name: float or None}; None is skipped) at `step`; flush: to disk now."""
         if self.writer is None:
             return

@@ -1,18 +1,18 @@
 """The supervised experiment (sinusoid, Omniglot, Mini-ImageNet) for the run loop (`pymeta.run.loop`):
-set-up from a `RunConfig`, meta-training steps (compiled chunks of `iterations_per_call`, or the
+set-up from a run's `RunSections`, meta-training steps (compiled chunks of `iterations_per_call`, or the
 step-by-step API with --nofast), validation, the model file, and the final plots. MPI: every rank
 trains and validates its share of each meta-batch (`DistributedMetaLearner`); rank 0 records."""
 
 import dataclasses
 import logging
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from pymeta import mpi, problems, runtime
 from pymeta.metalearner_factory import metalearner_from_config
 from pymeta.checkpoint import kept_inner_state
-from pymeta.config import RunConfig, artifact_path, check_config, model_settings
+from pymeta.config import RunSections, artifact_path, model_settings
 from pymeta.evaluation import validate
 from pymeta.model_io import save_model, warm_start
 from pymeta.optimizer_defaults import inner_optimizer_name
@@ -24,30 +24,30 @@ from pymeta.run.signals import SignalFlag, compiling
 logger = logging.getLogger("pymeta.training")
 
 
-def setup_run(c: RunConfig, distributed: bool = False):
-    """Seed everything, then build (problem, model, metalearner) for config `c`.
+def seeded_setup(s: RunSections, distributed: bool = False) -> Tuple[Any, Any, Any]:
+    """Seed everything, then build (problem, model, metalearner) for the (checked) run `s`.
 
     distributed: wrap the meta-learner for an MPI run (`DistributedMetaLearner`); every rank uses the
     same seed and draws the same meta-batches, each processing its share of the tasks. SeqFOMAML
-    meta-trains on sequences of `c.seqfomaml_sequence_length` tasks (problem.metatrain).
+    meta-trains on sequences of `s.seqfomaml.seqfomaml_sequence_length` tasks (problem.metatrain).
     """
-    check_config(c)
-    if distributed and c.metamodel == "seqfomaml":
+    task, algorithm, run = s.task, s.algorithm, s.run
+    if distributed and task.metamodel == "seqfomaml":
         raise ValueError("--metamodel=seqfomaml does not run under MPI: start it without mpiexec")
-    runtime.warn_if_bfloat16_is_emulated(c.precision)
-    runtime.apply_thread_layout(*runtime.thread_layout(c, distributed),
-                                explicit=c.num_threads > 0 or c.inter_op_threads > 0)
+    runtime.warn_if_bfloat16_is_emulated(task.precision)
+    runtime.apply_thread_layout(*runtime.thread_layout(run, task, algorithm, distributed),
+                                explicit=run.num_threads > 0 or run.inter_op_threads > 0)
     problem, model = problems.seeded_problem_and_model(
-        c.seed, c.precision, c.dataset, c.metamodel, c.inner_lr, c.num_output_classes,
-        c.num_train_samples_per_class, c.num_test_samples_per_class, c.meta_batch_size, c.data_path or None,
-        c.omniglot_protocol, inner_optimizer=c.inner_optimizer)
-    if c.metamodel == "seqfomaml":
+        task.seed, task.precision, task.dataset, task.metamodel, task.inner_lr, task.num_output_classes,
+        task.num_train_samples_per_class, task.num_test_samples_per_class, algorithm.meta_batch_size,
+        task.data_path or None, task.omniglot_protocol, inner_optimizer=task.inner_optimizer)
+    if task.metamodel == "seqfomaml":
         problem = dataclasses.replace(problem, metatrain=problems.as_sequences(
-            problem.metatrain, c.seqfomaml_sequence_length, c.meta_batch_size))
-    metalearner = metalearner_from_config(c, model)
+            problem.metatrain, s.seqfomaml.seqfomaml_sequence_length, algorithm.meta_batch_size))
+    metalearner = metalearner_from_config(s, model)
     metalearner.initialize()
-    if c.init_model:
-        warm_start(metalearner, c.init_model)
+    if run.init_model:
+        warm_start(metalearner, run.init_model)
     if distributed:
         from pymeta.metalearners.distributed import DistributedMetaLearner
         metalearner = DistributedMetaLearner(metalearner)
@@ -55,7 +55,7 @@ def setup_run(c: RunConfig, distributed: bool = False):
     return problem, model, metalearner
 
 
-def inner_loss_curve(metalearner, task, num_inner_iterations, inner_batch_size):
+def inner_loss_curve(metalearner: Any, task: Any, num_inner_iterations: int, inner_batch_size: int) -> List[float]:
     """Training-set loss of `task` after 0, 1, ..., T inner steps from theta (step-by-step API)."""
     model = metalearner.model
     metalearner.task_begin(task)
@@ -70,40 +70,42 @@ def inner_loss_curve(metalearner, task, num_inner_iterations, inner_batch_size):
 class SupervisedExperiment:
     """`pymeta.run.experiment.Experiment` of a supervised dataset."""
 
-    def __init__(self, c: RunConfig, distributed: bool = False):
-        self.c, self.distributed = c, distributed
+    def __init__(self, s: RunSections, distributed: bool = False):
+        self.s, self.distributed = s, distributed
+        task, algorithm = s.task, s.algorithm
         self.is_root = not distributed or mpi.get_rank_and_size()[0] == 0
-        self.settings = model_settings(c, inner_optimizer_name(c.metamodel, c.dataset, c.inner_optimizer))
-        self.T, self.B = c.num_inner_training_iterations, c.resolved_inner_batch_size()
-        self.per_call = c.iterations_per_call or (10 if c.dataset == "sinusoid" else 1)
+        self.settings = model_settings(s, inner_optimizer_name(task.metamodel, task.dataset, task.inner_optimizer))
+        self.T, self.B = algorithm.num_inner_training_iterations, task.resolved_inner_batch_size()
+        self.per_call = algorithm.iterations_per_call or (10 if task.dataset == "sinusoid" else 1)
         self.train_losses: List[float] = []  # since the last validation
         self.first_calls = {"validation", "training"}  # not compiled yet
 
-    def _log(self, text):
+    def _log(self, text: str) -> None:
         if self.is_root:
             logger.info(text)
 
     def setup(self, stop: SignalFlag) -> None:
         self.stop = stop
-        self.problem, self.model, self.metalearner = setup_run(self.c, self.distributed)
-        if self.c.init_model:
-            self._log(f"initial theta from --init_model={self.c.init_model}")
+        self.problem, self.model, self.metalearner = seeded_setup(self.s, self.distributed)
+        if self.s.run.init_model:
+            self._log(f"initial theta from --init_model={self.s.run.init_model}")
 
     def synchronize(self) -> None:
         if self.distributed:
             self.metalearner.broadcast_state()
 
-    def _compiling(self, what, key):
+    def _compiling(self, what: str, key: str) -> Any:
         first = key in self.first_calls
         self.first_calls.discard(key)
         return compiling(self.stop, self._log, what, first)
 
     def step(self, iteration: int, max_steps: int) -> Step:
-        c, ml = self.c, self.metalearner
+        algorithm, ml = self.s.algorithm, self.metalearner
         batches = [self.problem.metatrain.sample_batch() for _ in range(min(self.per_call, max_steps))]
-        aux = {}
-        if c.fast:
-            xla = "with XLA, every inner step unrolled" if c.resolved_jit_compile() else "without XLA"
+        aux: Dict[str, float] = {}
+        if algorithm.fast:
+            xla = "with XLA, every inner step unrolled" if algorithm.resolved_jit_compile(self.s.task.dataset) \
+                else "without XLA"
             with self._compiling(f"the meta-training step ({xla})", "training"):
                 results = ml.metatrain_steps(batches, self.T, self.B)
             losses = [r["last_minibatch_loss"] for r in results]
@@ -118,21 +120,21 @@ class SupervisedExperiment:
                     postfix={"loss": f"{losses[-1]:.3f}"} if losses else {})
 
     def validate(self, iteration: int, seconds: float) -> Optional[Validation]:
-        c, ml, problem = self.c, self.metalearner, self.problem
+        s, ml, problem = self.s, self.metalearner, self.problem
         with self._compiling("the validation step", "validation"):
-            loss, acc = validate(ml, problem.metaval, c.num_validation_batches, self.T, self.B,
-                                 c.transductive, c.fast)
+            loss, acc = validate(ml, problem.metaval, s.run.num_validation_batches, self.T, self.B,
+                                 s.task.transductive, s.algorithm.fast)
         entry = {"iteration": iteration, "val_loss": loss, "val_accuracy": acc,
                  "train_loss": float(np.mean(self.train_losses)) if self.train_losses else None,
                  "seconds": seconds}
         self.train_losses.clear()
         metric = f"val acc {100 * acc:.2f}%  " if problem.is_classification else ""
         curve = []
-        if self.is_root and c.tensorboard and not self.distributed:  # an extra task, drawn without
+        if self.is_root and s.run.tensorboard and not self.distributed:  # an extra task, drawn without
             with monitoring_leaves_the_run_alone(ml):                # touching the run's generators
                 curve = inner_loss_curve(ml, problem.metaval.sample_batch(1)[0], self.T, self.B)
         scalars = {"validation/loss": loss, "train/last_inner_minibatch_loss": entry["train_loss"],
-                   "learning_rate/meta": float(_current_lr(ml.optimizer)), "learning_rate/inner": c.inner_lr,
+                   "learning_rate/meta": float(_current_lr(ml.optimizer)), "learning_rate/inner": s.task.inner_lr,
                    **({"validation/accuracy": acc} if problem.is_classification else {}),
                    **{f"inner_loop/train_loss_after_step_{k}": v for k, v in enumerate(curve)}}
         return Validation(entry, loss, "the validation loss",
@@ -140,7 +142,7 @@ class SupervisedExperiment:
 
     def save(self) -> None:
         """The model file, with its settings and the kept inner optimizer state."""
-        save_model(self.model, self.c.model_save_filename, inner_state=kept_inner_state(self.metalearner),
+        save_model(self.model, self.s.run.model_save_filename, inner_state=kept_inner_state(self.metalearner),
                    settings=self.settings)
 
     def agree_stop(self, signum: Optional[int]) -> Optional[int]:
@@ -149,17 +151,15 @@ class SupervisedExperiment:
         return signum
 
     def finish(self, history: List[dict]) -> None:
-        c, problem = self.c, self.problem
-        plot_learning_curve(history, artifact_path(c.model_save_filename, "learning_curve.png"),
-                            problem.is_classification)
-        if c.dataset == "sinusoid":
+        model_file, problem = self.s.run.model_save_filename, self.problem
+        plot_learning_curve(history, artifact_path(model_file, "learning_curve.png"), problem.is_classification)
+        if self.s.task.dataset == "sinusoid":
             task = problem.metaval.sample_batch(1)[0]
-            path = plot_sinusoid(self.metalearner, task, self.T, self.B,
-                                 artifact_path(c.model_save_filename, "sinusoid.png"))
+            path = plot_sinusoid(self.metalearner, task, self.T, self.B, artifact_path(model_file, "sinusoid.png"))
             self._log(f"sinusoid plot: {path}")
 
 
-def _step_by_step_iteration(metalearner, tasks, T, B):
+def _step_by_step_iteration(metalearner: Any, tasks: List[Any], T: int, B: int) -> List[float]:
     """One meta-iteration through the original API; returns the tasks' last inner losses."""
     local = metalearner.local_tasks(tasks, T, B)  # this rank's share (all of them on one process)
     results, losses = [], []
@@ -171,7 +171,7 @@ def _step_by_step_iteration(metalearner, tasks, T, B):
     return losses
 
 
-def _last_loss(fit_result):
+def _last_loss(fit_result: Dict[str, float]) -> float:
     """The last inner minibatch loss of a task, or of the last task of a sequence ('..._<i>' keys)."""
     if "last_minibatch_loss" in fit_result:
         return fit_result["last_minibatch_loss"]
@@ -179,6 +179,6 @@ def _last_loss(fit_result):
     return fit_result[f"last_minibatch_loss_{last}"]
 
 
-def _current_lr(optimizer):
+def _current_lr(optimizer: Any) -> float:
     lr = optimizer.learning_rate
     return lr.numpy() if hasattr(lr, "numpy") else lr
