@@ -36,11 +36,11 @@ def test_index_lists_the_headline_models():
     names = zoo.list_models()
     assert names == list(ENTRIES) and len(set(names)) == len(names)
     benchmarks = {m["benchmark"] for m in INDEX["models"]}
-    assert benchmarks == {"omniglot", "navigation2d", "halfcheetah_vel", "halfcheetah_dir", "ant_dir"}
-    assert "omniglot_imaml_5w1s" in names
+    assert benchmarks == {"omniglot", "miniimagenet", "navigation2d", "halfcheetah_vel", "halfcheetah_dir", "ant_dir"}
+    assert "omniglot_imaml_5w1s" in names and "miniimagenet_fomaml_5w1s" in names
     for m in INDEX["models"]:  # headline models sit at their benchmark's level, not in a study
         assert "/studies/" not in m["path"]
-        folder = "omniglot" if m["benchmark"] == "omniglot" else f"rl/{m['benchmark']}"
+        folder = m["benchmark"] if m["benchmark"] in ("omniglot", "miniimagenet") else f"rl/{m['benchmark']}"
         assert os.path.dirname(m["path"]) == f"pretrained/{folder}"
 
 
@@ -197,6 +197,10 @@ def _set(path_in_index, value):
     return edit
 
 
+NAV = next(i for i, m in enumerate(INDEX["models"]) if m["benchmark"] == "navigation2d")  # an RL row
+IMAML = next(i for i, m in enumerate(INDEX["models"]) if m["name"] == "omniglot_imaml_5w1s")
+
+
 @pytest.mark.parametrize("edit, message", [
     (_set(["schema_version"], 1), "schema_version 1 is not the one this pymeta reads (2)"),
     (_set(["models"], {}), "field 'models' must be list"),
@@ -217,18 +221,17 @@ def _set(path_in_index, value):
     (_set(["models", 0, "results", 0, "protocol", "output"], "x.json"), "'output' is not a meta-test protocol flag"),
     (_set(["models", 0, "results", 0, "protocol", "queries"], 15), "'queries' is not a meta-test protocol flag"),
     (_set(["models", 0, "results", 0, "published"], {"value": 98.3}), "missing field(s) ci95, source"),
-    (_set(["models", 5, "results", 0, "mean"], [-36.2, -9.8]), "mean and ci95 must have one value per step"),
+    (_set(["models", NAV, "results", 0, "mean"], [-36.2, -9.8]), "mean and ci95 must have one value per step"),
     (_set(["models", 0, "results", 0, "measured_on"], KeyError), "missing field(s) measured_on"),
     (_set(["models", 0, "results", 0, "measured_on", "cpu"], "avx512bf16"), "cpu 'avx512bf16' is not one of"),
     (_set(["models", 0, "results", 0, "measured_on", "cpu"], KeyError), "measured_on: missing field(s) cpu"),
     (_set(["models", 0, "results", 0, "measured_on", "precision"], "bfloat16"), "precision 'bfloat16' is not one of"),
     # the iMAML model file records mixed_bfloat16, so its figures were computed in it
-    (_set(["models", 3, "results", 0, "measured_on", "precision"], "float32"),
+    (_set(["models", IMAML, "results", 0, "measured_on", "precision"], "float32"),
      "precision 'float32' is not the one the row's meta-test uses ('mixed_bfloat16'"),
 ])
 def test_malformed_index_entries_are_one_line_errors(tmp_path, edit, message):
     index = copy.deepcopy(INDEX)
-    assert index["models"][5]["benchmark"] == "navigation2d" and index["models"][3]["name"] == "omniglot_imaml_5w1s"
     edit(index)
     path = _write(tmp_path, index)
     with pytest.raises(ValueError) as e:
