@@ -28,7 +28,11 @@ from pymeta.runtime import apply_thread_layout, thread_layout
 # the 2D-navigation training run whose thread layout the benchmark takes (`pymeta.runtime.thread_layout`)
 TRAINING_RUN = RunConfig(dataset="navigation2d", metamodel="maml", meta_batch_size=20)
 # thread layouts (intra-op threads, inter-op threads), 0 = TensorFlow's default (all cores)
-LAYOUTS = {"task-parallel": thread_layout(TRAINING_RUN), "default": (0, 0)}
+# (compare_versions.py also runs this script on versions before RunConfig.sections(), whose
+# thread_layout took the flat config)
+_LAYOUT_ARGS = ((lambda s: (s.run, s.task, s.algorithm))(TRAINING_RUN.sections())
+                if hasattr(TRAINING_RUN, "sections") else (TRAINING_RUN,))
+LAYOUTS = {"task-parallel": thread_layout(*_LAYOUT_ARGS), "default": (0, 0)}
 
 
 def sampler_rate(tasks, agent, episodes, repeats=2):
@@ -63,7 +67,7 @@ def main():
         print(f"thread layout {args.layout}: (intra-op, inter-op) threads {LAYOUTS[args.layout]}", flush=True)
     else:  # only the MAML-TRPO rows, each rank with its share of the 20 tasks
         from pymeta.rl.training import MPIShare
-        apply_thread_layout(*thread_layout(TRAINING_RUN, distributed=True))  # cores / ranks each
+        apply_thread_layout(*thread_layout(*_LAYOUT_ARGS, distributed=True))  # cores / ranks each
         share = MPIShare()
     np.random.seed(0 if share is None else share.rank)
     rows = []

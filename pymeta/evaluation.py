@@ -76,8 +76,8 @@ def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
                          "chooses by dataset)")
     # the tasks of a compiled batch run side by side, as in training (default layout of a training run),
     # unless --num_threads says otherwise
-    layout = RunConfig(dataset=c.dataset, meta_batch_size=c.batch, num_threads=c.num_threads)
-    apply_thread_layout(*thread_layout(layout), explicit=c.num_threads > 0)
+    layout = RunConfig(dataset=c.dataset, meta_batch_size=c.batch, num_threads=c.num_threads).sections()
+    apply_thread_layout(*thread_layout(layout.run, layout.task, layout.algorithm), explicit=c.num_threads > 0)
     problem, model = seeded_problem_and_model(
         c.seed, c.precision, c.dataset, c.metamodel, c.inner_lr, c.num_output_classes,
         c.num_train_samples_per_class, c.num_test_samples_per_class, c.batch, c.data_path or None,

@@ -6,7 +6,7 @@ import os
 import sys
 import tempfile
 import warnings
-from typing import TYPE_CHECKING, Any, Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from pymeta import mpi
 
@@ -16,20 +16,16 @@ if TYPE_CHECKING:
 PRECISIONS = ("float32", "mixed_bfloat16")
 
 
-def thread_layout(run: "RunSection", task: "Optional[TaskSection]" = None,
-                  algorithm: "Optional[AlgorithmSection]" = None, distributed: bool = False,
-                  cores: Optional[int] = None) -> Tuple[int, int]:
+def thread_layout(run: "RunSection", task: "TaskSection", algorithm: "AlgorithmSection",
+                  distributed: bool = False, cores: Optional[int] = None) -> Tuple[int, int]:
     """(intra-op, inter-op) TensorFlow threads for a run with these sections (`RunConfig.sections()`);
-    0 means TensorFlow's default (all cores). A flat `RunConfig`, which holds all three, may be passed
-    alone as `run`.
+    0 means TensorFlow's default (all cores).
 
     --num_threads / --inter_op_threads, when given, win. Under MPI every rank gets cores / ranks per
     node. Otherwise the conv nets' compiled meta-batches run "task-parallel": one thread per op and as
     many tasks of the meta-batch at once as there are cores (the tasks are independent iterations of
     one tf.while_loop); measured with benchmarks/bench_metatrain.py.
     """
-    flat: Any = run
-    task, algorithm = task or flat, algorithm or flat
     cores = cores or os.cpu_count() or 1
     if run.num_threads > 0 or run.inter_op_threads > 0:
         return run.num_threads, run.inter_op_threads or run.num_threads

@@ -16,30 +16,36 @@ def omniglot(**kw):
     return RunConfig(dataset="omniglot", **kw)
 
 
+def sections(c):
+    """The three sections thread_layout reads, of the flat config `c`."""
+    s = c.sections()
+    return s.run, s.task, s.algorithm
+
+
 def test_conv_net_meta_batches_run_one_thread_per_op_and_tasks_side_by_side():
-    assert thread_layout(omniglot(meta_batch_size=5), cores=2) == (1, 2)
-    assert thread_layout(omniglot(meta_batch_size=5), cores=8) == (1, 5)  # no more at once than tasks
-    assert thread_layout(RunConfig(dataset="miniimagenet", meta_batch_size=4), cores=2) == (1, 2)
+    assert thread_layout(*sections(omniglot(meta_batch_size=5)), cores=2) == (1, 2)
+    assert thread_layout(*sections(omniglot(meta_batch_size=5)), cores=8) == (1, 5)  # no more at once than tasks
+    assert thread_layout(*sections(RunConfig(dataset="miniimagenet", meta_batch_size=4)), cores=2) == (1, 2)
 
 
 def test_tensorflow_default_where_tasks_cannot_run_side_by_side():
-    assert thread_layout(RunConfig(dataset="sinusoid", meta_batch_size=5), cores=2) == (0, 0)
-    assert thread_layout(omniglot(meta_batch_size=5, fast=False), cores=2) == (0, 0)  # one task at a time
-    assert thread_layout(omniglot(meta_batch_size=1), cores=2) == (0, 0)
-    assert thread_layout(omniglot(meta_batch_size=5), cores=1) == (0, 0)
+    assert thread_layout(*sections(RunConfig(dataset="sinusoid", meta_batch_size=5)), cores=2) == (0, 0)
+    assert thread_layout(*sections(omniglot(meta_batch_size=5, fast=False)), cores=2) == (0, 0)  # one task at a time
+    assert thread_layout(*sections(omniglot(meta_batch_size=1)), cores=2) == (0, 0)
+    assert thread_layout(*sections(omniglot(meta_batch_size=5)), cores=1) == (0, 0)
 
 
 def test_explicit_threads_win():
-    assert thread_layout(omniglot(num_threads=1), cores=2) == (1, 1)
-    assert thread_layout(omniglot(num_threads=2, inter_op_threads=1), cores=2) == (2, 1)
-    assert thread_layout(omniglot(inter_op_threads=2), cores=8) == (0, 2)
-    assert thread_layout(RunConfig(dataset="sinusoid", num_threads=3), cores=8) == (3, 3)
+    assert thread_layout(*sections(omniglot(num_threads=1)), cores=2) == (1, 1)
+    assert thread_layout(*sections(omniglot(num_threads=2, inter_op_threads=1)), cores=2) == (2, 1)
+    assert thread_layout(*sections(omniglot(inter_op_threads=2)), cores=8) == (0, 2)
+    assert thread_layout(*sections(RunConfig(dataset="sinusoid", num_threads=3)), cores=8) == (3, 3)
 
 
 def test_mpi_ranks_share_the_cores_of_a_node(monkeypatch):
     monkeypatch.setenv("MPI_LOCALNRANKS", "2")
-    assert thread_layout(omniglot(meta_batch_size=5), distributed=True, cores=8) == (4, 4)
-    assert thread_layout(omniglot(num_threads=1), distributed=True, cores=8) == (1, 1)
+    assert thread_layout(*sections(omniglot(meta_batch_size=5)), distributed=True, cores=8) == (4, 4)
+    assert thread_layout(*sections(omniglot(num_threads=1)), distributed=True, cores=8) == (1, 1)
 
 
 def test_negative_thread_counts_are_refused():
