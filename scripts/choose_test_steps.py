@@ -5,8 +5,10 @@ record it in the model file, so that `pymeta-metatest --model FILE` then uses it
 
 Each candidate is meta-tested on the validation split (the other flags as `pymeta-metatest`'s: the
 settings the model file records, flags given win); the best mean (highest accuracy, lowest MSE) is
-written into the file's settings as `metatest_num_inner_iterations`, with every candidate's figure
-(`metatest_steps_on_validation`). `--norecord` only prints them.
+written into the file's settings as `metatest_num_inner_iterations`, with the shots and inner batch it was
+chosen with (`metatest_num_train_samples_per_class`, `metatest_inner_batch_size`: a Reptile model trained with
+15 shots per class and chosen with `--num_train_samples_per_class 1` is then meta-tested 1-shot) and every
+candidate's figure (`metatest_steps_on_validation`). `--norecord` only prints them.
 """
 
 import dataclasses
@@ -18,7 +20,7 @@ from absl import app, flags
 from pymeta.cli._common import checked_then_run, run_program
 from pymeta.cli.metatest import checked_config
 from pymeta.config import CliOptions, MetaTestConfig, define_flags
-from pymeta.config.records import CHOSEN_TEST_STEPS
+from pymeta.config.records import METATEST_PROTOCOL
 
 logger = logging.getLogger("pymeta.cli")
 
@@ -34,9 +36,13 @@ def choose(c: MetaTestConfig, candidates: List[int], record: bool = True):
     logger.info(f"chosen on {c.num_tasks} validation tasks: {best} inner steps ("
                 + ", ".join(f"{k}: {r['mean']:.2f} ± {r['ci95']:.2f}" for k, r in results.items()) + ")")
     if record:
-        record_settings(c.model, {CHOSEN_TEST_STEPS: best, "metatest_steps_on_validation": {
-            str(k): {"mean": r["mean"], "ci95": r["ci95"], "num_tasks": r["num_tasks"]} for k, r in results.items()}})
-        logger.info(f"recorded in {c.model}: pymeta-metatest --model {c.model} now adapts with {best} steps")
+        chosen = dataclasses.replace(c, num_inner_iterations=best)
+        record_settings(c.model, {
+            **{key: getattr(chosen, field_name) for key, field_name in METATEST_PROTOCOL.items()},
+            "metatest_steps_on_validation": {str(k): {"mean": r["mean"], "ci95": r["ci95"], "num_tasks": r["num_tasks"]}
+                                             for k, r in results.items()}})
+        logger.info(f"recorded in {c.model}: pymeta-metatest --model {c.model} now adapts with {best} steps "
+                    f"({c.num_train_samples_per_class} shots per class, inner batch {c.inner_batch_size})")
     return best, results
 
 

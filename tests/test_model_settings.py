@@ -165,4 +165,33 @@ def test_the_step_count_chosen_on_validation_tasks_is_recorded_and_then_the_meta
         np.testing.assert_array_equal(a, b)
     again = parse_args(["--model", copy, "--data_path", str(data)])
     assert again.num_inner_iterations == best
+    assert settings["metatest_num_train_samples_per_class"] == TRAINED["num_train_samples_per_class"]
     assert parse_args(["--model", copy, "--data_path", str(data), "--num_inner_iterations", "7"]).num_inner_iterations == 7
+
+
+def test_the_shots_the_steps_were_chosen_with_are_recorded_too(trained, tmp_path):
+    """A model trained with more shots than it is meta-tested with (Reptile on Mini-ImageNet: 15 per class,
+    meta-tested 1-shot): choose_test_steps run with the meta-test's shots and inner batch records them, and
+    `pymeta-metatest --model FILE` alone then meta-tests with exactly that protocol (the same figure as
+    all the flags given by hand); flags given still win."""
+    import shutil
+
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    from choose_test_steps import choose
+
+    model, data = trained
+    copy = str(tmp_path / "model.h5")
+    shutil.copyfile(model, copy)
+    protocol = ["--num_train_samples_per_class", "3", "--inner_batch_size", "4"]
+    c = parse_args(["--model", copy, "--data_path", str(data), "--num_tasks", "6", "--batch", "3", *protocol])
+    best, _ = choose(c, [1, 2])
+    settings = load_settings(copy)
+    assert (settings["metatest_num_train_samples_per_class"], settings["metatest_inner_batch_size"]) == (3, 4)
+    assert settings["num_train_samples_per_class"] == TRAINED["num_train_samples_per_class"]  # the training's
+    alone = parse_args(["--model", copy, "--data_path", str(data), "--num_tasks", "6", "--batch", "3"])
+    assert (alone.num_train_samples_per_class, alone.inner_batch_size, alone.num_inner_iterations) == (3, 4, best)
+    by_hand = parse_args(["--model", model, "--data_path", str(data), "--num_tasks", "6", "--batch", "3",
+                          "--num_inner_iterations", str(best), *protocol])
+    assert meta_test(alone)["mean"] == meta_test(by_hand)["mean"]
+    assert parse_args(["--model", copy, "--data_path", str(data),
+                       "--num_train_samples_per_class", "2"]).num_train_samples_per_class == 2

@@ -23,7 +23,7 @@ from conftest import REPO
 from pymeta.config import MetaTestConfig, RunConfig, check_config, check_metatest_config, check_ranks, env_kwargs
 from pymeta.config.bounded_json import loads_bounded, nesting_depth
 from pymeta.config.checks import check_field
-from pymeta.config.records import CHOSEN_TEST_STEPS, MODEL_SETTINGS
+from pymeta.config.records import CHOSEN_TEST_STEPS, METATEST_PROTOCOL, MODEL_SETTINGS
 from pymeta.config.stored import (StoredSettingsError, check_stored_settings, read_stored_settings,
                                   read_unchecked_settings)
 
@@ -86,6 +86,9 @@ META_TEST = os.path.join("scripts", "meta_test.py")
     ({**OMNIGLOT, "num_inner_training_iterations": 1e12},
      ["stored setting num_inner_training_iterations", "must be an integer", "pass --num_inner_iterations"]),
     ({**OMNIGLOT, CHOSEN_TEST_STEPS: -4}, [CHOSEN_TEST_STEPS, "--num_inner_iterations must be >= 0"]),
+    ({**OMNIGLOT, "metatest_num_train_samples_per_class": 0},
+     ["stored setting metatest_num_train_samples_per_class", "pass --num_train_samples_per_class yourself"]),
+    ({**OMNIGLOT, "metatest_inner_batch_size": "10"}, ["stored setting metatest_inner_batch_size", "an integer"]),
     ({**OMNIGLOT, "dataset": "mnist"}, ["stored setting dataset", "unknown --dataset='mnist'"]),
     ({**OMNIGLOT, "transductive": "yes"}, ["stored setting transductive", "must be true or false"]),
     ({**OMNIGLOT, "meta_batch_size": 0}, ["stored setting meta_batch_size", "must be >= 1",
@@ -323,7 +326,7 @@ SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(min_val
 JSON_VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                              st.dictionaries(st.text(max_size=8), inner, max_size=4)),
                            max_leaves=20)
-SETTINGS = st.dictionaries(st.sampled_from(sorted(MODEL_SETTINGS) + [CHOSEN_TEST_STEPS, "pymeta_version", "other"]),
+SETTINGS = st.dictionaries(st.sampled_from(sorted(MODEL_SETTINGS) + sorted(METATEST_PROTOCOL) + ["pymeta_version", "other"]),
                            JSON_VALUES, max_size=12)
 
 
@@ -338,8 +341,8 @@ def _check_read(path):
     for key, value in s.items():
         if key in MODEL_SETTINGS:
             check_field(RunConfig(**{**vars(base), key: value}), key)
-        elif key == CHOSEN_TEST_STEPS:
-            assert isinstance(value, int) and value >= 0
+        elif key in METATEST_PROTOCOL:
+            check_field(MetaTestConfig(dataset=base.dataset, **{METATEST_PROTOCOL[key]: value}), METATEST_PROTOCOL[key])
 
 
 # the budgets are far above what a case takes (milliseconds, a few MB), so that a loaded machine cannot make

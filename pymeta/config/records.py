@@ -53,9 +53,15 @@ def model_settings(s: RunSections, inner_optimizer: Optional[str] = None, **reso
     return settings
 
 
-# the test-time inner step count chosen on the validation tasks (scripts/choose_test_steps.py): when a
-# model file records it, it is the meta-test's default instead of the training's step count
+# the meta-test protocol a model file records (scripts/choose_test_steps.py), `metatest_<field>`: when a
+# model file records one, it is that meta-test flag's default instead of the training's value. The step
+# count is the one chosen on the validation tasks; the shots and inner batch are those it was chosen with
+# (Reptile trains with 15 shots per class and is meta-tested 1-shot with the same weights)
 CHOSEN_TEST_STEPS = "metatest_num_inner_iterations"
+METATEST_PROTOCOL: Dict[str, str] = {
+    CHOSEN_TEST_STEPS: "num_inner_iterations",
+    "metatest_num_train_samples_per_class": "num_train_samples_per_class",
+    "metatest_inner_batch_size": "inner_batch_size"}
 
 
 def apply_model_settings(c: MetaTestConfig, settings: Mapping[str, Any],
@@ -66,6 +72,7 @@ def apply_model_settings(c: MetaTestConfig, settings: Mapping[str, Any],
     for key, field_name in MODEL_SETTINGS.items():
         if field_name and key in settings and field_name not in given:
             taken[field_name] = settings[key]
-    if CHOSEN_TEST_STEPS in settings and "num_inner_iterations" not in given:
-        taken["num_inner_iterations"] = settings[CHOSEN_TEST_STEPS]
+    for key, field_name in METATEST_PROTOCOL.items():
+        if key in settings and field_name not in given:
+            taken[field_name] = settings[key]
     return dataclasses.replace(c, **taken), taken

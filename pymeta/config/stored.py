@@ -7,7 +7,7 @@ Where they are: HDF5 attribute `pymeta_settings` (`.h5`, read with h5py), member
 (`.keras`, a zip archive), or the run config of a checkpoint (`ckpt-*.h5`, attribute `config`; see
 `pymeta.model_io`, `pymeta.checkpoint`). The JSON text is bounded (MAX_SETTINGS_BYTES, and its nesting
 depth before it is parsed: `pymeta.config.bounded_json`); it must be an object. Each setting pymeta
-records (`MODEL_SETTINGS`, and the chosen test-time step count) is then checked with the check of its
+records (`MODEL_SETTINGS`, and the meta-test protocol `METATEST_PROTOCOL`) is then checked with the check of its
 flag (`pymeta.config.checks.check_field`: the type, then the field's own bounds), and `env_kwargs` with
 the keywords a model file may set (`pymeta.config.gym_kwargs`). Settings pymeta does not know are
 dropped. Any failure is a `StoredSettingsError`: one line naming the file, the setting and the fix."""
@@ -19,7 +19,7 @@ from typing import Any, Collection, Dict, Optional, Union
 
 from pymeta.config.bounded_json import loads_bounded
 from pymeta.config.checks import check_field, check_type, env_kwargs
-from pymeta.config.records import CHOSEN_TEST_STEPS, MODEL_SETTINGS
+from pymeta.config.records import METATEST_PROTOCOL, MODEL_SETTINGS
 from pymeta.config.sections import MetaTestConfig, RunConfig
 
 MAX_SETTINGS_BYTES = 1 << 20  # pymeta writes about 2 KB
@@ -61,7 +61,7 @@ def read_unchecked_settings(path: Union[str, os.PathLike]) -> Optional[Dict[str,
 def check_stored_settings(path: str, stored: Dict[str, Any], given: Collection[str] = ()) -> Dict[str, Any]:
     """`stored` (the JSON object a model file `path` records) with each known setting checked like its
     flag and converted to its field's type, unknown ones dropped; see `read_stored_settings`."""
-    flag_of = {**MODEL_SETTINGS, CHOSEN_TEST_STEPS: "num_inner_iterations"}
+    flag_of = {**MODEL_SETTINGS, **METATEST_PROTOCOL}
     known = {k: v for k, v in stored.items() if k in flag_of and flag_of[k] not in given}
     settings: Dict[str, Any] = {}
     base = RunConfig()
@@ -69,9 +69,10 @@ def check_stored_settings(path: str, stored: Dict[str, Any], given: Collection[s
         base = _checked(path, base, "dataset", known.pop("dataset"))
         settings["dataset"] = base.dataset
     for key, value in known.items():
-        if key == CHOSEN_TEST_STEPS:
-            probe = _checked(path, MetaTestConfig(dataset=base.dataset), "num_inner_iterations", value, key)
-            settings[key] = probe.num_inner_iterations
+        if key in METATEST_PROTOCOL:
+            field_name = METATEST_PROTOCOL[key]
+            probe = _checked(path, MetaTestConfig(dataset=base.dataset), field_name, value, key)
+            settings[key] = getattr(probe, field_name)
         else:
             settings[key] = getattr(_checked(path, base, key, value), key)
     if settings.get("env_kwargs"):
@@ -97,7 +98,7 @@ def _checked(path: str, base: Any, name: str, value: Any, key: Optional[str] = N
 
 
 def _refused(path: str, key: str, error: ValueError) -> StoredSettingsError:
-    flag = MODEL_SETTINGS.get(key, "num_inner_iterations")
+    flag = {**MODEL_SETTINGS, **METATEST_PROTOCOL}.get(key)
     fix = f"pass --{flag} yourself to override it, or {REWRITE_HINT}" if flag else REWRITE_HINT
     return StoredSettingsError(f"{path}: its stored setting {key} is refused ({error}): {fix}")
 
