@@ -121,6 +121,24 @@ def test_the_meta_test_script_reports_a_bad_stored_setting_before_tensorflow(tmp
     assert_one_line_before_tensorflow(code, stderr, stdout, path, "inner_lr", "pass --inner_lr yourself")
 
 
+def test_a_training_inner_batch_larger_than_the_meta_test_support_set_is_one_line_before_tensorflow(tmp_path):
+    """Reptile trains with 15 shots and an inner batch of 10; meta-tested 1-shot (5 support examples) with the
+    file's inner batch it cannot run: one line naming the flag and the fix, before TensorFlow (it took 25 s
+    and named no flag when the task sampler found it)."""
+    path = settings_file(tmp_path, {**OMNIGLOT, "metamodel": "reptile", "num_train_samples_per_class": 15,
+                                    "inner_batch_size": 10})
+    data = tmp_path / "omniglot.pkl"
+    data.write_bytes(b"not read")
+    code, stderr, stdout, _ = run_cli(META_TEST, "--model", path, "--data_path", data,
+                                      "--num_train_samples_per_class", "1")
+    assert code == 2 and stdout.rstrip().endswith("tensorflow imported: False"), (code, stderr, stdout)
+    assert stderr[-1] == ("error: --inner_batch_size=10 (given, or read from the model file) is not possible with a "
+                          "support set of 5 examples: use 1..5, or -1 for all of them"), stderr
+    code, stderr, stdout, _ = run_cli(META_TEST, "--model", path, "--data_path", data,
+                                      "--num_train_samples_per_class", "1", "--inner_batch_size", "6")
+    assert code == 2 and "--inner_batch_size=6 (given, or read from the model file)" in stderr[-1], stderr
+
+
 def test_env_kwargs_a_file_may_not_set_never_reach_gymnasium(tmp_path):
     path = settings_file(tmp_path, {**CHEETAH, "env_kwargs": '{"xml_file": "/etc/passwd"}'})
     code, stderr, stdout, _ = run_cli("pymeta.cli.metatest", "--model", path)

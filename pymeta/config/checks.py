@@ -10,7 +10,7 @@ checks that relate several fields follow in `check_config` / `check_metatest_con
 import dataclasses
 import numbers
 import os
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Union
 
 from pymeta.config.bounded_json import load_json_file, loads_bounded
 from pymeta.config.gym_kwargs import check_env_kwargs
@@ -173,10 +173,7 @@ def check_config(c: RunConfig) -> None:
     _check_fields(c)
     if c.dataset in RL_DATASETS:
         _check_rl(c)
-    support = (1 if c.dataset == "sinusoid" else c.num_output_classes) * c.num_train_samples_per_class
-    if c.inner_batch_size > support:
-        raise ValueError(f"--inner_batch_size={c.inner_batch_size} is not possible with a support set of "
-                         f"{support} examples: use 1..{support}, or -1 for all of them")
+    _check_inner_batch(c)
     if c.persistent_inner_state and (c.metamodel not in ("fomaml", "reptile")
                                      or not c.model_save_filename.endswith(".h5")):
         raise ValueError("--persistent_inner_state needs --metamodel=fomaml or reptile and an .h5 "
@@ -266,6 +263,16 @@ def check_metatest_config(c: MetaTestConfig) -> None:
     elif c.test_tasks or c.repeats != 1 or c.step_sizes:
         raise ValueError("--test_tasks, --repeats and --step_sizes are for RL datasets (navigation2d, "
                          "halfcheetah_*, ant_dir)")
+    else:  # the inner batch may be the training's, read from the model file (e.g. Reptile's 10, tested 1-shot)
+        _check_inner_batch(c, " (given, or read from the model file)")
+
+
+def _check_inner_batch(c: Union[RunConfig, MetaTestConfig], origin: str = "") -> None:
+    """The inner minibatch must fit in the support set (N*K examples; K for sinusoid)."""
+    support = (1 if c.dataset == "sinusoid" else c.num_output_classes) * c.num_train_samples_per_class
+    if c.inner_batch_size > support:
+        raise ValueError(f"--inner_batch_size={c.inner_batch_size}{origin} is not possible with a support set of "
+                         f"{support} examples: use 1..{support}, or -1 for all of them")
 
 
 MAX_TEST_TASKS_BYTES = 16 << 20  # a meta-test JSON of 1,000 tasks (--output) is about 0.5 MB
