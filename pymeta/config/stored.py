@@ -27,6 +27,8 @@ SETTINGS_ATTRIBUTE = "pymeta_settings"  # pymeta.model_io writes it; .keras: SET
 # recorded for the reader only: pymeta's version and the validation figures of scripts/choose_test_steps.py
 INFORMATIVE = ("pymeta_version", "metatest_steps_on_validation")
 REWRITE_HINT = "use a model file written by pymeta-train (this one was altered or written by other software)"
+# every setting that is checked: its flag (None: recorded for the reader, checked like the RunConfig field)
+FLAG_OF: Dict[str, Optional[str]] = {**MODEL_SETTINGS, **METATEST_PROTOCOL}
 
 
 class StoredSettingsError(ValueError):
@@ -61,8 +63,7 @@ def read_unchecked_settings(path: Union[str, os.PathLike]) -> Optional[Dict[str,
 def check_stored_settings(path: str, stored: Dict[str, Any], given: Collection[str] = ()) -> Dict[str, Any]:
     """`stored` (the JSON object a model file `path` records) with each known setting checked like its
     flag and converted to its field's type, unknown ones dropped; see `read_stored_settings`."""
-    flag_of = {**MODEL_SETTINGS, **METATEST_PROTOCOL}
-    known = {k: v for k, v in stored.items() if k in flag_of and flag_of[k] not in given}
+    known = {k: v for k, v in stored.items() if k in FLAG_OF and FLAG_OF[k] not in given}
     settings: Dict[str, Any] = {}
     base = RunConfig()
     if "dataset" in known:  # first: the other settings' rules depend on it
@@ -98,7 +99,7 @@ def _checked(path: str, base: Any, name: str, value: Any, key: Optional[str] = N
 
 
 def _refused(path: str, key: str, error: ValueError) -> StoredSettingsError:
-    flag = {**MODEL_SETTINGS, **METATEST_PROTOCOL}.get(key)
+    flag = FLAG_OF.get(key)
     fix = f"pass --{flag} yourself to override it, or {REWRITE_HINT}" if flag else REWRITE_HINT
     return StoredSettingsError(f"{path}: its stored setting {key} is refused ({error}): {fix}")
 
