@@ -1,6 +1,7 @@
 """Stop signals of a run: SIGINT / SIGTERM become a flag the run loop checks between compiled calls
 (then a checkpoint is written, `Interrupted`); a second one, or a SIGTERM while compiling, ends the
-process at once."""
+process at once. Copies of one request arriving together (`timeout` signals the process and then its
+process group) count as one."""
 
 import contextlib
 import os
@@ -9,6 +10,8 @@ import sys
 import threading
 import time
 from typing import Callable, Iterator, Optional
+
+SAME_REQUEST_SECONDS = 1.0  # stop signals this soon after the first are copies of it, not a second request
 
 
 class Interrupted(Exception):
@@ -22,8 +25,10 @@ class Interrupted(Exception):
 
 class SignalFlag:
     """Turns SIGINT/SIGTERM into a flag the loop checks between compiled calls (then a checkpoint is
-    written). A second signal, or a SIGTERM while a function is traced or compiled (`compiling`), ends
-    the process at once (exit code 128 + signal): a watcher thread reads the signal numbers Python's C
+    written). A second signal (more than `SAME_REQUEST_SECONDS` after the first: `timeout` sends its
+    signal to the process and again to its process group, and both copies must not end the run at once),
+    or a SIGTERM while a function is traced or compiled (`compiling`), ends the process at once (exit
+    code 128 + signal): a watcher thread reads the signal numbers Python's C
     handler writes to a wakeup pipe, so this works even while the main thread is stuck in TensorFlow's
     C++ code, where Python signal handlers cannot run."""
 
@@ -50,7 +55,7 @@ class SignalFlag:
         self.signum = self.signum or signum
 
     def _watch(self, r):
-        seen = 0
+        seen, first = 0, 0.0
         while True:
             try:
                 data = os.read(r, 64)
@@ -59,9 +64,13 @@ class SignalFlag:
             if not data:
                 os.close(r)
                 return
+            now = time.monotonic()
             for signum in data:
                 if signum not in (signal.SIGINT, signal.SIGTERM):
                     continue
+                if seen and now - first <= SAME_REQUEST_SECONDS:
+                    continue  # a copy of the first request
+                first = now if not seen else first
                 seen += 1
                 if seen >= 2 or (signum == signal.SIGTERM and self.compiling):
                     why = "a second signal" if seen >= 2 else "while compiling"
