@@ -28,13 +28,15 @@ class SignalFlag:
     written). A second signal (more than `SAME_REQUEST_SECONDS` after the first: `timeout` sends its
     signal to the process and again to its process group, and both copies must not end the run at once),
     or a SIGTERM while a function is traced or compiled (`compiling`), ends the process at once (exit
-    code 128 + signal): a watcher thread reads the signal numbers Python's C
+    code 128 + signal); leaving waits out the rest of that second so a late copy cannot kill the exiting
+    process: a watcher thread reads the signal numbers Python's C
     handler writes to a wakeup pipe, so this works even while the main thread is stuck in TensorFlow's
     C++ code, where Python signal handlers cannot run."""
 
     def __init__(self):
         self.signum = None
         self.compiling = False
+        self.first_at: Optional[float] = None  # time.monotonic() of the first stop signal
         self._old = {}
         self._wakeup = None
 
@@ -53,6 +55,7 @@ class SignalFlag:
 
     def _handle(self, signum, frame):
         self.signum = self.signum or signum
+        self.first_at = self.first_at or time.monotonic()
 
     def _watch(self, r):
         seen, first = 0, 0.0
@@ -71,6 +74,7 @@ class SignalFlag:
                 if seen and now - first <= SAME_REQUEST_SECONDS:
                     continue  # a copy of the first request
                 first = now if not seen else first
+                self.first_at = self.first_at or first
                 seen += 1
                 if seen >= 2 or (signum == signal.SIGTERM and self.compiling):
                     why = "a second signal" if seen >= 2 else "while compiling"
@@ -82,6 +86,8 @@ class SignalFlag:
                         os._exit(128 + signum)
 
     def __exit__(self, *exc):
+        if self.first_at is not None:  # copies of the stop request may still be on their way: absorb them
+            time.sleep(max(0.0, self.first_at + SAME_REQUEST_SECONDS - time.monotonic()))
         if self._wakeup is not None:
             w, old = self._wakeup
             signal.set_wakeup_fd(old)
