@@ -29,9 +29,9 @@ class SignalFlag:
     signal to the process and again to its process group, and both copies must not end the run at once),
     or a SIGTERM while a function is traced or compiled (`compiling`), ends the process at once (exit
     code 128 + signal); leaving waits out the rest of that second so a late copy cannot kill the exiting
-    process: a watcher thread reads the signal numbers Python's C
-    handler writes to a wakeup pipe, so this works even while the main thread is stuck in TensorFlow's
-    C++ code, where Python signal handlers cannot run."""
+    process. A watcher thread reads the signal numbers Python's C handler writes to a wakeup pipe, so
+    this works even while the main thread is stuck in TensorFlow's C++ code, where Python signal
+    handlers cannot run."""
 
     def __init__(self):
         self.signum = None
