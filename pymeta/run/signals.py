@@ -58,7 +58,7 @@ class SignalFlag:
         self.first_at = self.first_at or time.monotonic()
 
     def _watch(self, r):
-        seen, first = 0, 0.0
+        seen = 0
         while True:
             try:
                 data = os.read(r, 64)
@@ -71,10 +71,9 @@ class SignalFlag:
             for signum in data:
                 if signum not in (signal.SIGINT, signal.SIGTERM):
                     continue
-                if seen and now - first <= SAME_REQUEST_SECONDS:
+                if seen and self.first_at is not None and now - self.first_at <= SAME_REQUEST_SECONDS:
                     continue  # a copy of the first request
-                first = now if not seen else first
-                self.first_at = self.first_at or first
+                self.first_at = self.first_at or now
                 seen += 1
                 if seen >= 2 or (signum == signal.SIGTERM and self.compiling):
                     why = "a second signal" if seen >= 2 else "while compiling"
