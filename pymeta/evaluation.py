@@ -13,6 +13,7 @@ import numpy as np
 from pymeta.checkpoint import kept_inner_state
 from pymeta.config import MetaTestConfig, RunConfig, check_metatest_config, check_output_folders
 from pymeta.confidence import mean_confidence_interval
+from pymeta.partial_results import PartialResults, file_digest
 from pymeta.progress import Progress
 from pymeta.registry import RL_DATASETS
 
@@ -58,6 +59,10 @@ def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
 
     The inner loop is the one of meta-training (same inner optimizer and learning rate); a model trained
     with a kept inner optimizer state adapts from it (unless c.fresh_inner_state).
+
+    With `c.output`, the tasks evaluated so far are kept in `<output>.partial` after every batch: the same
+    meta-test, run again after an interruption, continues from them to the same result
+    (`pymeta.partial_results`).
     """
     import keras
 
@@ -104,25 +109,40 @@ def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
                              "pass --fresh_inner_state to start each task fresh")
         store.write(kept)  # flat arrays, in the order of store.variables
     dist = problem.metatest if c.split == "test" else problem.metaval
-    losses, accs = [], []
+    partial = PartialResults(c.output, _identity(c), c.batch, c.num_tasks) if c.output else None
+    losses, accs, earlier_seconds = partial.load() if partial is not None else ([], [], 0.0)
+    if partial is not None and losses:
+        _draw_evaluated_tasks(dist, c, len(losses))
+        logger.info(f"continuing the meta-test of {partial.path}: {len(losses)} of {c.num_tasks} tasks were "
+                    "evaluated before")
     start = time.time()
     unit = "%" if problem.is_classification else ""
+
+    def running_mean():
+        return 100 * np.mean(accs) if unit else np.mean(losses)
+
     with Progress(c.num_tasks, "meta-test", enabled=c.progress,
                   mean_text=lambda m: f"mean {'accuracy' if unit else 'MSE'} {m:.2f}{unit}") as progress:
+        if losses:
+            progress.update(len(losses), running_mean())
         while len(losses) < c.num_tasks:
             n = min(c.batch, c.num_tasks - len(losses))
             tasks = dist.sample_batch(n)
             l, a = metalearner.evaluate_tasks(tasks, c.num_inner_iterations, c.inner_batch_size, c.transductive)
             if not (np.all(np.isfinite(l)) and np.all(np.isfinite(a))):
+                if partial is not None:
+                    partial.remove()
                 raise ValueError(_non_finite_message(metalearner, tasks, l, len(losses), c))
             losses.extend(l)
             accs.extend(a)
-            progress.update(n, 100 * np.mean(accs) if unit else np.mean(losses))
+            if partial is not None and len(losses) < c.num_tasks:
+                partial.save(losses, accs, earlier_seconds + time.time() - start)
+            progress.update(n, running_mean())
     values = np.asarray(accs) * 100 if problem.is_classification else np.asarray(losses)
     mean, ci = mean_confidence_interval(values)
     result = {"metric": "accuracy_percent" if problem.is_classification else "mse", "mean": mean, "ci95": ci,
               "num_tasks": len(values), "num_inner_iterations": c.num_inner_iterations,
-              "transductive": c.transductive, "seconds": round(time.time() - start, 1),
+              "transductive": c.transductive, "seconds": round(earlier_seconds + time.time() - start, 1),
               "model": c.model, "dataset": c.dataset, "split": c.split,
               "way": c.num_output_classes, "shot": c.num_train_samples_per_class,
               "queries_per_class": c.num_test_samples_per_class, "seed": c.seed,
@@ -132,9 +152,28 @@ def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
               "settings": dataclasses.asdict(c), "command": " ".join(sys.argv)}
     logger.info(f"{c.dataset} {c.split}: {mean:.2f}{unit} ± {ci:.2f}{unit} (95% CI) over {len(values)} tasks, "
                 f"{c.num_inner_iterations} inner steps, {'transductive' if c.transductive else 'non-transductive'}")
-    if c.output:
+    if partial is not None:
         write_json_atomic(c.output, result)
+        partial.remove()
     return result
+
+
+def _identity(c: MetaTestConfig) -> Dict[str, Any]:
+    """What makes two meta-tests the same (their partial results interchangeable): every setting but
+    where the result goes and how progress shows, and the bytes of the model file."""
+    settings = {k: v for k, v in dataclasses.asdict(c).items() if k not in ("output", "plot", "progress")}
+    return {"settings": settings, "model_sha256": file_digest(c.model)}
+
+
+def _draw_evaluated_tasks(dist, c: MetaTestConfig, done: int) -> None:
+    """Draw again (and drop) the first `done` tasks batch by batch, with their inner minibatches, as
+    `evaluate_tasks` drew them: the random streams then continue as in an uninterrupted meta-test."""
+    drawn = 0
+    while drawn < done:
+        n = min(c.batch, c.num_tasks - drawn)
+        for task in dist.sample_batch(n):
+            task.task_data(c.num_inner_iterations, c.inner_batch_size)
+        drawn += n
 
 
 def _non_finite_message(metalearner, tasks, losses, done: int, c: MetaTestConfig) -> str:
