@@ -111,8 +111,8 @@ def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
     dist = problem.metatest if c.split == "test" else problem.metaval
     partial = PartialResults(c.output, _identity(c), c.batch, c.num_tasks) if c.output else None
     losses, accs, earlier_seconds = partial.load() if partial is not None else ([], [], 0.0)
-    if partial is not None and losses:
-        _draw_evaluated_tasks(dist, c, len(losses))
+    done_before = len(losses)
+    if partial is not None and done_before:
         logger.info(f"continuing the meta-test of {partial.path}: {len(losses)} of {c.num_tasks} tasks were "
                     "evaluated before")
     start = time.time()
@@ -125,9 +125,13 @@ def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
                   mean_text=lambda m: f"mean {'accuracy' if unit else 'MSE'} {m:.2f}{unit}") as progress:
         if losses:
             progress.update(len(losses), running_mean())
-        while len(losses) < c.num_tasks:
-            n = min(c.batch, c.num_tasks - len(losses))
+        for first in range(0, c.num_tasks, c.batch):
+            n = min(c.batch, c.num_tasks - first)
             tasks = dist.sample_batch(n)
+            if first < done_before:  # evaluated before an interruption: draw its inner minibatches as
+                for task in tasks:  # evaluate_tasks does, so the random stream goes on as uninterrupted
+                    task.task_data(c.num_inner_iterations, c.inner_batch_size)
+                continue
             l, a = metalearner.evaluate_tasks(tasks, c.num_inner_iterations, c.inner_batch_size, c.transductive)
             if not (np.all(np.isfinite(l)) and np.all(np.isfinite(a))):
                 if partial is not None:
@@ -163,17 +167,6 @@ def _identity(c: MetaTestConfig) -> Dict[str, Any]:
     where the result goes and how progress shows, and the bytes of the model file."""
     settings = {k: v for k, v in dataclasses.asdict(c).items() if k not in ("output", "plot", "progress")}
     return {"settings": settings, "model_sha256": file_digest(c.model)}
-
-
-def _draw_evaluated_tasks(dist, c: MetaTestConfig, done: int) -> None:
-    """Draw again (and drop) the first `done` tasks batch by batch, with their inner minibatches, as
-    `evaluate_tasks` drew them: the random streams then continue as in an uninterrupted meta-test."""
-    drawn = 0
-    while drawn < done:
-        n = min(c.batch, c.num_tasks - drawn)
-        for task in dist.sample_batch(n):
-            task.task_data(c.num_inner_iterations, c.inner_batch_size)
-        drawn += n
 
 
 def _non_finite_message(metalearner, tasks, losses, done: int, c: MetaTestConfig) -> str:
