@@ -126,6 +126,24 @@ def test_flags_and_command_give_the_protocol(name, key):
     assert zoo.metatest_command(name, key) == r["command"]
 
 
+MINIIMAGENET_RESULTS = [(n, k) for n, k in RESULTS if ENTRIES[n]["benchmark"] == "miniimagenet"]
+
+
+@pytest.mark.parametrize("name, key", MINIIMAGENET_RESULTS)
+def test_the_model_file_alone_gives_the_miniimagenet_rows_protocol(name, key, tmp_path):
+    """The command printed beside each Mini-ImageNet row, `pymeta-metatest --model FILE --num_tasks 600`,
+    needs no other flag: the committed file records the shots, steps (chosen on validation), inner batch."""
+    from pymeta.cli.metatest import parse_args
+
+    data = tmp_path / "miniimagenet.h5"  # the protocol is resolved before anything reads the data
+    data.write_bytes(b"")
+    c = parse_args(["--model", ENTRIES[name]["path"], "--num_tasks", "600", "--data_path", str(data)])
+    protocol = _result(name, key)["protocol"]
+    assert {k: getattr(c, k) for k in protocol} == protocol
+    page = open(os.path.join(REPO, "docs", "results", "miniimagenet.md")).read()
+    assert f"pymeta-metatest --model {ENTRIES[name]['path']} --num_tasks 600\n" in page
+
+
 def test_default_result_is_the_first():
     assert zoo.metatest_flags("omniglot_imaml_5w1s") == zoo.metatest_flags("omniglot_imaml_5w1s", "1shot")
     flags = zoo.metatest_flags("omniglot_imaml_5w1s")
