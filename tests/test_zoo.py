@@ -137,7 +137,7 @@ def test_the_model_file_alone_gives_the_miniimagenet_rows_protocol(name, key, tm
 
     data = tmp_path / "miniimagenet.h5"  # the protocol is resolved before anything reads the data
     data.write_bytes(b"")
-    c = parse_args(["--model", ENTRIES[name]["path"], "--num_tasks", "600", "--data_path", str(data)])
+    c = parse_args(["--model", zoo.pretrained_path(name), "--num_tasks", "600", "--data_path", str(data)])
     protocol = _result(name, key)["protocol"]
     assert {k: getattr(c, k) for k in protocol} == protocol
     page = open(os.path.join(REPO, "docs", "results", "miniimagenet.md")).read()
