@@ -144,6 +144,31 @@ def test_the_model_file_alone_gives_the_miniimagenet_rows_protocol(name, key, tm
     assert f"pymeta-metatest --model {ENTRIES[name]['path']} --num_tasks 600\n" in page
 
 
+def _figures(result):
+    """Every mean ± CI a zoo result states, as the README prints them (2 decimals)."""
+    means, cis = result["mean"], result["ci95"]
+    pairs = zip(means, cis) if isinstance(means, list) else [(means, cis)]
+    return {(f"{m:.2f}", f"{c:.2f}") for m, c in pairs}
+
+
+def test_readme_results_are_the_zoo_figures():
+    """Each figure of the README's results table is one its model's zoo entry states (which the tests above
+    tie to the meta-test JSONs): a README number always has a committed model and command behind it."""
+    by_path = {m["path"]: m for m in INDEX["models"]}
+    rows = 0
+    for line in open(os.path.join(REPO, "README.md"), encoding="utf-8"):
+        model = re.search(r"\| `([^`]+\.h5)` \|\s*$", line)
+        if not line.startswith("|") or not model:
+            continue
+        entry = by_path[f"pretrained/{model.group(1)}"]
+        ours = line.split("|")[3]
+        given = {(m.replace("\u2212", "-"), c) for m, c in re.findall(r"([\u2212-]?\d+\.\d+) ± (\d+\.\d+)", ours)}
+        stated = set().union(*(_figures(r) for r in entry["results"]))
+        assert given and given <= stated, (entry["name"], given - stated)
+        rows += 1
+    assert rows >= 10
+
+
 def test_default_result_is_the_first():
     assert zoo.metatest_flags("omniglot_imaml_5w1s") == zoo.metatest_flags("omniglot_imaml_5w1s", "1shot")
     flags = zoo.metatest_flags("omniglot_imaml_5w1s")
