@@ -31,13 +31,14 @@ Objective = Callable[[Sequence[tf.Tensor], Sequence[tf.Tensor], Any], tf.Tensor]
 
 def adapt(params: Sequence[tf.Tensor], state: Sequence[tf.Tensor], batches: Any, objective: Objective,
           optimizer: GradientTransformation, opt_state: Any = None, *,
-          unroll: bool = False) -> Tuple[List[tf.Tensor], tf.Tensor, Any]:
+          unroll: bool = False, isolate_steps: bool = False) -> Tuple[List[tf.Tensor], tf.Tensor, Any]:
     """T inner steps of `optimizer` on `objective`, one per leading entry of `batches`.
 
     params: list of tensors; state: list of tensors (passed unchanged to the objective);
     batches: structure of tensors [T, ...]; opt_state: the optimizer state to start from (None:
     `optimizer.init(params)`, fresh). unroll: Python loop when T is static (straight-line code, best
-    under XLA and for differentiating through few steps), else a `tf.while_loop`.
+    under XLA and for differentiating through few steps), else a `tf.while_loop`. isolate_steps: in
+    the `tf.while_loop`, each step's gradient in a graph of its own (`value_and_gradient`).
     Returns (params after T steps, objective value at the last step before its update, scalar
     (0 for T = 0), final optimizer state).
     """
@@ -49,17 +50,16 @@ def adapt(params: Sequence[tf.Tensor], state: Sequence[tf.Tensor], batches: Any,
     first = tf.nest.flatten(batches)[0]
     static_steps = first.shape[0]
 
+    unrolled = unroll and static_steps is not None
+
     def step(t, params, opt_state):
         batch = tf.nest.map_structure(lambda b: b[t], batches)
-        with tf.GradientTape() as tape:
-            tape.watch(params)
-            loss = objective(params, state, batch)
-        grads = tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        loss, grads = value_and_gradient(objective, params, state, batch, isolate=isolate_steps and not unrolled)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return apply_updates(params, updates), opt_state, tf.cast(loss, loss_dtype)
 
     loss = tf.zeros([], loss_dtype)
-    if unroll and static_steps is not None:
+    if unrolled:
         for t in range(static_steps):
             params, opt_state, loss = step(t, params, opt_state)
         return list(params), loss, opt_state
@@ -71,6 +71,40 @@ def adapt(params: Sequence[tf.Tensor], state: Sequence[tf.Tensor], batches: Any,
     _, params, opt_state, loss = tf.while_loop(lambda t, *_: t < tf.shape(first)[0], body,
                                                (tf.constant(0), params, opt_state, loss))
     return list(params), loss, opt_state
+
+
+def value_and_gradient(objective: Objective, params: Sequence[tf.Tensor], state: Sequence[tf.Tensor],
+                       batch: Any, isolate: bool = False) -> Tuple[tf.Tensor, List[tf.Tensor]]:
+    """(objective(params, state, batch) scalar, its gradient: one tensor per parameter, zeros where
+    unconnected).
+
+    isolate: compute it in a function of its own that TensorFlow does not inline into the caller's
+    graph (for code inside a `tf.while_loop`, not under XLA; see `needs_isolated_gradients`).
+    """
+    def compute(params, batch):
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            loss = objective(params, state, batch)
+        return loss, tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    if isolate:
+        compute = tf.function(compute, autograph=False, experimental_attributes={"_noinline": True})
+    return compute(list(params), batch)
+
+
+def needs_isolated_gradients(model: keras.Model) -> bool:
+    """True if `model` has a max-pooling layer: then gradients inside loops are best computed in
+    graphs of their own (`value_and_gradient(..., isolate=True)`).
+
+    Why: oneDNN runs MaxPoolGrad with its fast kernel only when the pass that rewrites the graph for it
+    finds the forward MaxPool along a direct edge, and in a graph with a loop it finds it in some
+    runs and not in others. The fallback, TensorFlow's own MaxPoolGrad, took 6 ms instead of 0.1 ms
+    on five 84x84x32 maps (Mini-ImageNet's first pooling): half of an inner step. A graph of one
+    gradient has no loop, so the pairing always holds. For other models the extra function call
+    only costs time (15% of a sinusoid meta-iteration without XLA). See docs/performance.md.
+    """
+    return any(isinstance(layer, (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D))
+               for layer in model._flatten_layers(include_self=False))
 
 
 def resolve_loss(loss: Any) -> Callable[..., Any]:

@@ -295,3 +295,65 @@ def plain_sgd(model, theta, batches, lr):
         for p, g in zip(params, tape.gradient(loss, params)):
             p.assign_sub(lr * g)
     return [p.numpy() for p in params]
+
+
+# --- gradients inside loops in graphs of their own (models with max pooling) ------------------------
+def pooling_classifier():
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(3, 3, padding="same"),
+                              keras.layers.MaxPooling2D(2), keras.layers.ReLU(), keras.layers.Flatten(),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    return model
+
+
+def test_isolated_gradients_in_the_compiled_loops_equal_a_plain_reference_loop():
+    from pymeta.inner_loop import needs_isolated_gradients
+    model = pooling_classifier()
+    assert needs_isolated_gradients(model) and not needs_isolated_gradients(mlp([1, 4, 1]))
+    ml = FOMAMLMetaLearner(model, keras.optimizers.SGD(1.0))
+    assert ml.isolate_gradients and not FOMAMLMetaLearner(model, keras.optimizers.SGD(1.0),
+                                                          jit_compile=True).isolate_gradients
+    ml.initialize()
+    rng = np.random.RandomState(0)
+    x = rng.rand(2, 3, 4, 6, 6, 1).astype("float32")  # [tasks, steps, batch, ...]
+    y = rng.randint(0, 3, (2, 3, 4))
+    qx, qy = rng.rand(2, 5, 6, 6, 1).astype("float32"), rng.randint(0, 3, (2, 5))
+    data = TaskData(support=(x[:, 0], y[:, 0]), inner=(x, y), query=(qx, qy))
+    theta = params_of(model)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+
+    def loss_at(params, xb, yb):
+        return loss_fn(yb, model.stateless_call(params, [], xb, training=True)[0])
+
+    expected = [tf.zeros_like(t) for t in theta]
+    for i in range(2):  # reference: eager tapes, one step after the other
+        params = list(theta)
+        for t in range(3):
+            with tf.GradientTape() as tape:
+                tape.watch(params)
+                loss = loss_at(params, x[i, t], y[i, t])
+            params = [p - 0.1 * g for p, g in zip(params, tape.gradient(loss, params))]
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            loss = loss_at(params, qx[i], qy[i])
+        expected = [e + g / 2 for e, g in zip(expected, tape.gradient(loss, params))]
+    compiled = tf.function(ml._sum_task_results).get_concrete_function(data)  # tasks and steps in loops
+    library = compiled.graph.as_graph_def().library.function
+    assert sum(f.attr["_noinline"].b for f in library) == 2  # the inner step's and the query's gradient
+    total, _ = compiled(data)
+    np.testing.assert_allclose(flat(total) / 2, flat(expected), rtol=1e-4, atol=1e-6)
+
+    # still differentiable: through an isolated tf.while_loop of steps as through the unrolled steps
+    def query_loss(th, unroll):
+        phi, _, _ = ml.adapt(th, [], (tf.constant(x[0]), tf.constant(y[0])), unroll=unroll)
+        return loss_at(phi, qx[0], qy[0])
+
+    def outer_gradient(unroll):
+        with tf.GradientTape() as tape:
+            tape.watch(theta)
+            loss = query_loss(theta, unroll)
+        return tape.gradient(loss, theta)
+
+    np.testing.assert_allclose(flat(tf.function(lambda: outer_gradient(False))()),
+                               flat(outer_gradient(True)), rtol=1e-4, atol=1e-6)

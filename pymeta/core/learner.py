@@ -20,7 +20,7 @@ from pymeta import optim
 from pymeta.core.compiled import CompiledFunctions
 from pymeta.core.finite import all_finite
 from pymeta.core.task_data import TaskData
-from pymeta.inner_loop import FunctionalModel, Objective, adapt
+from pymeta.inner_loop import FunctionalModel, Objective, adapt, needs_isolated_gradients
 
 Tensors = List[tf.Tensor]  # one tensor per trainable (or non-trainable) variable of the model
 
@@ -58,6 +58,8 @@ class Learner:
         self.objective: Objective = objective
         self.jit_compile = bool(jit_compile)
         self.unroll = self.jit_compile
+        # gradients inside the compiled loops in graphs of their own (not under XLA, which has no oneDNN pass)
+        self.isolate_gradients = not self.jit_compile and needs_isolated_gradients(model)
         self.inner_state: Optional[optim.InnerStateVariables] = None  # the kept inner optimizer state
         self.compiled_functions = CompiledFunctions(self.jit_compile)
 
@@ -79,7 +81,7 @@ class Learner:
         state). theta: the meta-parameters the task started from (default: params)."""
         optimizer = self.inner_optimizer_for(params if theta is None else theta)
         return adapt(params, state, batches, self.objective, optimizer, opt_state,
-                     unroll=self.unroll if unroll is None else unroll)
+                     unroll=self.unroll if unroll is None else unroll, isolate_steps=self.isolate_gradients)
 
     def adapt_tasks(self, theta: Sequence[Any], params_per_task: Optional[Sequence[Any]],
                     batches_per_task: Any) -> Tensors:

@@ -8,16 +8,14 @@ import tensorflow as tf
 from pymeta.core.learner import Learner, Tensors
 from pymeta.core.meta_learner import Aux, GradBasedMetaLearner
 from pymeta.core.task_data import TaskData
+from pymeta.inner_loop import value_and_gradient
 
 
 def query_gradient(learner: Learner, phi: Sequence[tf.Tensor], state: Sequence[tf.Tensor],
                    query: Any) -> List[tf.Tensor]:
-    """d objective(phi, state, query) / d phi: a list of tensors shaped like the parameters."""
-    phi = list(phi)
-    with tf.GradientTape() as tape:
-        tape.watch(phi)
-        loss = learner.objective(phi, state, query)
-    return tape.gradient(loss, phi, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    """d objective(phi, state, query) / d phi: a list of tensors shaped like the parameters (in a
+    graph of its own for models with max pooling: `pymeta.inner_loop.needs_isolated_gradients`)."""
+    return value_and_gradient(learner.objective, phi, state, query, isolate=learner.isolate_gradients)[1]
 
 
 class FOMAMLMetaLearner(GradBasedMetaLearner):
