@@ -79,7 +79,9 @@ def value_and_gradient(objective: Objective, params: Sequence[tf.Tensor], state:
     unconnected).
 
     isolate: compute it in a function of its own that TensorFlow does not inline into the caller's
-    graph (for code inside a `tf.while_loop`, not under XLA; see `needs_isolated_gradients`).
+    graph (for code inside a `tf.while_loop`, not under XLA; see `needs_isolated_gradients`). Only
+    while tracing: called eagerly there is no graph to keep it apart from, and a new function would be
+    traced at every call.
     """
     def compute(params, batch):
         with tf.GradientTape() as tape:
@@ -87,7 +89,7 @@ def value_and_gradient(objective: Objective, params: Sequence[tf.Tensor], state:
             loss = objective(params, state, batch)
         return loss, tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
-    if isolate:
+    if isolate and tf.inside_function():
         compute = tf.function(compute, autograph=False, experimental_attributes={"_noinline": True})
     return compute(list(params), batch)
 
@@ -101,7 +103,7 @@ def needs_isolated_gradients(model: keras.Model) -> bool:
     runs and not in others. The fallback, TensorFlow's own MaxPoolGrad, took 6 ms instead of 0.1 ms
     on five 84x84x32 maps (Mini-ImageNet's first pooling): half of an inner step. A graph of one
     gradient has no loop, so the pairing always holds. For other models the extra function call
-    only costs time (15% of a sinusoid meta-iteration without XLA). See docs/performance.md.
+    per step only costs time. See docs/performance.md.
     """
     return any(isinstance(layer, (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D))
                for layer in model._flatten_layers(include_self=False))
@@ -190,11 +192,7 @@ class FunctionalModel:
     def loss_and_grad(self, params: Sequence[tf.Tensor], state: Sequence[tf.Tensor], x: Any,
                       y: Any) -> Tuple[tf.Tensor, List[tf.Tensor]]:
         """(loss, d loss / d params) on one batch, batch norm in training mode."""
-        params = list(params)
-        with tf.GradientTape() as tape:
-            tape.watch(params)
-            loss = self.loss(params, state, x, y)
-        return loss, tape.gradient(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return value_and_gradient(self.objective, params, state, (x, y))
 
     def metrics(self, params: Sequence[tf.Tensor], state: Sequence[tf.Tensor], query_x: Any, query_y: Any,
                 support_x: Any = None) -> Tuple[tf.Tensor, tf.Tensor]:
