@@ -10,12 +10,28 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from pymeta.config import RunConfig  # noqa: E402
+
 # Start TensorFlow now, with its default thread pools, so that a training run inside a test cannot
 # switch this process to its one-thread-per-op layout (pymeta.runtime.thread_layout) and slow
 # every later test down.
 tf.constant(0)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_sinusoid_run(tmp_path, name="model.h5", **kw):
+    """A sinusoid run of a few seconds. Without XLA: what the tests using it check (checkpoints,
+    divergence, locks, monitoring) does not depend on it, and its compilation would double each run's
+    time; XLA runs are checked by tests/test_resume.py and the README commands."""
+    base = dict(jit_compile="off", dataset="sinusoid", metamodel="fomaml", num_train_samples_per_class=10,
+                num_test_samples_per_class=20, inner_batch_size=5, inner_lr=0.01, meta_lr=0.003,
+                num_inner_training_iterations=3, meta_batch_size=2, num_validation_batches=1,
+                test_every_k_iterations=10, save_every_k_iterations=10, iterations_per_call=5,
+                num_outer_metatraining_iterations=30, progress=False, tensorboard=False, seed=3,
+                model_save_filename=str(tmp_path / name))
+    base.update(kw)
+    return RunConfig(**base)
 
 
 @pytest.fixture(autouse=True)

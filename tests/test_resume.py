@@ -1,6 +1,7 @@
 """Checkpoints: a run killed with SIGKILL and resumed ends with exactly the parameters of an
 uninterrupted run; SIGTERM writes a checkpoint; nothing of another run is silently replaced."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -121,3 +122,27 @@ def test_resume_refuses_other_settings_and_nothing_is_overwritten(tmp_path):
     # the same run extended to more iterations resumes
     out = run(command(model, 40))
     assert "resumed from" in out.stdout and "at iteration 20" in out.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("metamodel,extra", [
+    ("reptile", {}), ("maml", {}), ("seqfomaml", {}),
+    ("imaml", {"imaml_inner": "pullback", "imaml_cg_steps": 3, "imaml_lambda_reg": 0.5}),
+])
+def test_every_meta_learner_resumes_exactly(tmp_path, metamodel, extra):
+    """What a checkpoint restores (theta, the outer optimizer's slots, the random generators, a
+    learner's own state) is each meta-learner's: a run stopped at 20 and resumed to 30 ends with the
+    parameters of a run of 30 (FOMAML: the SIGKILL test above)."""
+    from conftest import tiny_sinusoid_run
+    from pymeta.training import metatrain
+    whole = tiny_sinusoid_run(tmp_path / "a", metamodel=metamodel, **extra)
+    metatrain(whole)
+    stopped = tiny_sinusoid_run(tmp_path / "b", metamodel=metamodel, num_outer_metatraining_iterations=20, **extra)
+    metatrain(stopped)
+    assert [int(p[-11:-3]) for p in checkpoints(stopped.model_save_filename)][-1] == 20
+    history = metatrain(dataclasses.replace(stopped, num_outer_metatraining_iterations=30))
+    assert history[-1]["iteration"] == 30
+    a, b = load_model(whole.model_save_filename).get_weights(), load_model(stopped.model_save_filename).get_weights()
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)

@@ -14,25 +14,11 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, tiny_sinusoid_run as tiny
 from pymeta import checkpoint as ckpt
-from pymeta.config import MetaTestConfig, RunConfig, check_config, check_metatest_config
+from pymeta.config import MetaTestConfig, check_config, check_metatest_config
 from pymeta.model_io import load_model
 from pymeta.training import metatrain
-
-
-def tiny(tmp_path, name="model.h5", **kw):
-    """A sinusoid run of a few seconds. Without XLA: what the tests using it check (checkpoints,
-    divergence, locks, monitoring) does not depend on it, and its compilation would double each run's
-    time; XLA runs are checked by tests/test_resume.py and the README commands."""
-    base = dict(jit_compile="off", dataset="sinusoid", metamodel="fomaml", num_train_samples_per_class=10,
-                num_test_samples_per_class=20, inner_batch_size=5, inner_lr=0.01, meta_lr=0.003,
-                num_inner_training_iterations=3, meta_batch_size=2, num_validation_batches=1,
-                test_every_k_iterations=10, save_every_k_iterations=10, iterations_per_call=5,
-                num_outer_metatraining_iterations=30, progress=False, tensorboard=False, seed=3,
-                model_save_filename=str(tmp_path / name))
-    base.update(kw)
-    return RunConfig(**base)
 
 
 def run_script(script, *args, timeout=300):
