@@ -210,6 +210,29 @@ def test_no_documented_command_writes_into_pretrained():
     assert not offending, "documented commands writing into pretrained/:\n" + "\n".join(offending)
 
 
+_IMAGE = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def test_every_figure_has_the_command_that_draws_it():
+    """Each image of a page is named (its file name) in a code block of that page: the command that
+    draws it, or a comment saying which run draws it under which name; and every image under docs/ is
+    shown by some page."""
+    missing, shown = [], set()
+    for f in _doc_files():
+        text = open(f, encoding="utf-8").read()
+        code = "\n".join(block for _, block, _ in code_blocks(f))
+        for target in _IMAGE.findall(text):
+            if target.startswith(("http://", "https://")):
+                continue
+            shown.add(os.path.normpath(os.path.join(os.path.dirname(f), target)))
+            if os.path.basename(target) not in code:
+                missing.append(f"{os.path.relpath(f, REPO)}: {target}")
+    assert not missing, "figures without the command that draws them:\n" + "\n".join(missing)
+    images = {os.path.join(folder, n) for folder, _, names in os.walk(DOCS) for n in names
+              if n.endswith((".png", ".svg", ".jpg"))}
+    assert images <= shown, f"images no page shows: {sorted(os.path.relpath(i, REPO) for i in images - shown)}"
+
+
 def test_readme_links_resolve():
     """The README's relative links (into docs/) name files of the repository."""
     text = open(README, encoding="utf-8").read()
