@@ -14,8 +14,9 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, tiny_sinusoid_run
 from pymeta.model_io import load_model
+from pymeta.training import metatrain
 
 ARGS = ["--dataset=sinusoid", "--metamodel=fomaml", "--num_train_samples_per_class=10",
         "--num_test_samples_per_class=50", "--inner_batch_size=5", "--inner_lr=0.01", "--meta_lr=0.003",
@@ -131,10 +132,9 @@ def test_resume_refuses_other_settings_and_nothing_is_overwritten(tmp_path):
 ])
 def test_every_meta_learner_resumes_exactly(tmp_path, metamodel, extra):
     """What a checkpoint restores (theta, the outer optimizer's slots, the random generators, a
-    learner's own state) is each meta-learner's: a run stopped at 20 and resumed to 30 ends with the
-    parameters of a run of 30 (FOMAML: the SIGKILL test above)."""
-    from conftest import tiny_sinusoid_run
-    from pymeta.training import metatrain
+    learner's own state) is each meta-learner's: a run of 20, extended to 30 (resumed from its checkpoint
+    at 20), ends with the parameters of a run of 30. Without XLA (tiny_sinusoid_run); FOMAML with XLA and
+    a SIGKILL: the first test above."""
     whole = tiny_sinusoid_run(tmp_path / "a", metamodel=metamodel, **extra)
     metatrain(whole)
     stopped = tiny_sinusoid_run(tmp_path / "b", metamodel=metamodel, num_outer_metatraining_iterations=20, **extra)
