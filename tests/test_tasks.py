@@ -116,6 +116,8 @@ def test_task_distribution_classes_only_once(image_dataset):
 def test_task_distribution_errors(image_dataset):
     X, y = image_dataset
     t = ClassificationTask(X, y, 1, 1, 2, split_train_test=-1)
+    with pytest.raises(ValueError, match="use_classes_only_once needs tasks that draw classes.*SinusoidTask"):
+        TaskDistribution([t, SinusoidTask()], [1.0, 1.0], use_classes_only_once=True)
     with pytest.raises(ValueError, match="probabilities"):
         TaskDistribution([t], [1.0, 2.0])
     with pytest.raises(ValueError, match="finite"):

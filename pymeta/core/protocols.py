@@ -4,13 +4,15 @@
 + `CollectsTaskData`: a task type whose data the model being adapted collects (reinforcement
   learning): it produces a whole meta-batch's `TaskData` itself, using the learner's compiled
   adaptation (`Learner.adapt_tasks`).
++ `DrawsClasses`: a task that draws its classes at `reset` and can be told which to avoid
+  (`ClassificationTask`): what `TaskDistribution(use_classes_only_once=True)` relies on.
 + `OuterStep`: how theta moves after a meta-batch (`pymeta.core.outer_step.OptimizerStep`, the TRPO
   step `pymeta.rl.trpo.TRPOStep`).
 + `MetaLearnerLike`: what a run loop calls on a meta-learner, single-process
   (`GradBasedMetaLearner`) or split across MPI ranks (`DistributedMetaLearner`), with no probing.
 """
 
-from typing import (TYPE_CHECKING, Any, Dict, List, Optional, Protocol, Sequence, Tuple,
+from typing import (TYPE_CHECKING, Any, Dict, List, Optional, Protocol, Sequence, Set, Tuple,
                     runtime_checkable)
 
 import numpy as np
@@ -44,6 +46,17 @@ class CollectsTaskData(Protocol):
         """The stacked `TaskData` (leaves [M, ...]) of `tasks`, collected with the learner's theta and
         its compiled adaptation."""
         ...
+
+
+@runtime_checkable
+class DrawsClasses(Protocol):
+    """A task that draws its classes at `reset`: never one of `class_ids_to_avoid`, the drawn ones in
+    `classes_ids`."""
+
+    class_ids_to_avoid: Set[Any]
+    classes_ids: List[Any]
+
+    def reset(self) -> None: ...
 
 
 class OuterStep(Protocol):

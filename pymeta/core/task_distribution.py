@@ -7,6 +7,7 @@ from typing import Any, List, Optional, Sequence, Set
 import numpy as np
 
 from pymeta.core.counts import as_count, as_int  # noqa: F401  (re-exported)
+from pymeta.core.protocols import DrawsClasses
 
 
 def check_probabilities(task_probabilities: Any, num_tasks: int) -> List[float]:
@@ -33,7 +34,8 @@ class TaskDistribution:
         sample_with_replacement: True: every drawn task is an independent copy of its prototype
             (sharing, never copying, the dataset arrays), reset to a new problem; a prototype drawn
             twice gives two different problems. False: distinct prototypes, returned as they are.
-        use_classes_only_once: with replacement, no class appears in two tasks of the same batch.
+        use_classes_only_once: with replacement, no class appears in two tasks of the same batch; the
+            tasks must draw classes (`pymeta.core.protocols.DrawsClasses`, e.g. ClassificationTask).
     """
 
     def __init__(self, tasks: Sequence[Any], task_probabilities: Any, batch_size: int = 1,
@@ -46,6 +48,11 @@ class TaskDistribution:
         self.tasks = tasks
         self.sample_with_replacement = sample_with_replacement
         self.use_classes_only_once = use_classes_only_once
+        if use_classes_only_once:
+            other = next((t for t in tasks if not isinstance(t, DrawsClasses)), None)
+            if other is not None:
+                raise ValueError(f"use_classes_only_once needs tasks that draw classes (DrawsClasses, "
+                                 f"e.g. ClassificationTask), got a {type(other).__name__}")
 
     def reset(self) -> None:
         pass
@@ -68,10 +75,11 @@ class TaskDistribution:
         used_classes: Set[Any] = set()
         for i in picks:
             task = copy.deepcopy(self.tasks[i])
-            if self.use_classes_only_once and hasattr(task, "class_ids_to_avoid"):
+            if self.use_classes_only_once:
                 task.class_ids_to_avoid = set(used_classes)
             task.reset()
-            used_classes.update(getattr(task, "classes_ids", ()))
+            if self.use_classes_only_once:
+                used_classes.update(task.classes_ids)
             batch.append(task)
         return batch
 
