@@ -154,8 +154,9 @@ def meta_test(c: MetaTestConfig) -> Dict[str, Any]:
               "inner_optimizer_state": "saved with the model" if kept is not None else "fresh per task",
               "values_by_task": values.tolist(), "loss_by_task": np.asarray(losses, np.float64).tolist(),
               "settings": dataclasses.asdict(c), "command": " ".join(sys.argv)}
+    batch_norm = "" if c.dataset == "sinusoid" else ", transductive" if c.transductive else ", non-transductive"
     logger.info(f"{c.dataset} {c.split}: {mean:.2f}{unit} ± {ci:.2f}{unit} (95% CI) over {len(values)} tasks, "
-                f"{c.num_inner_iterations} inner steps, {'transductive' if c.transductive else 'non-transductive'}")
+                f"{c.num_inner_iterations} inner steps{batch_norm}")
     if partial is not None:
         write_json_atomic(c.output, result)
         partial.remove()

@@ -13,8 +13,8 @@ import pytest
 
 from conftest import REPO
 from data_fixtures import synthetic_omniglot_dict
-from pymeta.cli.metatest import parse_args
-from pymeta.config import RunConfig
+from pymeta.cli.metatest import parse_args, setting_matters
+from pymeta.config import MetaTestConfig, RunConfig
 from pymeta.evaluation import meta_test
 from pymeta.model_io import load_settings, save_model
 
@@ -58,6 +58,8 @@ def test_only_model_gives_the_result_of_all_flags_spelled_out(trained, caplog):
         short = parse_args(["--model", model, *common])
     assert "settings from" in caplog.text and "--omniglot_protocol=allcharacters" in caplog.text
     assert "--notransductive" in caplog.text
+    # recorded but not shown: iMAML's inner loop (a Reptile model) and RL's episodes (an Omniglot one)
+    assert "--imaml_lambda_reg" not in caplog.text and "--horizon" not in caplog.text
     spelled = parse_args(["--model", model, *common, "--dataset", "omniglot", "--omniglot_protocol", "allcharacters",
                           "--metamodel", "reptile", "--num_output_classes", 3, "--num_train_samples_per_class", 1,
                           "--num_test_samples_per_class", 2, "--inner_optimizer", "adam", "--inner_lr", 0.003,
@@ -195,3 +197,19 @@ def test_the_shots_the_steps_were_chosen_with_are_recorded_too(trained, tmp_path
     assert meta_test(alone)["mean"] == meta_test(by_hand)["mean"]
     assert parse_args(["--model", copy, "--data_path", str(data),
                        "--num_train_samples_per_class", "2"]).num_train_samples_per_class == 2
+
+
+@pytest.mark.parametrize("dataset, metamodel, shown, hidden", [
+    ("omniglot", "imaml", ["omniglot_protocol", "imaml_lambda_reg", "imaml_inner", "transductive"],
+     ["horizon", "gamma", "env_kwargs"]),
+    ("miniimagenet", "fomaml", ["num_output_classes", "transductive", "precision"],
+     ["omniglot_protocol", "imaml_lambda_reg", "imaml_inner", "horizon", "gae_lambda"]),
+    ("sinusoid", "reptile", ["num_train_samples_per_class", "inner_optimizer", "inner_lr"],
+     ["num_output_classes", "transductive", "omniglot_protocol", "imaml_inner", "gamma"]),
+    ("navigation2d", "maml", ["horizon", "gamma", "gae_lambda", "inner_lr"],
+     ["num_output_classes", "transductive", "imaml_lambda_reg", "omniglot_protocol"]),
+])
+def test_the_settings_line_shows_what_matters_for_the_model(dataset, metamodel, shown, hidden):
+    c = MetaTestConfig(dataset=dataset, metamodel=metamodel)
+    assert [name for name in shown if not setting_matters(c, name)] == []
+    assert [name for name in hidden if setting_matters(c, name)] == []

@@ -28,14 +28,31 @@ from absl import app, flags
 from pymeta.cli._common import checked_then_run, run_program
 from pymeta.config import (CliOptions, MetaTestConfig, apply_model_settings, check_metatest_config,
                            check_output_folders, config_from_flags, define_flags, flags_given)
-from pymeta.config.sections import IMAMLInnerSection, SupervisedTaskSection
+from pymeta.config.sections import IMAMLInnerSection, RLTaskSection, SupervisedTaskSection
 from pymeta.config.stored import read_stored_settings
 from pymeta.registry import RL_DATASETS, check_data_file
 
 logger = logging.getLogger("pymeta.cli")
-# what a model file records about the supervised tasks and iMAML's inner loop does not matter for RL
-SUPERVISED_ONLY = {f.name for section in (SupervisedTaskSection, IMAMLInnerSection)
-                   for f in dataclasses.fields(section)}
+# what a model file records about the supervised tasks and iMAML's inner loop does not matter for RL,
+# RL's episodes not for supervised tasks, iMAML's inner loop not for the other meta-learners
+IMAML_ONLY = {f.name for f in dataclasses.fields(IMAMLInnerSection)}
+SUPERVISED_ONLY = {f.name for f in dataclasses.fields(SupervisedTaskSection)} | IMAML_ONLY
+RL_ONLY = {f.name for f in dataclasses.fields(RLTaskSection)}
+
+
+def setting_matters(c: MetaTestConfig, name: str) -> bool:
+    """Whether the recorded setting `name` changes a meta-test of `c`'s dataset and meta-learner (the
+    others are applied all the same, and not shown)."""
+    if c.dataset in RL_DATASETS:
+        return name not in SUPERVISED_ONLY
+    if name in RL_ONLY:
+        return False
+    if name in IMAML_ONLY:
+        return c.metamodel in IMAMLInnerSection.metamodels
+    if name == "omniglot_protocol":
+        return c.dataset == "omniglot"
+    # the sinusoid network: one output, no batch norm
+    return not (c.dataset == "sinusoid" and name in ("num_output_classes", "transductive"))
 
 
 def parse_args(argv: Sequence[str]) -> MetaTestConfig:
@@ -67,8 +84,7 @@ def config_with_model_settings(flag_values) -> MetaTestConfig:
                        "the flag defaults apply to every flag not given")
     else:
         c, taken = apply_model_settings(c, settings, given)
-    if c.dataset in RL_DATASETS:  # the supervised task settings a model file records do not matter for RL
-        taken = {k: v for k, v in taken.items() if k not in SUPERVISED_ONLY and (v or k != "env_kwargs")}
+    taken = {k: v for k, v in taken.items() if setting_matters(c, k) and (v or k != "env_kwargs")}
     check_data_file(c.dataset, c.data_path)  # before the problem is built
     logger.info(protocol_line(c, taken))
     if taken:
