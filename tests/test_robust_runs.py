@@ -395,5 +395,6 @@ def test_metatest_has_num_threads():
     define_flags(MetaTestConfig, fv)
     fv(["prog", "--model=m.h5", "--num_threads=1"])
     assert fv.num_threads == 1
-    with pytest.raises(ValueError, match="--num_threads must be >= 0"):
-        check_metatest_config(MetaTestConfig(model="m.h5", num_threads=-1))
+    for value in (-1, 1025):
+        with pytest.raises(ValueError, match="--num_threads must be between 0"):
+            check_metatest_config(MetaTestConfig(model="m.h5", num_threads=value))

@@ -48,10 +48,15 @@ def test_mpi_ranks_share_the_cores_of_a_node(monkeypatch):
     assert thread_layout(*sections(omniglot(num_threads=1)), distributed=True, cores=8) == (1, 1)
 
 
-def test_negative_thread_counts_are_refused():
-    for kw in ({"num_threads": -1}, {"inter_op_threads": -2}):
-        with pytest.raises(ValueError, match="--num_threads and --inter_op_threads must be >= 0"):
-            check_config(RunConfig(dataset="sinusoid", **kw))
+def test_thread_counts_outside_0_to_1024_are_refused():
+    """Negative counts mean nothing; TensorFlow aborts the process (and pymeta-train hung) when it cannot
+    create a pool of 100,000 threads."""
+    for name, value in (("num_threads", -1), ("inter_op_threads", -2), ("num_threads", 100_000),
+                        ("inter_op_threads", 1025)):
+        with pytest.raises(ValueError, match=f"^--{name} must be between 0 \\(the default layout\\) and 1024, "
+                                             f"got {value}$"):
+            check_config(RunConfig(dataset="sinusoid", **{name: value}))
+    check_config(RunConfig(dataset="sinusoid", num_threads=1024, inter_op_threads=1024))
 
 
 @pytest.mark.slow

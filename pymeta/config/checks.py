@@ -90,6 +90,10 @@ _CHOICES = {f.name: f.metadata["choices"] for cls in (RunConfig, MetaTestConfig)
             if f.metadata.get("choices")}
 _AT_LEAST_1 = _rule(lambda v, c: v >= 1, "--{name} must be >= 1, got {value}")
 _AT_LEAST_0 = _rule(lambda v, c: v >= 0, "--{name} must be >= 0, got {value}")
+# TensorFlow aborts the process when it cannot create a thread pool (16,384 threads did here)
+MAX_THREADS = 1024
+_THREADS = _rule(lambda v, c: 0 <= v <= MAX_THREADS,
+                 f"--{{name}} must be between 0 (the default layout) and {MAX_THREADS}, got {{value}}")
 
 # the task and its inner loop (training and meta-test)
 TASK_RULES: Dict[str, Rule] = {
@@ -124,6 +128,8 @@ RUN_RULES: Dict[str, Rule] = {
     "imaml_cg_tol": _bound(bounds.CG_TOL),
     "iterations_per_call": _rule(lambda v, c: v >= 0, "--{name} must be >= 1 (or 0: 10 for sinusoid, 1 otherwise), "
                                                       "got {value}"),
+    "num_threads": _THREADS,
+    "inter_op_threads": _THREADS,
     "keep_checkpoints": _rule(lambda v, c: v >= 1, "--{name} must be >= 1 (the newest checkpoint is always kept), "
                                                    "got {value}"),
 }
@@ -139,7 +145,7 @@ METATEST_RULES: Dict[str, Rule] = {
     "num_tasks": _rule(lambda v, c: v >= 2, "--{name} must be >= 2 for a confidence interval, got {value}"),
     "batch": _AT_LEAST_1,
     "num_inner_iterations": _AT_LEAST_0,
-    "num_threads": _rule(lambda v, c: v >= 0, "--{name} must be >= 0 (0: the default layout), got {value}"),
+    "num_threads": _THREADS,
 }
 METATEST_RL_RULES: Dict[str, Rule] = {
     **TASK_RL_RULES,
@@ -178,8 +184,6 @@ def check_config(c: RunConfig) -> None:
                                      or not c.model_save_filename.endswith(".h5")):
         raise ValueError("--persistent_inner_state needs --metamodel=fomaml or reptile and an .h5 "
                          "--model_save_filename (the kept state is saved with the model)")
-    if c.num_threads < 0 or c.inter_op_threads < 0:
-        raise ValueError("--num_threads and --inter_op_threads must be >= 0 (0: TensorFlow's default)")
     if os.path.splitext(c.model_save_filename)[1] not in (".h5", ".keras"):
         raise ValueError(f"--model_save_filename must end in .h5 or .keras, got {c.model_save_filename!r}")
     if c.init_model and not os.path.isfile(c.init_model):
