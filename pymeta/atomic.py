@@ -6,6 +6,8 @@
 
 A write that fails leaves the old file as it was and removes its temporary file; when it fails because
 the disk is full (`disk_full`), the OSError raised names the file (`filename`: `path`, not the temporary).
+A symbolic link is written through (the file it points to is replaced, the link stays); a device or a
+pipe (/dev/null, /dev/stdout) is refused, since renaming onto it would replace it with a plain file.
 """
 
 import contextlib
@@ -13,6 +15,7 @@ import errno
 import json
 import os
 import secrets
+import stat
 from typing import Any, Iterator
 
 
@@ -21,8 +24,8 @@ def atomic_write(path: "str | os.PathLike") -> Iterator[str]:
     """Yield a temporary path next to `path` (same extension); when the block ends without an
     exception, flush it to disk and rename it onto `path` (atomic on POSIX and Windows); otherwise
     delete it. The folder is created if needed."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    path = os.path.realpath(check_not_special(os.fspath(path)))  # through a link: its target
+    folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     base, ext = os.path.splitext(os.path.basename(path))
     tmp = os.path.join(folder, f".{base}.tmp{os.getpid()}_{secrets.token_hex(4)}{ext}")
@@ -38,6 +41,19 @@ def atomic_write(path: "str | os.PathLike") -> Iterator[str]:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path) from e
         raise
     _fsync_folder(folder)
+
+
+def check_not_special(path: str) -> str:
+    """`path`, if it is a regular file, a folder or nothing yet (after following links); ValueError (one
+    line) for a device, a pipe or a socket: an atomic write would replace it instead of writing to it."""
+    try:
+        mode = os.stat(path).st_mode  # follows links, /dev/stdout's to a pipe too
+    except OSError:  # nothing there yet (or a link to nothing yet)
+        return path
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ValueError(f"cannot write to {path}: it is a device or a pipe, not a file (pymeta writes a "
+                         "complete new file and renames it onto the name): give a file path")
+    return path
 
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)

@@ -12,6 +12,7 @@ import numbers
 import os
 from typing import Any, Callable, Dict, List, Union
 
+from pymeta.atomic import check_not_special
 from pymeta.config.bounded_json import load_json_file, loads_bounded
 from pymeta.config.gym_kwargs import check_env_kwargs
 from pymeta.config.memory import check_memory
@@ -301,9 +302,12 @@ def read_test_tasks(path: str) -> List[Any]:
 
 def check_output_folders(*paths: str) -> None:
     """Raise ValueError naming the folder if a file cannot be created at each of `paths` (a path
-    ending in os.sep is a folder itself): the nearest existing folder must be a writable directory."""
+    ending in os.sep is a folder itself; a link: where it points): the nearest existing folder must be a
+    writable directory, and the path no device or pipe (`pymeta.atomic.check_not_special`)."""
     for path in paths:
-        folder = os.path.abspath(path if path.endswith(os.sep) else (os.path.dirname(path) or "."))
+        is_folder = path.endswith(os.sep)
+        path = os.path.realpath(check_not_special(path))
+        folder = path if is_folder else os.path.dirname(path)
         probe = folder
         while not os.path.exists(probe):
             parent = os.path.dirname(probe)
