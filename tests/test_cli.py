@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from pymeta.config import CliOptions, MetaTestConfig, RunConfig, check_config, define_flags
+from pymeta.config import CliOptions, MetaTestConfig, RunConfig, check_config, check_metatest_config, define_flags
 
 # the original pyMeta's example_metatrain.py flags and defaults (part of the API)
 ORIGINAL_FLAGS = {"dataset": "omniglot", "metamodel": "fomaml", "num_output_classes": 5,
@@ -67,10 +67,16 @@ def test_seqfomaml_variants_match_the_metalearner():
 @pytest.mark.parametrize("kw,message", [({"seqfomaml_variant": "all"}, "unknown --seqfomaml_variant='all'"),
                                         ({"seqfomaml_sequence_length": 0}, "--seqfomaml_sequence_length must be"),
                                         ({"precision": "float16"}, "--precision must be"),
-                                        ({"inner_optimizer": "rmsprop"}, "unknown --inner_optimizer")])
+                                        ({"inner_optimizer": "rmsprop"}, "unknown --inner_optimizer"),
+                                        ({"seed": -5}, r"--seed must be in 0\.\.4294967295 \(numpy's seeds\), got -5"),
+                                        ({"seed": 2 ** 32}, "--seed must be in 0..4294967295")])
 def test_bad_values_are_refused_up_front(kw, message):
     with pytest.raises(ValueError, match=message):
         check_config(RunConfig(dataset="sinusoid", **kw))
+    if "seed" in kw:  # the meta-test's flag too; numpy's own message named no flag
+        with pytest.raises(ValueError, match=message):
+            check_metatest_config(MetaTestConfig(model="m.h5", **kw))
+    check_config(RunConfig(dataset="sinusoid", seed=2 ** 32 - 1))
 
 
 @pytest.mark.parametrize("module,expected", [("pymeta.cli.train", ["--num_output_classes", "--metamodel",

@@ -102,6 +102,7 @@ TASK_RULES: Dict[str, Rule] = {
     "precision": _precision,
     "num_output_classes": _rule(lambda v, c: v >= 1 or c.dataset == "sinusoid", "--{name} must be >= 1, got {value}"),
     "num_train_samples_per_class": _AT_LEAST_1,
+    "seed": _rule(lambda v, c: 0 <= v < 2 ** 32, "--{name} must be in 0..4294967295 (numpy's seeds), got {value}"),
     "num_test_samples_per_class": _rule(lambda v, c: v >= 1 or (v == -1 and c.dataset != "sinusoid"),
                                         "--{name} must be >= 1, got {value}"),
     "inner_lr": _bound(bounds.LEARNING_RATE),
