@@ -7,12 +7,14 @@ adaptation, or for RL runs the return after the inner steps.
 """
 
 import argparse
+import sys
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from pymeta.atomic import atomic_write  # noqa: E402
 from pymeta.run.history import read_history  # noqa: E402
 
 
@@ -43,7 +45,8 @@ def draw(runs, x="iteration", title=""):
     return fig
 
 
-def main(argv=None):
+def main(argv=None) -> int:
+    """Draw the figure; 0, or 2 after a one-line error (an unreadable history, an unknown image format)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("histories", nargs="+", help="history.json[:label]")
     p.add_argument("-o", "--output", required=True, help="PNG file to write")
@@ -53,13 +56,26 @@ def main(argv=None):
                         "'seconds', which a resumed run continues)")
     a = p.parse_args(argv)
     runs = []
-    for spec in a.histories:
-        path, _, label = spec.partition(":")
-        runs.append((read_history(path)["history"], label or path))  # {"settings", "history"} or a bare list
-    fig = draw(runs, a.x, a.title)
-    fig.savefig(a.output, dpi=100)
+    try:
+        for spec in a.histories:
+            path, _, label = spec.partition(":")
+            try:  # {"settings", "history"} or an older bare list
+                runs.append((read_history(path)["history"], label or path))
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{path}: {e}") from None
+        try:
+            fig = draw(runs, a.x, a.title)
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"a history entry without {e} (--x {a.x}): not the <model>_history.json of a "
+                             "pymeta run?") from None
+        with atomic_write(a.output) as tmp:  # the old figure stays if the new one cannot be written
+            fig.savefig(tmp, dpi=100)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {a.output}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -49,10 +49,35 @@ def test_rl_histories_and_committed_files(tmp_path):
     line = ph.draw([(rl, "RL")]).axes[0].lines[0]
     assert list(line.get_xdata()) == [0, 1] and list(line.get_ydata()) == [-20.0, -15.0]
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    paths = sorted(glob.glob(os.path.join(repo, "pretrained", "*_history.json")))
+    paths = sorted(glob.glob(os.path.join(repo, "pretrained", "**", "*_history.json"), recursive=True))
     bare = [p for p in paths if isinstance(json.load(open(p)), list)]  # older pymeta's supervised format
-    paths = bare[:2] + [p for p in paths if p not in bare][:4]
-    if paths:
-        ph.main([*paths, "-o", str(tmp_path / "committed.png")])
-        assert (tmp_path / "committed.png").read_bytes()[:4] == b"\x89PNG"
+    rl = [p for p in paths if os.sep + "rl" + os.sep in p]
+    assert len(paths) >= 20 and bare and rl, paths
+    for group, name in ((bare, "bare"), ([p for p in paths if p not in bare and p not in rl], "supervised"), (rl, "rl")):
+        out = tmp_path / f"{name}.png"
+        assert ph.main([*group, "--x", "minutes" if name == "supervised" else "iteration", "-o", str(out)]) == 0
+        assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
+    ph = load_script()
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(history([0, 60], [0.5, 0.6])))
+    (tmp_path / "text.json").write_text("not json")
+    (tmp_path / "dict.json").write_text('{"runs": 3}')
+    (tmp_path / "no_seconds.json").write_text(json.dumps([{"iteration": 0, "val_loss": 1.0, "val_accuracy": 0.2}]))
+    out = tmp_path / "curves.png"
+    out.write_bytes(b"old figure")
+    cases = [([str(tmp_path / "missing.json")], f"{tmp_path}/missing.json: [Errno 2] No such file"),
+             ([str(tmp_path / "text.json")], f"{tmp_path}/text.json: Expecting value"),
+             ([str(tmp_path / "dict.json")], f"{tmp_path}/dict.json: not a pymeta history"),
+             ([str(tmp_path / "no_seconds.json"), "--x", "minutes"], "a history entry without 'seconds' (--x minutes)"),
+             ([str(good), "-o", str(tmp_path / "curves.txt")], "Format 'txt' is not supported")]
+    for args, message in cases:
+        if "-o" not in args:
+            args = [*args, "-o", str(out)]
+        assert ph.main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert out.read_bytes() == b"old figure" and not (tmp_path / "curves.txt").exists()
 
