@@ -247,6 +247,41 @@ def test_supervised_data_the_model_cannot_train_on_is_refused():
         ml.metatrain_step(bad, 1, -1)
 
 
+def test_step_by_step_misuse_is_a_one_line_error_or_works():
+    """task_end on a meta-learner never initialised (it used to fail inside TensorFlow's tracing) gives
+    what it gives after initialize(); update refuses results that are not task_end's, which it used to
+    zip with theta and average into a silently wrong step."""
+    dist = pattern_distribution(num_classes=12, size=6, batch_size=2, num_ways=5, shots=1, queries=2)
+    task = dist.sample_batch()[0]
+
+    def task_end(initialise):
+        from second_order_helpers import bn_mlp
+        model = bn_mlp((6, 6, 1), hidden=8, classes=5)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+        ml = FOMAMLMetaLearner(model, keras.optimizers.Adam(0.01))
+        if initialise:
+            ml.initialize()
+        t = copy.deepcopy(task)
+        t.fit_n_iterations(model, 1, -1)  # not bound by task_begin: the model's own weights, plain SGD
+        return ml, ml.task_end(t)
+
+    ml, lazy = task_end(False)
+    _, eager = task_end(True)
+    for a, b in zip(lazy, eager):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    theta = [v.numpy() for v in ml.meta_variables]
+    n = len(theta)
+    for results, message in (([[1.0]], f"the result of task 0 holds 1 tensors for {n} meta-parameters"),
+                             ([list(lazy), list(lazy)[::-1]], "tensor 0 of the result of task 1 has shape"),
+                             ([list(lazy), [None] * n], "the result of task 1 is not a list of tensors")):
+        with pytest.raises(ValueError, match=f"^update: {message}"):
+            ml.update(results)
+    for before, v in zip(theta, ml.meta_variables):  # nothing applied
+        np.testing.assert_array_equal(before, v.numpy())
+    ml.update([lazy, eager])
+    assert any(not np.array_equal(b, v.numpy()) for b, v in zip(theta, ml.meta_variables))
+
+
 # --- the step-by-step API compiles once for any number of steps and any meta-batch size ----------------
 def test_step_by_step_traces_once_across_step_counts_and_meta_batch_sizes():
     """fit_in_place leaves the step count T free and update the meta-batch size M: a loop that varies

@@ -204,6 +204,7 @@ class GradBasedMetaLearner(Learner):
         its last task's query set."""
         if task is None:
             raise ValueError(f"{self.name}.task_end needs the task")
+        self.ensure_initialized()  # theta is created here, never inside the compiled call below
         subtasks = list(task.current_task_sequence) if isinstance(task, TaskAsSequenceOfTasks) else [task]
         records = [t.last_fit for t in subtasks]
         if self.replays_adaptation:

@@ -57,7 +57,26 @@ class OptimizerStep:
         Returns the mean over the tasks of their auxiliary values (`TaskResult.aux`), if any."""
         if not results:
             raise ValueError("update needs the results of at least one task")
+        check_results_match(results, [tuple(v.shape) for v in learner.ensure_initialized()])
         stacked = [tf.stack(list(r)) for r in zip(*[list(r) for r in results])]  # [M, *shape]
         learner.compiled("update", learner.mean_result_step, (stacked,), free_dims=1)(stacked)
         auxes = [aux_of(r) for r in results]
         return {k: float(np.mean([a[k] for a in auxes])) for k in auxes[0] if all(k in a for a in auxes)}
+
+
+def check_results_match(results: Sequence[Sequence[Any]], shapes: Sequence[tuple]) -> None:
+    """ValueError (one line) unless every task's result holds one tensor per meta-parameter, of its shape
+    (`shapes`): what `task_end` returns. Anything else would be averaged into a wrong step, silently."""
+    for i, result in enumerate(results):
+        try:
+            got = [tuple(tf.convert_to_tensor(x).shape) for x in result]
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"update: the result of task {i} is not a list of tensors ({type(e).__name__}): "
+                             "pass what task_end returned") from None
+        if len(got) != len(shapes):
+            raise ValueError(f"update: the result of task {i} holds {len(got)} tensors for {len(shapes)} "
+                             "meta-parameters: pass what task_end returned")
+        for j, (a, b) in enumerate(zip(got, shapes)):
+            if a != b:
+                raise ValueError(f"update: tensor {j} of the result of task {i} has shape {a}, meta-parameter "
+                                 f"{j} {b}: pass what task_end returned")
