@@ -1,5 +1,7 @@
 """Clear errors in the task / distribution API: probabilities and counts are checked, not truncated."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -108,3 +110,49 @@ def test_images_too_small_for_the_network_get_a_one_line_error():
         make_omniglot_cnn_model(5, input_shape=(2, 2, 1))
     assert make_omniglot_cnn_model(5, input_shape=(16, 16, 1)).output_shape == (None, 5)
     assert make_miniimagenet_cnn_model(5, input_shape=(2, 2, 3)).output_shape == (None, 5)  # "same" pooling
+
+
+def test_inputs_that_are_not_arrays_of_numbers_are_refused_and_lists_are_taken():
+    from pymeta.core.task import ClassificationTask, ClassificationTaskFromFiles
+    X, y = np.random.rand(40, 3).astype(np.float32), np.repeat(np.arange(4), 10)
+    for bad in (np.array([None] * 40, dtype=object), np.array([f"img{i}.png" for i in range(40)]), np.float32(3)):
+        with pytest.raises(ValueError, match=r"^X must be an array of numbers \[n, \.\.\.\], got "):
+            ClassificationTask(bad, y, 1, 1, 2)
+    np.random.seed(5)
+    from_list = ClassificationTask(X.tolist(), y.tolist(), 2, 1, 2)  # a list of rows: converted
+    np.random.seed(5)
+    from_array = ClassificationTask(X, y, 2, 1, 2)
+    np.testing.assert_array_equal(from_list.get_train_set()[0], from_array.get_train_set()[0])
+    files = ClassificationTaskFromFiles([f"img{i}.png" for i in range(40)], y, 1, 1, 2,
+                                       input_parse_fn=lambda name: np.full(3, float(name[3:-4]), np.float32))
+    x, labels = files.get_train_set()
+    assert x.shape == (2, 3) and set(labels) == {0, 1}
+    with pytest.raises(ValueError, match=r"X must be a 1-D array of file names \[n\], got shape \(40, 3\)"):
+        ClassificationTaskFromFiles(X, y, 1, 1, 2, input_parse_fn=lambda name: name)
+
+
+def test_inputs_of_another_shape_than_the_model_takes_are_one_line():
+    """Examples of 7 features for a model built on 4 ended in TensorFlow's multi-line trace error."""
+    import keras
+
+    from pymeta import FOMAMLMetaLearner
+    from pymeta.core.task import ClassificationTask
+    y = np.repeat(np.arange(5), 4)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    ml = FOMAMLMetaLearner(model, keras.optimizers.Adam(0.01))
+    for shape in ((20, 7), (20, 4, 1), (20,)):
+        task = ClassificationTask(np.random.rand(*shape).astype(np.float32), y, 1, 1, 5)
+        message = r", which does not end in the shape of the model's examples, \(4,\)$"
+        stacked = re.escape(str((1, 5) + shape[1:]))  # the fast path: 1 task x 5 classes x 1 shot
+        with pytest.raises(ValueError, match=rf"^a task's support inputs have shape {stacked}{message}"):
+            ml.metatrain_step([task], 1, -1)
+        with pytest.raises(ValueError, match=message):
+            ml.task_begin(task)
+            task.fit_n_iterations(model, 1, -1)
+    free = keras.Sequential([keras.Input((None, 2)), keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(5)])
+    free.compile(optimizer=keras.optimizers.SGD(0.1),
+                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    task = ClassificationTask(np.random.rand(20, 6, 2).astype(np.float32), y, 1, 1, 5)  # any length
+    assert np.isfinite(FOMAMLMetaLearner(free, keras.optimizers.Adam(0.01)).metatrain_step([task], 1, -1)[
+        "last_minibatch_loss"])

@@ -131,6 +131,7 @@ class Learner:
         the task API and the fast path call it before their compiled calls."""
         if not all_finite(x):
             raise ValueError(f"a task's {name} inputs contain NaN or infinite values")
+        self._check_input_shape(name, np.shape(x))
         if y is None or self.fmodel is None:
             return
         y = np.asarray(y)
@@ -149,6 +150,20 @@ class Learner:
         if y.min() < 0 or y.max() >= outputs:
             raise ValueError(f"the tasks have class labels {int(y.min())}..{int(y.max())} but the model "
                              f"has {outputs} outputs: build it with one output per class")
+
+    def _check_input_shape(self, name: str, shape: Tuple[int, ...]) -> None:
+        """One-line error if inputs of `shape` [..., n, *example] do not end in the model's example
+        shape (its `input_shape` without the batch axis; free axes match anything)."""
+        try:
+            expected = tuple(self.model.input_shape[1:])
+        except (AttributeError, TypeError, ValueError, IndexError):
+            return  # not built, or several inputs
+        if not all(d is None or isinstance(d, int) for d in expected):
+            return  # several inputs: a list of shapes
+        got = tuple(shape[len(shape) - len(expected):]) if len(shape) > len(expected) else tuple(shape)
+        if len(got) != len(expected) or any(e is not None and e != g for e, g in zip(expected, got)):
+            raise ValueError(f"a task's {name} inputs have shape {tuple(shape)}, which does not end in the "
+                             f"shape of the model's examples, {expected}")
 
     # --- the in-place functions of the step-by-step API -------------------------------------------
     def fit_in_place(self, model: keras.Model, batches: Any) -> tf.Tensor:

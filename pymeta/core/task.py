@@ -153,7 +153,8 @@ class ClassificationTask(SupervisedTask):
     """N-way K-shot classification problems drawn from a labelled dataset.
 
     Args:
-        X: array [n, ...] (uint8 images are scaled to [0, 1] per batch); never copied.
+        X: array of numbers [n, ...] (uint8 images are scaled to [0, 1] per batch); never copied (a list
+            is converted to one).
         y: int labels [n].
         num_training_samples_per_class: K train (support) examples per class; -1 = all of the train part.
         num_test_samples_per_class: Q test (query) examples per class; -1 = all of the test part.
@@ -174,6 +175,7 @@ class ClassificationTask(SupervisedTask):
         y = np.asarray(y)
         if y.ndim != 1:
             raise ValueError(f"y must be a 1-D array of labels, got shape {y.shape}")
+        X = self._checked_inputs(X if isinstance(X, np.ndarray) else np.asarray(X))  # arrays: never copied
         if len(X) != len(y):
             raise ValueError(f"X and y must have the same length, got {len(X)} and {len(y)}")
         if len(y) == 0:
@@ -202,6 +204,11 @@ class ClassificationTask(SupervisedTask):
         self._check_sizes()
         self.label_offset = 0
         self.reset()
+
+    def _checked_inputs(self, X: np.ndarray) -> np.ndarray:
+        if X.ndim == 0 or not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
+            raise ValueError(f"X must be an array of numbers [n, ...], got {X.dtype} of shape {X.shape}")
+        return X
 
     def _split_point(self, n):
         return int(np.floor(n * self.split_train_test + 1e-9))
@@ -302,6 +309,11 @@ class ClassificationTaskFromFiles(ClassificationTask):
         self._pool: Any = None  # a multiprocessing pool, made on first use
         super().__init__(np.asarray(X), y, num_training_samples_per_class, num_test_samples_per_class,
                          num_training_classes, split_train_test, class_ids_to_avoid)
+
+    def _checked_inputs(self, X: np.ndarray) -> np.ndarray:
+        if X.ndim != 1:
+            raise ValueError(f"X must be a 1-D array of file names [n], got shape {X.shape}")
+        return X
 
     def _load_inputs(self, rows):
         names = [self.X[i] for i in rows]
