@@ -282,6 +282,24 @@ def test_step_by_step_misuse_is_a_one_line_error_or_works():
     assert any(not np.array_equal(b, v.numpy()) for b, v in zip(theta, ml.meta_variables))
 
 
+def test_a_model_no_learner_can_adapt_is_refused_when_the_meta_learner_is_built():
+    """A string, a Sequential without an Input and a frozen model ended in a misleading error ('no inner
+    optimizer') or in TensorFlow's multi-line trace error at the first meta-iteration."""
+    with pytest.raises(TypeError, match="^the model must be a keras.Model, got str$"):
+        FOMAMLMetaLearner("model", keras.optimizers.Adam(0.01))
+    unbuilt = keras.Sequential([keras.layers.Dense(1)])
+    unbuilt.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    with pytest.raises(ValueError, match=r"^the model is not built \(it has no weights yet\): start it with "
+                                         r"keras.Input\(shape\)"):
+        ReptileMetaLearner(unbuilt, keras.optimizers.Adam(0.01))
+    frozen = linear_model(0.0)
+    frozen.trainable = False
+    with pytest.raises(ValueError, match="^the model has no trainable weights"):
+        MAMLMetaLearner(frozen, keras.optimizers.Adam(0.01))
+    unbuilt.build((None, 3))  # built: accepted
+    assert len(ReptileMetaLearner(unbuilt, keras.optimizers.Adam(0.01)).ensure_initialized()) == 2
+
+
 # --- the step-by-step API compiles once for any number of steps and any meta-batch size ----------------
 def test_step_by_step_traces_once_across_step_counts_and_meta_batch_sizes():
     """fit_in_place leaves the step count T free and update the meta-batch size M: a loop that varies

@@ -25,6 +25,19 @@ from pymeta.inner_loop import FunctionalModel, Objective, adapt, needs_isolated_
 Tensors = List[tf.Tensor]  # one tensor per trainable (or non-trainable) variable of the model
 
 
+def check_model(model: Any) -> None:
+    """One-line errors for a model no learner can adapt: not a Keras model, not built (no weights yet),
+    or without trainable weights."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"the model must be a keras.Model, got {type(model).__name__}")
+    if not model.built:
+        raise ValueError("the model is not built (it has no weights yet): start it with keras.Input(shape), "
+                         "or call model.build(input_shape), before giving it to a meta-learner")
+    if not model.trainable_variables:
+        raise ValueError("the model has no trainable weights (model.trainable = False?): nothing to "
+                         "meta-learn")
+
+
 class Learner:
     """Inner-loop training of one Keras model.
 
@@ -41,6 +54,7 @@ class Learner:
     def __init__(self, model: keras.Model,
                  inner_optimizer: Union[None, str, keras.optimizers.Optimizer, optim.GradientTransformation] = None,
                  loss: Any = None, objective: Optional[Objective] = None, jit_compile: bool = False):
+        check_model(model)
         self.model = model
         inner_optimizer = inner_optimizer if inner_optimizer is not None else getattr(model, "optimizer", None)
         if inner_optimizer is None:
