@@ -42,6 +42,7 @@ import argparse
 import csv
 import lzma
 import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
 import signal
@@ -300,11 +301,19 @@ def _worker_init():
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _unpack_job(job):
+def _unpack_in_child(conn, job):
+    """In a child process: unpack one archive and send back its result, or the exception it raised."""
+    _worker_init()
     try:
-        return unpack(*job)
-    except FetchError as e:
-        return FetchError(str(e))
+        result = unpack(*job)
+    except Exception as e:  # noqa: BLE001  (re-raised in the parent, as if unpacked there)
+        result = FetchError(str(e)) if isinstance(e, FetchError) else e
+    try:
+        conn.send(result)
+    except Exception as e:  # noqa: BLE001  (an exception that does not pickle)
+        conn.send(FetchError(f"{type(result).__name__}: {result}" if isinstance(result, BaseException) else
+                             f"{type(e).__name__}: {e}"))
+    conn.close()
 
 
 def _report(a, n, secs, skipped):
@@ -323,16 +332,37 @@ def unpack_all(archives, target, workers, limit=None):
         for res in map(unpack, *zip(*jobs)):
             _report(*res)
         return
-    pool = multiprocessing.get_context("fork").Pool(min(workers, len(jobs)), initializer=_worker_init)
+    # one process per archive, each with its own pipe, killed on the first error: no queue or lock shared
+    # with a process that is killed (with multiprocessing.Pool, whose terminate takes such a lock, the test
+    # of a bad archive among several hung once in two full test runs)
+    ctx = multiprocessing.get_context("fork")
+    running = {}  # the read end of a child's pipe -> the child
     try:
-        for res in pool.imap_unordered(_unpack_job, jobs):
-            if isinstance(res, FetchError):
-                raise res
-            _report(*res)
-        pool.close()
+        while jobs or running:
+            while jobs and len(running) < workers:
+                receive, send = ctx.Pipe(duplex=False)
+                child = ctx.Process(target=_unpack_in_child, args=(send, jobs.pop(0)), daemon=True)
+                child.start()
+                send.close()
+                running[receive] = child
+            for receive in multiprocessing.connection.wait(list(running)):
+                child = running.pop(receive)
+                try:
+                    res = receive.recv()
+                except EOFError:  # it died without a word (killed, out of memory)
+                    child.join()
+                    res = FetchError(f"a process unpacking an archive ended with exit code {child.exitcode}")
+                receive.close()
+                child.join()
+                if isinstance(res, BaseException):
+                    raise res
+                _report(*res)
     finally:
-        pool.terminate()
-        pool.join()
+        for child in running.values():
+            child.kill()
+        for receive, child in running.items():
+            child.join()
+            receive.close()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -497,3 +497,36 @@ def test_omniglot_without_network_says_how_to_use_local_copies(tmp_path, url):
     assert "OMNIGLOT_SRC=<folder holding images_background/ and images_evaluation/>" in lines[0]
     assert "OMNIGLOT_BASE_URL=file://<folder holding images_background.zip and images_evaluation.zip>" in lines[0]
     assert os.listdir(data / "omniglot") == []
+
+
+def test_parallel_unpacking_stops_the_others_at_the_first_error(monkeypatch, tmp_path):
+    """unpack_all's workers: the first archive that fails ends the call at once with its error (re-raised
+    as the worker raised it); the archive still unpacking is stopped, not waited for; a worker that dies
+    without a result is an error too. (multiprocessing.Pool, used before, hung once in its terminate.)"""
+    import importlib.util
+    import time
+    spec = importlib.util.spec_from_file_location("fetch_miniimagenet", os.path.join(REPO, "scripts",
+                                                                                      "fetch_miniimagenet.py"))
+    fm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fm)
+    monkeypatch.setitem(sys.modules, "fetch_miniimagenet", fm)  # its errors pickle, as the script's do
+
+    def unpack(archive, target, want):
+        if archive == "slow":
+            time.sleep(60)
+        if archive == "dies":
+            os._exit(3)
+        if archive == "oserror":
+            raise PermissionError(13, "Permission denied", archive)
+        raise fm.FetchError(f"{archive}: truncated")
+
+    monkeypatch.setattr(fm, "unpack", unpack)  # the forked workers run it
+    for archives, error, message in ((["slow", "bad"], fm.FetchError, "bad: truncated"),
+                                     (["slow", "oserror"], PermissionError, "Permission denied"),
+                                     (["slow", "dies"], fm.FetchError, "ended with exit code 3")):
+        start = time.monotonic()
+        with pytest.raises(error, match=message):
+            fm.unpack_all(archives, str(tmp_path), workers=2)
+        assert time.monotonic() - start < 20
+    import multiprocessing
+    assert multiprocessing.active_children() == []  # the slow ones were killed and joined
