@@ -333,8 +333,8 @@ def unpack_all(archives, target, workers, limit=None):
             _report(*res)
         return
     # one process per archive, each with its own pipe, killed on the first error: no queue or lock shared
-    # with a process that is killed (with multiprocessing.Pool, whose terminate takes such a lock, the test
-    # of a bad archive among several hung once in two full test runs)
+    # with a process that is killed, and a process that dies is an error (multiprocessing.Pool waits for
+    # its result forever)
     ctx = multiprocessing.get_context("fork")
     running = {}  # the read end of a child's pipe -> the child
     try:
