@@ -30,15 +30,14 @@ results are taken in order, so the output does not depend on the number of proce
 
 import argparse
 import csv
-import multiprocessing
 import os
-import signal
 import sys
 import time
 
 import numpy as np
 
 from pymeta.data.files import NotARegularFile, open_regular, regular_files
+from pymeta.data.processes import WorkerDied, Workers
 
 SPLITS = ("train", "val", "test")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
@@ -147,23 +146,18 @@ def _decode_job(job):
     return decode_chunk(*job)
 
 
-def _worker_init():
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 class Decoder:
     """Decodes chunks of images in order, in `workers` processes (1: in this process)."""
 
     def __init__(self, workers, size, chunk):
         self.size, self.chunk = size, max(1, chunk)
-        self.pool = (multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init)
-                     if workers > 1 else None)
+        self.workers = Workers(_decode_job, workers) if workers > 1 else None
 
     def split(self, classes, bar):
         """Yield (start, labels, X) chunks of one split, in order; checks that all images have one size."""
         items = [(path, label) for label, (_, files) in enumerate(classes) for path in files]
         jobs = [([p for p, _ in items[i:i + self.chunk]], self.size) for i in range(0, len(items), self.chunk)]
-        results = self.pool.imap(_decode_job, jobs) if self.pool else map(_decode_job, jobs)
+        results = self.workers.map(jobs) if self.workers else map(_decode_job, jobs)
         shape, start = None, 0
         for (paths, _), X in zip(jobs, results):
             if shape is None:
@@ -176,10 +170,9 @@ class Decoder:
             bar.update(len(X))
 
     def close(self):
-        if self.pool:
-            self.pool.terminate()
-            self.pool.join()
-            self.pool = None
+        if self.workers:
+            self.workers.close()
+            self.workers = None
 
 
 def first_shape(classes, size):
@@ -269,7 +262,7 @@ def main(argv=None):
         with tqdm(total=total, desc="miniimagenet", unit="img", disable=a.quiet) as bar, \
                 atomic_write(a.output) as tmp:
             (write_h5 if a.format == "h5" else write_pkl)(tree, a.size, tmp, bar, decoder)
-    except (DataError, NotARegularFile) as e:
+    except (DataError, NotARegularFile, WorkerDied) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
