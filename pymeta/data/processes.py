@@ -16,7 +16,8 @@ which this replaces, waits for such a result forever.
 import multiprocessing
 import multiprocessing.connection
 import signal
-from typing import Any, Callable, Dict, Iterable, Iterator, List
+from multiprocessing.connection import Connection
+from typing import Any, Callable, Dict, Iterable, Iterator, List, cast
 
 
 class WorkerDied(RuntimeError):
@@ -49,7 +50,7 @@ class Workers:
 
     def __init__(self, fn: Callable[[Any], Any], count: int):
         context = multiprocessing.get_context("fork")
-        self._processes: Dict[Any, Any] = {}  # the parent's end of a worker's pipe -> the worker
+        self._processes: Dict[Connection, Any] = {}  # the parent's end of a worker's pipe -> the worker
         for _ in range(count):
             mine, theirs = context.Pipe()
             process = context.Process(target=_serve, args=(theirs, fn), daemon=True)
@@ -65,8 +66,8 @@ class Workers:
         if not self._processes:
             raise RuntimeError("these workers are closed")
         pending = iter(jobs)
-        idle: List[Any] = list(self._processes)
-        busy: Dict[Any, int] = {}  # pipe -> index of its job
+        idle: List[Connection] = list(self._processes)
+        busy: Dict[Connection, int] = {}  # pipe -> index of its job
         done: Dict[int, Any] = {}
         sent = taken = 0
         limit = max(1, ahead) * max(1, len(self._processes))
@@ -86,7 +87,8 @@ class Workers:
                     continue
                 if not busy:
                     return
-                for conn in multiprocessing.connection.wait(list(busy)):
+                for ready in multiprocessing.connection.wait(list(busy)):
+                    conn = cast(Connection, ready)
                     index = busy.pop(conn)
                     try:
                         ok, value = conn.recv()
@@ -96,7 +98,7 @@ class Workers:
                         raise WorkerDied(f"a worker process ended without the result of its job (exit code "
                                          f"{process.exitcode})") from None
                     if not ok:
-                        raise value
+                        raise cast(BaseException, value)
                     done[index] = value
                     idle.append(conn)
         except GeneratorExit:  # the caller stopped taking results: fine, unless jobs are still out
