@@ -7,6 +7,7 @@ import random
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from pymeta.data.processes import WorkerDied, Workers
@@ -76,3 +77,44 @@ def test_stopping_with_jobs_out_closes_the_workers(workers):
     results.close()
     with pytest.raises(RuntimeError, match="closed"):
         next(w.map([1]))
+
+
+def parse_name(name):
+    if name == "bad":
+        raise ValueError(f"cannot parse {name}")
+    return np.full(3, float(name[3:]), np.float32)
+
+
+def test_tasks_from_files_load_in_worker_processes_shared_by_their_copies():
+    """ClassificationTaskFromFiles(num_parallel_processes=2): the arrays of the in-process load; one set
+    of workers for the prototype and every copy a distribution draws (a pool per copy, made at its first
+    load, was the old way); a file that fails raises its error and the next load works; no worker
+    outlives the task."""
+    from pymeta.core.task import ClassificationTaskFromFiles
+    from pymeta.core.task_distribution import TaskDistribution
+    names, y = [f"img{i}" for i in range(40)], np.repeat(np.arange(4), 10)
+    tasks = {n: ClassificationTaskFromFiles(names, y, 2, 1, 3, input_parse_fn=parse_name, num_parallel_processes=n)
+             for n in (None, 2)}
+    assert len(multiprocessing.active_children()) == 2
+    for n, task in tasks.items():
+        np.random.seed(1)
+        batches = [[t.get_train_set() + t.get_test_set() for t in TaskDistribution([task], [1.0], 4).sample_batch()]
+                   for _ in range(3)]
+        if n is None:
+            expected = batches
+        else:
+            for got, want in zip(batches, expected):
+                for a, b in zip(got, want):
+                    for x, z in zip(a, b):
+                        np.testing.assert_array_equal(x, z)
+        assert len(multiprocessing.active_children()) == 2
+    task = ClassificationTaskFromFiles(names[:-1] + ["bad"], y, 2, 1, 3, input_parse_fn=parse_name,
+                                       num_parallel_processes=2)
+    with pytest.raises(ValueError, match="cannot parse bad"):
+        task._load_inputs(np.arange(30, 40))
+    assert task._load_inputs(np.array([3, 1])).tolist() == [[3.0] * 3, [1.0] * 3]  # new workers
+    assert len(multiprocessing.active_children()) == 4
+    del task, tasks
+    import gc
+    gc.collect()
+    assert multiprocessing.active_children() == []

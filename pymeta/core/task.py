@@ -291,7 +291,8 @@ def _rows_by_class(y):
 class ClassificationTaskFromFiles(ClassificationTask):
     """A ClassificationTask whose X is an array of file names, loaded by `input_parse_fn(filename)`.
 
-    num_parallel_processes: load batches with a multiprocessing pool of that size (None: in process).
+    num_parallel_processes: load batches in that many worker processes (`pymeta.data.processes.Workers`;
+        None: in this process); a file that fails to load raises its error here.
     """
 
     _shared_attributes: Tuple[str, ...] = ClassificationTask._shared_attributes + ("input_parse_fn", "_pool")
@@ -306,9 +307,12 @@ class ClassificationTaskFromFiles(ClassificationTask):
         self.input_parse_fn = input_parse_fn
         self.num_parallel_processes = (None if num_parallel_processes is None else
                                        as_count(num_parallel_processes, "num_parallel_processes", minimum=0))
-        self._pool: Any = None  # a multiprocessing pool, made on first use
+        self._pool: Any = None  # the worker processes, shared by the copies a TaskDistribution draws
         super().__init__(np.asarray(X), y, num_training_samples_per_class, num_test_samples_per_class,
                          num_training_classes, split_train_test, class_ids_to_avoid)
+        if self.num_parallel_processes:  # after the checks: no process for a task that is refused
+            from pymeta.data.processes import Workers
+            self._pool = Workers(input_parse_fn, self.num_parallel_processes)
 
     def _checked_inputs(self, X: np.ndarray) -> np.ndarray:
         if X.ndim != 1:
@@ -318,10 +322,10 @@ class ClassificationTaskFromFiles(ClassificationTask):
     def _load_inputs(self, rows):
         names = [self.X[i] for i in rows]
         if self.num_parallel_processes:
-            if self._pool is None:
-                import multiprocessing
-                self._pool = multiprocessing.Pool(self.num_parallel_processes)
-            loaded = self._pool.map(self.input_parse_fn, names)
+            if self._pool is None or self._pool.closed:  # again after an error (this copy's own)
+                from pymeta.data.processes import Workers
+                self._pool = Workers(self.input_parse_fn, self.num_parallel_processes)
+            loaded = list(self._pool.map(names))
         else:
             loaded = [self.input_parse_fn(n) for n in names]
         return as_float_inputs(np.stack(loaded))

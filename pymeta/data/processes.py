@@ -16,6 +16,7 @@ which this replaces, waits for such a result forever.
 import multiprocessing
 import multiprocessing.connection
 import signal
+import weakref
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Dict, Iterable, Iterator, List, cast
 
@@ -57,13 +58,15 @@ class Workers:
             process.start()
             theirs.close()
             self._processes[mine] = process
+        # killed also when this object is garbage-collected without `close`
+        self._finalizer = weakref.finalize(self, _kill, dict(self._processes))
 
     def map(self, jobs: Iterable[Any], ahead: int = 2) -> Iterator[Any]:
         """fn(job) for each of `jobs`, in their order, computed by the workers (results wait for the one
         before them: at most `ahead` jobs per worker beyond the next one to be taken). The first
         exception a job raised is raised here, and the workers are killed (also when the caller stops
         taking results while jobs are out: the next `map` would get their results)."""
-        if not self._processes:
+        if self.closed:
             raise RuntimeError("these workers are closed")
         pending = iter(jobs)
         idle: List[Connection] = list(self._processes)
@@ -109,14 +112,23 @@ class Workers:
             self.close()
             raise
 
+    @property
+    def closed(self) -> bool:
+        """After `close`, or after a `map` that ended in an error."""
+        return not self._processes
+
     def close(self) -> None:
         """Kill the workers (idle or not) and wait for them to be gone."""
-        for process in self._processes.values():
-            process.kill()
-        for conn, process in self._processes.items():
-            process.join()
-            conn.close()
+        self._finalizer()
         self._processes = {}
+
+
+def _kill(processes: Dict[Connection, Any]) -> None:
+    for process in processes.values():
+        process.kill()
+    for conn, process in processes.items():
+        process.join()
+        conn.close()
 
 
 _END = object()
