@@ -51,9 +51,10 @@ def main(argv: List[str]) -> int:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
 
     def check():
-        candidates = [int(s) for s in flags.FLAGS.candidates.split(",") if s.strip()]
-        if not candidates or min(candidates) < 0:
+        given = [s.strip() for s in flags.FLAGS.candidates.split(",") if s.strip()]
+        if not given or not all(s.isdigit() for s in given):
             raise ValueError(f"--candidates must be step counts >= 0, e.g. 5,10,20; got {flags.FLAGS.candidates!r}")
+        candidates = [int(s) for s in given]
         if flags.FLAGS["split"].present and flags.FLAGS.split != "val":
             raise ValueError("the step count is chosen on the validation tasks only: drop --split")
         flags.FLAGS.split = "val"  # so that the protocol line printed first says what is evaluated

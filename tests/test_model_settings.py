@@ -213,3 +213,15 @@ def test_the_settings_line_shows_what_matters_for_the_model(dataset, metamodel, 
     c = MetaTestConfig(dataset=dataset, metamodel=metamodel)
     assert [name for name in shown if not setting_matters(c, name)] == []
     assert [name for name in hidden if setting_matters(c, name)] == []
+
+
+def test_choose_test_steps_refuses_candidates_that_are_not_step_counts(trained):
+    """'5,abc' ended in int()'s message, naming no flag."""
+    model, data = trained
+    for candidates in ("5,abc", "-1,5", ",", "2.5"):
+        proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "choose_test_steps.py"), "--model",
+                               str(model), "--data_path", str(data), "--num_tasks", "4", "--candidates", candidates],
+                              capture_output=True, text=True, cwd=REPO, timeout=300)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 2 and errors == [
+            f"error: --candidates must be step counts >= 0, e.g. 5,10,20; got {candidates!r}"], proc.stderr[-2000:]
