@@ -118,3 +118,27 @@ def test_tasks_from_files_load_in_worker_processes_shared_by_their_copies():
     import gc
     gc.collect()
     assert multiprocessing.active_children() == []
+
+
+def test_workers_end_when_their_parent_is_killed():
+    """os._exit skips the exit handlers that kill daemon processes (as SIGKILL would): the workers see
+    their pipe close and end, instead of waiting for a job forever."""
+    import subprocess
+    import sys
+    code = ("import os, sys; from pymeta.data.processes import Workers; w = Workers(abs, 2); "
+            "print(*[p.pid for p in w._processes.values()], flush=True); os._exit(0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) == 2, out.stderr[-2000:]
+
+    def alive(pid):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                return "zombie" not in f.read()
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(map(alive, pids)):
+        time.sleep(0.1)
+    assert not any(map(alive, pids))

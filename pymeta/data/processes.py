@@ -1,4 +1,5 @@
-"""Worker processes that cannot hang their parent, for the data scripts' parallel decoding.
+"""Worker processes that cannot hang their parent (the data scripts' decoding, the loading of
+`ClassificationTaskFromFiles`), nor outlive it.
 
     workers = Workers(decode, 2)               # fork them early (before large arrays or open files)
     try:
@@ -10,7 +11,8 @@
 Each worker has a pipe of its own: no queue or lock is shared with a process that may be killed. A job
 that raises ends `map` with that exception (the workers are killed); a worker that dies without its
 result (killed, e.g. by the out-of-memory killer) ends it with `WorkerDied`. `multiprocessing.Pool`,
-which this replaces, waits for such a result forever.
+which this replaces, waits for such a result forever. A parent that dies (even by SIGKILL) closes its
+ends of the pipes, and the workers end.
 """
 
 import multiprocessing
@@ -25,16 +27,16 @@ class WorkerDied(RuntimeError):
     """A worker process ended without sending the result of its job."""
 
 
-def _serve(conn: Any, fn: Callable[[Any], Any]) -> None:
+def _serve(conn: Any, fn: Callable[[Any], Any], parent_ends: List[Connection]) -> None:
     """A worker's loop: a job in, (True, fn(job)) or (False, the exception it raised) out; until the
-    parent sends None or goes away."""
+    parent goes away (its end of the pipe closed: killed or not, the worker then ends too)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    for end in parent_ends:  # inherited by the fork: held here, they would keep every pipe open
+        end.close()
     while True:
         try:
             job = conn.recv()
         except EOFError:
-            return
-        if job is None:
             return
         try:
             reply = (True, fn(job))
@@ -54,7 +56,7 @@ class Workers:
         self._processes: Dict[Connection, Any] = {}  # the parent's end of a worker's pipe -> the worker
         for _ in range(count):
             mine, theirs = context.Pipe()
-            process = context.Process(target=_serve, args=(theirs, fn), daemon=True)
+            process = context.Process(target=_serve, args=(theirs, fn, [*self._processes, mine]), daemon=True)
             process.start()
             theirs.close()
             self._processes[mine] = process
