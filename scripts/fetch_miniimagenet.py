@@ -301,9 +301,11 @@ def _worker_init():
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _unpack_in_child(conn, job):
+def _unpack_in_child(conn, job, parent_ends):
     """In a child process: unpack one archive and send back its result, or the exception it raised."""
     _worker_init()
+    for end in parent_ends:  # inherited by the fork: held open here, a parent's death would go unseen
+        end.close()
     try:
         result = unpack(*job)
     except Exception as e:  # noqa: BLE001  (re-raised in the parent, as if unpacked there)
@@ -341,7 +343,8 @@ def unpack_all(archives, target, workers, limit=None):
         while jobs or running:
             while jobs and len(running) < workers:
                 receive, send = ctx.Pipe(duplex=False)
-                child = ctx.Process(target=_unpack_in_child, args=(send, jobs.pop(0)), daemon=True)
+                child = ctx.Process(target=_unpack_in_child, args=(send, jobs.pop(0), [*running, receive]),
+                                    daemon=True)
                 child.start()
                 send.close()
                 running[receive] = child
