@@ -336,7 +336,8 @@ def unpack_all(archives, target, workers, limit=None):
         return
     # one process per archive, each with its own pipe, killed on the first error: no queue or lock shared
     # with a process that is killed, and a process that dies is an error (multiprocessing.Pool waits for
-    # its result forever)
+    # its result forever). The rule of pymeta.data.processes.Workers, written out here because this
+    # script runs before pymeta is installed, with the standard library only (fetch_data.sh's python3)
     ctx = multiprocessing.get_context("fork")
     running = {}  # the read end of a child's pipe -> the child
     try:

@@ -65,8 +65,9 @@ def main(argv=None) -> int:
                 raise ValueError(f"{path}: {e}") from None
         try:
             fig = draw(runs, a.x, a.title)
-        except (KeyError, TypeError) as e:
-            raise ValueError(f"a history entry without {e} (--x {a.x}): not the <model>_history.json of a "
+        except (KeyError, TypeError) as e:  # an entry without a key the axis needs, or not an object
+            what = f"without {e}" if isinstance(e, KeyError) else f"that is not a JSON object ({e})"
+            raise ValueError(f"a history entry {what} (--x {a.x}): not the <model>_history.json of a "
                              "pymeta run?") from None
         with atomic_write(a.output) as tmp:  # the old figure stays if the new one cannot be written
             fig.savefig(tmp, dpi=100)

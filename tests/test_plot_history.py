@@ -66,12 +66,14 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
     (tmp_path / "text.json").write_text("not json")
     (tmp_path / "dict.json").write_text('{"runs": 3}')
     (tmp_path / "no_seconds.json").write_text(json.dumps([{"iteration": 0, "val_loss": 1.0, "val_accuracy": 0.2}]))
+    (tmp_path / "numbers.json").write_text(json.dumps([1, 2]))
     out = tmp_path / "curves.png"
     out.write_bytes(b"old figure")
     cases = [([str(tmp_path / "missing.json")], f"{tmp_path}/missing.json: [Errno 2] No such file"),
              ([str(tmp_path / "text.json")], f"{tmp_path}/text.json: Expecting value"),
              ([str(tmp_path / "dict.json")], f"{tmp_path}/dict.json: not a pymeta history"),
              ([str(tmp_path / "no_seconds.json"), "--x", "minutes"], "a history entry without 'seconds' (--x minutes)"),
+             ([str(tmp_path / "numbers.json")], "a history entry that is not a JSON object"),
              ([str(good), "-o", str(tmp_path / "curves.txt")], "Format 'txt' is not supported")]
     for args, message in cases:
         if "-o" not in args:

@@ -51,7 +51,7 @@ class CollectsTaskData(Protocol):
 @runtime_checkable
 class DrawsClasses(Protocol):
     """A task that draws its classes at `reset`: never one of `class_ids_to_avoid`, the drawn ones in
-    `classes_ids`."""
+    `classes_ids` (both attributes exist from construction on: `isinstance` looks for them)."""
 
     class_ids_to_avoid: Set[Any]
     classes_ids: List[Any]

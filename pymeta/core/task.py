@@ -175,7 +175,7 @@ class ClassificationTask(SupervisedTask):
         y = np.asarray(y)
         if y.ndim != 1:
             raise ValueError(f"y must be a 1-D array of labels, got shape {y.shape}")
-        X = self._checked_inputs(X if isinstance(X, np.ndarray) else np.asarray(X))  # arrays: never copied
+        X = self._checked_inputs(np.asarray(X))  # an array is never copied (a list is converted)
         if len(X) != len(y):
             raise ValueError(f"X and y must have the same length, got {len(X)} and {len(y)}")
         if len(y) == 0:
@@ -310,24 +310,25 @@ class ClassificationTaskFromFiles(ClassificationTask):
         self._pool: Any = None  # the worker processes, shared by the copies a TaskDistribution draws
         super().__init__(np.asarray(X), y, num_training_samples_per_class, num_test_samples_per_class,
                          num_training_classes, split_train_test, class_ids_to_avoid)
-        if self.num_parallel_processes:  # after the checks: no process for a task that is refused
-            from pymeta.data.processes import Workers
-            self._pool = Workers(input_parse_fn, self.num_parallel_processes)
+        self._workers()  # after the checks: no process for a task that is refused
 
     def _checked_inputs(self, X: np.ndarray) -> np.ndarray:
         if X.ndim != 1:
             raise ValueError(f"X must be a 1-D array of file names [n], got shape {X.shape}")
         return X
 
+    def _workers(self) -> Any:
+        """The worker processes (None without num_parallel_processes), made anew after an error closed
+        them (then this copy's own)."""
+        if self.num_parallel_processes and (self._pool is None or self._pool.closed):
+            from pymeta.data.processes import Workers
+            self._pool = Workers(self.input_parse_fn, self.num_parallel_processes)
+        return self._pool
+
     def _load_inputs(self, rows):
         names = [self.X[i] for i in rows]
-        if self.num_parallel_processes:
-            if self._pool is None or self._pool.closed:  # again after an error (this copy's own)
-                from pymeta.data.processes import Workers
-                self._pool = Workers(self.input_parse_fn, self.num_parallel_processes)
-            loaded = list(self._pool.map(names))
-        else:
-            loaded = [self.input_parse_fn(n) for n in names]
+        workers = self._workers()
+        loaded = list(workers.map(names)) if workers else [self.input_parse_fn(n) for n in names]
         return as_float_inputs(np.stack(loaded))
 
 
