@@ -70,11 +70,16 @@ def test_a_failing_job_ends_map_at_once_and_kills_the_workers(workers, bad, erro
 
 
 def test_stopping_with_jobs_out_closes_the_workers(workers):
-    """Their results would otherwise reach the next map."""
-    w = workers(slow_square)
-    results = w.map(range(100))
-    assert next(results) == 0
+    """Their results would otherwise reach the next map. The jobs after the first sleep for a minute, so
+    they are surely out when the caller stops (with quick jobs all may be back by then, and the workers
+    then rightly stay open: the `zip` in the first test)."""
+    w = workers(job)
+    results = w.map([1, "sleep", "sleep", "sleep"])
+    assert next(results) == 1
+    start = time.monotonic()
     results.close()
+    assert time.monotonic() - start < 30  # killed, not waited for
+    assert multiprocessing.active_children() == []
     with pytest.raises(RuntimeError, match="closed"):
         next(w.map([1]))
 
