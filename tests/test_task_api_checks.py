@@ -115,8 +115,9 @@ def test_images_too_small_for_the_network_get_a_one_line_error():
 def test_inputs_that_are_not_arrays_of_numbers_are_refused_and_lists_are_taken():
     from pymeta.core.task import ClassificationTask, ClassificationTaskFromFiles
     X, y = np.random.rand(40, 3).astype(np.float32), np.repeat(np.arange(4), 10)
-    for bad in (np.array([None] * 40, dtype=object), np.array([f"img{i}.png" for i in range(40)]), np.float32(3)):
-        with pytest.raises(ValueError, match=r"^X must be an array of numbers \[n, \.\.\.\], got "):
+    for bad in (np.array([None] * 40, dtype=object), np.array([f"img{i}.png" for i in range(40)]), np.float32(3),
+                X + 1j):  # complex: cast to float32, it lost its imaginary part silently
+        with pytest.raises(ValueError, match=r"^X must be an array of real numbers \[n, \.\.\.\], got "):
             ClassificationTask(bad, y, 1, 1, 2)
     np.random.seed(5)
     from_list = ClassificationTask(X.tolist(), y.tolist(), 2, 1, 2)  # a list of rows: converted

@@ -153,7 +153,7 @@ class ClassificationTask(SupervisedTask):
     """N-way K-shot classification problems drawn from a labelled dataset.
 
     Args:
-        X: array of numbers [n, ...] (uint8 images are scaled to [0, 1] per batch); never copied (a list
+        X: array of real numbers [n, ...] (uint8 images are scaled to [0, 1] per batch); never copied (a list
             is converted to one).
         y: int labels [n].
         num_training_samples_per_class: K train (support) examples per class; -1 = all of the train part.
@@ -206,8 +206,9 @@ class ClassificationTask(SupervisedTask):
         self.reset()
 
     def _checked_inputs(self, X: np.ndarray) -> np.ndarray:
-        if X.ndim == 0 or not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
-            raise ValueError(f"X must be an array of numbers [n, ...], got {X.dtype} of shape {X.shape}")
+        if X.ndim == 0 or not (np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)
+                               or X.dtype == np.bool_):  # complex numbers would lose their imaginary part
+            raise ValueError(f"X must be an array of real numbers [n, ...], got {X.dtype} of shape {X.shape}")
         return X
 
     def _split_point(self, n):
