@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from pymeta.atomic import atomic_write
+from pymeta.data.h5_storage import first_storage_problem
 
 _NAME = re.compile(r"ckpt-(\d+)\.h5$")
 
@@ -134,6 +135,9 @@ def checkpoint_problem(path):
     an older pymeta) is only checked for finite values."""
     try:
         with h5py.File(path, "r") as f:
+            problem = first_storage_problem(f)  # before the checksum reads every dataset
+            if problem is not None:
+                return f"its {problem}"
             stored = f.attrs.get("sha256")
             if stored is not None and _digest(f) != (stored.decode() if isinstance(stored, bytes) else stored):
                 return "its checksum does not match its contents"

@@ -28,6 +28,7 @@ import numpy as np
 import pymeta.layers  # noqa: F401  (registers pymeta's layers for deserialisation)
 from pymeta.atomic import atomic_write
 from pymeta.checkpoint import read_checkpoint_weights
+from pymeta.data.h5_storage import MAX_COMPRESSION_RATIO, first_storage_problem, storage_problem
 
 _INNER_STATE = "pymeta_inner_optimizer_state"
 _SETTINGS = "pymeta_settings"
@@ -112,11 +113,18 @@ def load_inner_state(path) -> Optional[List[np.ndarray]]:
         if _INNER_STATE not in f:
             return None
         g = f[_INNER_STATE]
-        return [g[str(i)][()] for i in range(len(g))]
+        datasets = [g[str(i)] for i in range(len(g))]
+        for i, ds in enumerate(datasets):
+            problem = storage_problem(ds)
+            if problem is not None:
+                raise ValueError(f"{path!r}: its inner optimizer state '{_INNER_STATE}/{i}' {problem}: "
+                                 "pass --fresh_inner_state to start each task fresh")
+        return [ds[()] for ds in datasets]
 
 
 def load_model(path):
-    """The Keras model saved at `path` (not compiled)."""
+    """The Keras model saved at `path` (not compiled): its architecture is built from the file, so use it on
+    files you trust (the zoo's); `load_weights_into` reads a stranger's weights into a model of your own."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path!r}")
@@ -128,7 +136,9 @@ def load_model(path):
 
 def load_weights_into(model, path):
     """Copy the weights saved at `path` (a model file or a checkpoint) into `model`, checking that the
-    architectures match."""
+    architectures match. The file's own architecture is never built: its stored weights are compared with
+    `model`'s by their shapes (metadata), and read only then (a small file that declares a network of many
+    gigabytes, or weights it does not store, is a one-line error, not an out-of-memory kill)."""
     checkpoint = read_checkpoint_weights(os.fspath(path))
     if checkpoint is not None:
         for name, arrays, variables in (("theta", checkpoint[0], model.trainable_variables),
@@ -141,14 +151,87 @@ def load_weights_into(model, path):
             for v, a in zip(variables, arrays):
                 v.assign(a)
         return model
-    saved = load_model(path)
-    mine = [tuple(v.shape) for v in model.weights]
-    theirs = [tuple(v.shape) for v in saved.weights]
-    if mine != theirs:
-        raise ValueError(f"{path!r} holds a model of another architecture: weight shapes {theirs} "
-                         f"do not match this model's {mine}")
-    model.set_weights(saved.get_weights())
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no model file at {path!r}")
+    try:
+        if zipfile.is_zipfile(path):
+            _check_keras_archive(path)
+        else:
+            theirs = _stored_weight_shapes(path)
+            mine = [tuple(v.shape) for v in _saved_order(model)]
+            if theirs != mine:
+                raise _Mismatch(f"{path!r} holds a model of another architecture: weight shapes {theirs} "
+                                f"do not match this model's {mine}")
+        model.load_weights(path)
+    except _Mismatch as e:
+        raise ValueError(str(e)) from None
+    except Exception as e:  # h5py / Keras errors are obscure; name the file
+        reason = " ".join(str(e).split()) or type(e).__name__  # Keras' are paragraphs: one line
+        raise ValueError(f"cannot read the weights of a Keras model from {path!r} into this model: "
+                         f"{reason[:400]}") from None
     return model
+
+
+class _Mismatch(ValueError):
+    pass
+
+
+_REWRITE = "use a model file written by pymeta-train or keras.Model.save"
+
+
+def _saved_order(model) -> List[Any]:
+    """`model`'s variables in the order Keras' HDF5 files store them: layer by layer, each layer's trainable
+    then non-trainable ones, then the model's own."""
+    in_layers = [v for layer in model.layers for v in layer.trainable_weights + layer.non_trainable_weights]
+    own = [v for v in model.weights if not any(v is w for w in in_layers)]
+    return in_layers + [v for v in own if v.trainable] + [v for v in own if not v.trainable]
+
+
+def _names(group, attribute: str) -> List[str]:
+    """A list of names Keras stores in the attribute `attribute` of `group` (in pieces when long)."""
+    pieces = [attribute] if attribute in group.attrs else []
+    while f"{attribute}{len(pieces)}" in group.attrs:
+        pieces.append(f"{attribute}{len(pieces)}")
+    return [n.decode("utf8") if isinstance(n, bytes) else str(n) for p in pieces for n in group.attrs[p]]
+
+
+def _stored_weight_shapes(path: str) -> List[tuple]:
+    """The shapes of the weights a Keras HDF5 model file stores, in their order; each checked to be
+    stored in the file (`pymeta.data.h5_storage`), none read."""
+    shapes = []
+    with h5py.File(path, "r") as f:
+        group = f["model_weights"] if "layer_names" not in f.attrs and "model_weights" in f else f
+        layers = _names(group, "layer_names")
+        if not layers:
+            raise _Mismatch(f"{path!r} holds no Keras model weights (no layer_names): {_REWRITE}")
+        if "top_level_model_weights" in group:
+            layers.append("top_level_model_weights")
+        for layer in layers:
+            for name in _names(group[layer], "weight_names"):
+                ds = group[layer][name]
+                if not isinstance(ds, h5py.Dataset):
+                    raise _Mismatch(f"{path!r}: its weight '{layer}/{name}' is not a dataset")
+                problem = storage_problem(ds)
+                if problem is not None:
+                    raise _Mismatch(f"{path!r}: its weight '{layer}/{name}' {problem}: {_REWRITE}")
+                shapes.append(tuple(ds.shape))
+    return shapes
+
+
+def _check_keras_archive(path: str) -> None:
+    """A `.keras` file's weights are stored in it: the weights member expands at most
+    MAX_COMPRESSION_RATIO times, and every dataset in it is stored (`pymeta.data.h5_storage`)."""
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("model.weights.h5")
+        if info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
+            raise _Mismatch(f"{path!r}: its weights declare {info.file_size:,} bytes, more than "
+                            f"{MAX_COMPRESSION_RATIO} times the {info.compress_size:,} compressed bytes it stores: "
+                            f"{_REWRITE}")
+        with z.open(info) as member, h5py.File(member, "r") as f:
+            problem = first_storage_problem(f)
+        if problem is not None:
+            raise _Mismatch(f"{path!r}: its weight {problem}: {_REWRITE}")
 
 
 def warm_start(metalearner, path):

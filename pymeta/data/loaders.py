@@ -33,17 +33,13 @@ import os
 
 import numpy as np
 
+from .h5_storage import MAX_COMPRESSION_RATIO, storage_problem
 from .safe_pickle import MAX_BYTES, SLACK_BYTES, DatasetFileError, one_line, safe_load
 
 __all__ = ["load_omniglot", "load_miniimagenet", "HDF5_MAGIC", "DatasetFileError"]
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 SPLITS = ("train", "val", "test")
-MAX_COMPRESSION_RATIO = 128
-"""A compressed HDF5 dataset may hold at most this many times its stored bytes. Images compress far less
-(gzip -9 of 105x105 binary Omniglot images: 65x; of 28x28 ones 3.8x; of photos about 1x); gzip of zeros
-reaches 1000x, which let a 2 MB file make the loader allocate 2 GB."""
-
 _HINT = {
     "omniglot": "run `bash fetch_data.sh omniglot` and then `python scripts/make_omniglot_dataset.py` "
                 "(see README) to create it",
@@ -118,23 +114,9 @@ class _H5Reader:
         if nbytes > self.max_bytes or self.total + nbytes > self.max_bytes:
             self.fail(f"'{where}' declares {nbytes:,} bytes: the data read would exceed the cap of "
                       f"{self.max_bytes:,} bytes")
-        if ds.external or ds.is_virtual:
-            self.fail(f"'{where}' keeps its data outside the file (external or virtual dataset)")
-        stored = ds.id.get_storage_size()
-        if ds.chunks is not None and (ds.compression is not None or ds._filters):
-            expected = 1
-            for n, c in zip(ds.shape, ds.chunks):
-                expected *= -(-n // c)
-            if ds.id.get_num_chunks() < expected:
-                self.fail(f"'{where}' declares {nbytes:,} bytes but stores {stored:,} compressed bytes "
-                          "(unwritten chunks)")
-            if nbytes > MAX_COMPRESSION_RATIO * stored:
-                self.fail(f"'{where}' declares {nbytes:,} bytes, more than {MAX_COMPRESSION_RATIO} times the "
-                          f"{stored:,} compressed bytes it stores (images never compress that much; refused "
-                          "before decompressing): write it uncompressed, as scripts/make_*_dataset.py do")
-        elif stored < nbytes:
-            self.fail(f"'{where}' declares {nbytes:,} bytes but only {stored:,} are stored in the file "
-                      "(unwritten / fill-value data)")
+        problem = storage_problem(ds)
+        if problem is not None:
+            self.fail(f"'{where}' {problem}: write it uncompressed and whole, as scripts/make_*_dataset.py do")
         self.total += nbytes
 
     def dataset(self, group, key, where, kind, ndims):
