@@ -161,10 +161,10 @@ def load_weights_into(model, path):
             theirs = _stored_weight_shapes(path)
             mine = [tuple(v.shape) for v in _saved_order(model)]
             if theirs != mine:
-                raise _Mismatch(f"{path!r} holds a model of another architecture: weight shapes {theirs} "
+                raise _Refused(f"{path!r} holds a model of another architecture: weight shapes {theirs} "
                                 f"do not match this model's {mine}")
         model.load_weights(path)
-    except _Mismatch as e:
+    except _Refused as e:
         raise ValueError(str(e)) from None
     except Exception as e:  # h5py / Keras errors are obscure; name the file
         reason = " ".join(str(e).split()) or type(e).__name__  # Keras' are paragraphs: one line
@@ -173,8 +173,8 @@ def load_weights_into(model, path):
     return model
 
 
-class _Mismatch(ValueError):
-    pass
+class _Refused(ValueError):
+    """A file refused with a message of pymeta's own (other errors are Keras' or h5py's, reworded)."""
 
 
 _REWRITE = "use a model file written by pymeta-train or keras.Model.save"
@@ -204,17 +204,17 @@ def _stored_weight_shapes(path: str) -> List[tuple]:
         group = f["model_weights"] if "layer_names" not in f.attrs and "model_weights" in f else f
         layers = _names(group, "layer_names")
         if not layers:
-            raise _Mismatch(f"{path!r} holds no Keras model weights (no layer_names): {_REWRITE}")
+            raise _Refused(f"{path!r} holds no Keras model weights (no layer_names): {_REWRITE}")
         if "top_level_model_weights" in group:
             layers.append("top_level_model_weights")
         for layer in layers:
             for name in _names(group[layer], "weight_names"):
                 ds = group[layer][name]
                 if not isinstance(ds, h5py.Dataset):
-                    raise _Mismatch(f"{path!r}: its weight '{layer}/{name}' is not a dataset")
+                    raise _Refused(f"{path!r}: its weight '{layer}/{name}' is not a dataset")
                 problem = storage_problem(ds)
                 if problem is not None:
-                    raise _Mismatch(f"{path!r}: its weight '{layer}/{name}' {problem}: {_REWRITE}")
+                    raise _Refused(f"{path!r}: its weight '{layer}/{name}' {problem}: {_REWRITE}")
                 shapes.append(tuple(ds.shape))
     return shapes
 
@@ -225,13 +225,13 @@ def _check_keras_archive(path: str) -> None:
     with zipfile.ZipFile(path) as z:
         info = z.getinfo("model.weights.h5")
         if info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
-            raise _Mismatch(f"{path!r}: its weights declare {info.file_size:,} bytes, more than "
+            raise _Refused(f"{path!r}: its weights declare {info.file_size:,} bytes, more than "
                             f"{MAX_COMPRESSION_RATIO} times the {info.compress_size:,} compressed bytes it stores: "
                             f"{_REWRITE}")
         with z.open(info) as member, h5py.File(member, "r") as f:
             problem = first_storage_problem(f)
         if problem is not None:
-            raise _Mismatch(f"{path!r}: its weight {problem}: {_REWRITE}")
+            raise _Refused(f"{path!r}: its weight {problem}: {_REWRITE}")
 
 
 def warm_start(metalearner, path):
