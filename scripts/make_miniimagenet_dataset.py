@@ -36,7 +36,7 @@ import time
 
 import numpy as np
 
-from pymeta.data.files import NotARegularFile, open_regular, regular_files
+from pymeta.data.files import NotARegularFile, open_regular, read_image, regular_files
 from pymeta.data.processes import WorkerDied, Workers
 
 SPLITS = ("train", "val", "test")
@@ -121,15 +121,9 @@ def scan_csv(root):
 def load_image(path, size):
     from PIL import Image
     try:
-        with open_regular(path) as f, Image.open(f) as im:
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            if size > 0 and im.size != (size, size):
-                im = im.resize((size, size), resample=Image.Resampling.LANCZOS)
-            a = np.asarray(im, dtype=np.uint8)
-    except Exception as e:  # OSError, UnidentifiedImageError, DecompressionBombError, ...
+        return read_image(path, "RGB", size, Image.Resampling.LANCZOS)
+    except Exception as e:  # OSError, UnidentifiedImageError, DecompressionBombWarning / Error, ...
         raise DataError(f"cannot read image {path}: {e}") from None
-    return a
 
 
 def decode_chunk(paths, size):

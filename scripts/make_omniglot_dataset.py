@@ -29,7 +29,7 @@ import sys
 
 import numpy as np
 
-from pymeta.data.files import NotARegularFile, open_regular, regular_files
+from pymeta.data.files import NotARegularFile, read_image, regular_files
 
 PARTS = (("train", "images_background"), ("test", "images_evaluation"))
 IMAGE_EXTS = (".png",)
@@ -72,14 +72,9 @@ def scan(root):
 
 
 def load_image(path, size, invert, resample):
-    from PIL import Image
     try:
-        with open_regular(path) as f, Image.open(f) as im:
-            im = im.convert("L")
-            if size > 0 and im.size != (size, size):
-                im = im.resize((size, size), resample=resample)
-            a = np.asarray(im, dtype=np.uint8)
-    except Exception as e:  # OSError, UnidentifiedImageError, DecompressionBombError, ...
+        a = read_image(path, "L", size, resample)
+    except Exception as e:  # OSError, UnidentifiedImageError, DecompressionBombWarning / Error, ...
         raise DataError(f"cannot read image {path}: {e}") from None
     return 255 - a if invert else a
 

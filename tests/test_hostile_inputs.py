@@ -1,9 +1,12 @@
 """Hostile input folders and CSVs for the data preparation scripts (issue #38, item 7): a fifo named like
-an image or a CSV, a CSV field over csv's 128 KiB limit, a byte that is not UTF-8 in a CSV. Each ends
+an image or a CSV, a CSV field over csv's 128 KiB limit, a byte that is not UTF-8 in a CSV, a small PNG
+that declares 90 million pixels. Each ends
 within seconds with exit status 2 and one line naming the file, and leaves any earlier output as it was."""
 
 import os
+import struct
 import time
+import zlib
 
 import pytest
 
@@ -107,3 +110,32 @@ def test_fetch_miniimagenet_bad_source_is_one_line(tmp_path, case):
                            "--images-per-class", 0)
     assert_one_line(proc, secs, *words, prefix="[fetch_data] ERROR:")
     assert not dest.exists() and os.listdir(dest.parent) == []  # nothing half-done left behind
+
+
+def _png_of_zeros(path, width, height):
+    """A grayscale PNG of `width` x `height` black pixels: 90 million of them compress to 90 KB."""
+    packer = zlib.compressobj(9)
+    row = bytes(width + 1)  # filter byte + pixels
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("script", ["make_omniglot_dataset.py", "make_miniimagenet_dataset.py"])
+def test_an_image_of_90_million_pixels_is_refused_before_it_is_decoded(tmp_path, old_output, script):
+    """PIL only warned between 89 and 179 million pixels, and decoded it (270 MB in RGB; 144 million: 432 MB)."""
+    root = tmp_path / "in"
+    if script == "make_omniglot_dataset.py":
+        make_omniglot_tree(root, alphabets=(1, 1), chars_per_alphabet=2, drawings=2)
+        folder = root / "images_background" / "Bg_z" / "character02"
+    else:
+        make_miniimagenet_folders(root, classes=(1, 1, 1), images_per_class=2, size=(8, 8))
+        folder = next((root / "val").iterdir())
+    _png_of_zeros(folder / "big.png", 10_000, 9_000)
+    assert (folder / "big.png").stat().st_size < 200_000
+    proc, secs = run_timed(script, "-i", root, "-o", old_output, "-q", *(["--workers", 1] if "mini" in script else []))
+    assert_one_line(proc, secs, "cannot read image", "big.png", "Image size (90000000 pixels) exceeds limit of")
+    assert old_output.read_bytes() == b"earlier output"
