@@ -155,14 +155,15 @@ def load_weights_into(model, path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path!r}")
     try:
-        if zipfile.is_zipfile(path):
-            _check_keras_archive(path)
+        if zipfile.is_zipfile(path):  # .keras: Keras checks each layer's shapes, but ignores layers it lacks
+            theirs = sorted(_archive_weight_shapes(path))
+            mine = sorted(tuple(v.shape) for v in model.weights)
         else:
             theirs = _stored_weight_shapes(path)
             mine = [tuple(v.shape) for v in _saved_order(model)]
-            if theirs != mine:
-                raise _Refused(f"{path!r} holds a model of another architecture: weight shapes {theirs} "
-                                f"do not match this model's {mine}")
+        if theirs != mine:
+            raise _Refused(f"{path!r} holds a model of another architecture: weight shapes {theirs} "
+                           f"do not match this model's {mine}")
         model.load_weights(path)
     except _Refused as e:
         raise ValueError(str(e)) from None
@@ -219,19 +220,24 @@ def _stored_weight_shapes(path: str) -> List[tuple]:
     return shapes
 
 
-def _check_keras_archive(path: str) -> None:
-    """A `.keras` file's weights are stored in it: the weights member expands at most
-    MAX_COMPRESSION_RATIO times, and every dataset in it is stored (`pymeta.data.h5_storage`)."""
+def _archive_weight_shapes(path: str) -> List[tuple]:
+    """The shapes of the model weights a `.keras` file stores (not its optimizer's); checked to be stored
+    in it: the weights member expands at most MAX_COMPRESSION_RATIO times, every dataset in it is stored
+    (`pymeta.data.h5_storage`); none read."""
     with zipfile.ZipFile(path) as z:
         info = z.getinfo("model.weights.h5")
         if info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
             raise _Refused(f"{path!r}: its weights declare {info.file_size:,} bytes, more than "
-                            f"{MAX_COMPRESSION_RATIO} times the {info.compress_size:,} compressed bytes it stores: "
-                            f"{_REWRITE}")
+                           f"{MAX_COMPRESSION_RATIO} times the {info.compress_size:,} compressed bytes it stores: "
+                           f"{_REWRITE}")
         with z.open(info) as member, h5py.File(member, "r") as f:
             problem = first_storage_problem(f)
-        if problem is not None:
-            raise _Refused(f"{path!r}: its weight {problem}: {_REWRITE}")
+            shapes: List[tuple] = []
+            f.visititems(lambda name, obj: shapes.append(tuple(obj.shape)) if isinstance(obj, h5py.Dataset)
+                         and not name.startswith("optimizer/") else None)
+    if problem is not None:
+        raise _Refused(f"{path!r}: its weight {problem}: {_REWRITE}")
+    return shapes
 
 
 def warm_start(metalearner, path):

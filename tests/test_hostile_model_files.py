@@ -152,3 +152,26 @@ def test_a_checkpoint_of_gzip_zeros_is_refused_before_its_checksum_reads_it(tmp_
     from pymeta import make_sinusoid_model
     with pytest.raises(ValueError, match=r"cannot be used: its 'theta/0' declares 400,000,000 bytes"):
         load_weights_into(make_sinusoid_model(), path)
+
+
+def test_a_keras_archive_is_compared_whole_with_the_model(tmp_path):
+    """Keras' load_weights of a .keras file ignores the layers the model lacks: a file of three layers
+    loaded into a model of its first one without a word. The stored shapes are compared first (the
+    optimizer's state in the file left out), and a compiled conv net comes back exactly."""
+    import keras
+
+    from pymeta import make_omniglot_cnn_model
+    from pymeta.model_io import load_weights_into, save_model
+    path = save_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(4), keras.layers.Dense(1)]),
+                      tmp_path / "two.keras")
+    for layers in ([4], [4, 1, 1]):
+        model = keras.Sequential([keras.Input((1,))] + [keras.layers.Dense(n) for n in layers])
+        with pytest.raises(ValueError, match=r"two.keras' holds a model of another architecture: weight shapes "
+                                             r"\[\(1,\), \(1, 4\), \(4,\), \(4, 1\)\] do not match this model's"):
+            load_weights_into(model, path)
+    trained = make_omniglot_cnn_model(5)
+    trained.compile(optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy")
+    trained.fit(np.random.rand(8, 28, 28, 1).astype("float32"), np.arange(8) % 5, verbose=0)  # optimizer state too
+    fresh = load_weights_into(make_omniglot_cnn_model(5), save_model(trained, tmp_path / "conv.keras"))
+    for mine, theirs in zip(fresh.weights, trained.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
