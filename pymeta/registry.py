@@ -3,6 +3,8 @@ dataset's file lives by default. Importable without TensorFlow or numpy (`--help
 
 import os
 
+from pymeta.paths import special_kind
+
 SUPERVISED_DATASETS = ("sinusoid", "omniglot", "miniimagenet")
 # reinforcement learning (pymeta.rl): the MAML experiments' defaults of each task distribution
 # (cbfinn/maml_rl; `pymeta.rl.problems.DEFAULTS` is this dict)
@@ -34,6 +36,10 @@ def check_data_file(dataset, data_path=None):
     if dataset == "sinusoid" or dataset not in DEFAULT_DATA_PATHS:
         return None
     path = data_path or default_data_path(dataset)
+    kind = special_kind(path)
+    if kind is not None:
+        raise FileNotFoundError(f"{path!r} is {kind}, not the {dataset} data file: give the file "
+                                f"scripts/make_{dataset}_dataset.py wrote (--data_path)")
     if not os.path.exists(path):
         looked = repr(path) if data_path else f"{DEFAULT_DATA_PATHS[dataset]} or its .h5"
         raise FileNotFoundError(

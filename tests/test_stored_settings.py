@@ -413,3 +413,22 @@ def test_missing_data_file_names_what_the_preparation_script_writes(dataset, wri
     with pytest.raises(FileNotFoundError) as e:
         check_data_file(dataset)
     assert f"which writes {written} " in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_model_or_data_path_that_is_not_a_file_is_named_so_before_tensorflow(tmp_path, kind):
+    """A folder or fifo given as a file was "not found" (or, read, would block): what it is, in one line."""
+    path = tmp_path / "x.h5"
+    os.mkdir(path) if kind == "folder" else os.mkfifo(path)
+    code, stderr, stdout, _ = run_cli(META_TEST, "--model", path)
+    assert_one_line_before_tensorflow(code, stderr, stdout, f"'{path}' is a {kind}, not a model file")
+    code, stderr, stdout, _ = run_cli("pymeta.cli.train", "--dataset=omniglot", f"--data_path={path}",
+                                      f"--model_save_filename={tmp_path}/out/m.h5")
+    assert_one_line_before_tensorflow(code, stderr, stdout, f"'{path}' is a {kind}, not the omniglot data file")
+    code, stderr, stdout, _ = run_cli("pymeta.cli.train", "--dataset=sinusoid", f"--init_model={path}",
+                                      f"--model_save_filename={tmp_path}/out/m.h5")
+    assert_one_line_before_tensorflow(code, stderr, stdout, f"--init_model: '{path}' is a {kind}, not a model file")
+    assert not os.path.exists(tmp_path / "out")
+    from pymeta.data import DatasetFileError, load_omniglot
+    with pytest.raises(DatasetFileError, match=f"is a {kind}, not a dataset file"):
+        load_omniglot(path)

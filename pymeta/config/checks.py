@@ -18,6 +18,7 @@ from pymeta.config.gym_kwargs import check_env_kwargs
 from pymeta.config.memory import check_memory
 from pymeta.config.sections import MetaTestConfig, RunConfig, TaskConfig
 from pymeta.core import bounds
+from pymeta.paths import special_kind
 from pymeta.registry import RL_DATASETS, RL_GYM_DATASETS, RL_METAMODELS
 from pymeta.runtime import PRECISIONS
 
@@ -189,7 +190,9 @@ def check_config(c: RunConfig) -> None:
     if os.path.splitext(c.model_save_filename)[1] not in (".h5", ".keras"):
         raise ValueError(f"--model_save_filename must end in .h5 or .keras, got {c.model_save_filename!r}")
     if c.init_model and not os.path.isfile(c.init_model):
-        raise ValueError(f"--init_model: no model file at {c.init_model!r}")
+        kind = special_kind(c.init_model)
+        raise ValueError(f"--init_model: {c.init_model!r} is {kind}, not a model file" if kind else
+                         f"--init_model: no model file at {c.init_model!r}")
 
 
 def check_ranks(c: RunConfig, ranks: int) -> None:

@@ -21,6 +21,7 @@ from pymeta.config.bounded_json import loads_bounded
 from pymeta.config.checks import check_field, check_type, env_kwargs
 from pymeta.config.records import METATEST_PROTOCOL, MODEL_SETTINGS
 from pymeta.config.sections import MetaTestConfig, RunConfig
+from pymeta.paths import special_kind
 
 MAX_SETTINGS_BYTES = 1 << 20  # pymeta writes about 2 KB
 SETTINGS_ATTRIBUTE = "pymeta_settings"  # pymeta.model_io writes it; .keras: SETTINGS_ATTRIBUTE + ".json"
@@ -49,6 +50,10 @@ def read_unchecked_settings(path: Union[str, os.PathLike]) -> Optional[Dict[str,
     or None; FileNotFoundError for a missing file, StoredSettingsError for an unreadable record."""
     path = os.fspath(path)
     if not os.path.isfile(path):
+        kind = special_kind(path)
+        if kind is not None:
+            raise StoredSettingsError(f"{path!r} is {kind}, not a model file: give the .h5 or .keras file "
+                                      "pymeta-train wrote (or a checkpoint)")
         raise FileNotFoundError(f"no model file at {path!r}")
     raw = _read_raw(path)
     if raw is None:

@@ -6,6 +6,8 @@ import stat
 import warnings
 from typing import Any
 
+from pymeta.paths import kind_of_mode
+
 __all__ = ["NotARegularFile", "open_regular", "read_image", "regular_files"]
 
 
@@ -14,9 +16,8 @@ class NotARegularFile(OSError):
 
 
 def _refuse(path, mode):
-    kind = "a fifo" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) \
-        else "a socket" if stat.S_ISSOCK(mode) else "a folder" if stat.S_ISDIR(mode) else "not a regular file"
-    return NotARegularFile(f"{path} is {kind}, not a regular file: remove it or move it out of the dataset folder")
+    return NotARegularFile(f"{path} is {kind_of_mode(mode)}, not a regular file: remove it or move it out of the "
+                           "dataset folder")
 
 
 def open_regular(path):

@@ -33,6 +33,8 @@ import os
 
 import numpy as np
 
+from pymeta.paths import special_kind
+
 from .h5_storage import MAX_COMPRESSION_RATIO, storage_problem
 from .safe_pickle import MAX_BYTES, SLACK_BYTES, DatasetFileError, one_line, safe_load
 
@@ -61,6 +63,10 @@ def _read_raw(path, which, max_bytes):
     """Return (obj, file size): a pickle's object, or for HDF5 a dict-of-numpy in the pickle layout."""
     path = os.fspath(path)
     if not os.path.isfile(path):
+        kind = special_kind(path)
+        if kind is not None:
+            raise DatasetFileError(f"{path!r} is {kind}, not a dataset file: give the file "
+                                   f"scripts/make_{which}_dataset.py wrote")
         raise FileNotFoundError(f"{which} dataset file not found: {path!r}; {_HINT[which]}.")
     size = os.path.getsize(path)
     if _is_hdf5(path):
