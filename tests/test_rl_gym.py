@@ -188,6 +188,9 @@ def test_unknown_env_id_is_a_one_line_error():
     with pytest.raises(ValueError, match="unknown gymnasium environment id 'NoSuchEnv-v0'") as e:
         GymTask("NoSuchEnv-v0")
     assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="env must be a gymnasium environment id or a function returning an "
+                                         "environment, got int 5"):  # was "'int' object is not callable"
+        GymTask(5)
 
 
 def test_missing_gymnasium_names_the_install_command(monkeypatch):

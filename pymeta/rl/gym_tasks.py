@@ -145,6 +145,9 @@ class GymTask(RLTask):
                  vectorization: str = "sync", make_kwargs: Optional[dict] = None, **kwargs: Any):
         if vectorization not in ("sync", "async"):
             raise ValueError(f"vectorization must be 'sync' or 'async', got {vectorization!r}")
+        if not (isinstance(env, str) or callable(env)):
+            raise ValueError(f"env must be a gymnasium environment id or a function returning an environment, "
+                             f"got {type(env).__name__} {env!r}")
         self.env = env
         self.sample_task_params = sample_task_params or dict
         self.reward_fn = reward_fn
