@@ -29,6 +29,7 @@ import pymeta.layers  # noqa: F401  (registers pymeta's layers for deserialisati
 from pymeta.atomic import atomic_write
 from pymeta.checkpoint import read_checkpoint_weights
 from pymeta.data.h5_storage import MAX_COMPRESSION_RATIO, first_storage_problem, storage_problem
+from pymeta.paths import special_kind
 
 _INNER_STATE = "pymeta_inner_optimizer_state"
 _SETTINGS = "pymeta_settings"
@@ -125,13 +126,23 @@ def load_inner_state(path) -> Optional[List[np.ndarray]]:
 def load_model(path):
     """The Keras model saved at `path` (not compiled): its architecture is built from the file, so use it on
     files you trust (the zoo's); `load_weights_into` reads a stranger's weights into a model of your own."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no model file at {path!r}")
+    path = _model_file(path)
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as e:  # h5py / Keras errors are obscure; name the file
         raise ValueError(f"cannot read a Keras model from {path!r}: {e}") from e
+
+
+def _model_file(path) -> str:
+    """`path` as a str, if it is a regular file: FileNotFoundError if nothing is there, ValueError for a
+    folder, fifo or device (opening a fifo would block)."""
+    path = os.fspath(path)
+    kind = special_kind(path)
+    if kind is not None:
+        raise ValueError(f"{path!r} is {kind}, not a model file")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no model file at {path!r}")
+    return path
 
 
 def load_weights_into(model, path):
@@ -139,21 +150,19 @@ def load_weights_into(model, path):
     architectures match. The file's own architecture is never built: its stored weights are compared with
     `model`'s by their shapes (metadata), and read only then (a small file that declares a network of many
     gigabytes, or weights it does not store, is a one-line error, not an out-of-memory kill)."""
-    checkpoint = read_checkpoint_weights(os.fspath(path))
+    path = _model_file(path)
+    checkpoint = read_checkpoint_weights(path)
     if checkpoint is not None:
         for name, arrays, variables in (("theta", checkpoint[0], model.trainable_variables),
                                         ("model state", checkpoint[1], model.non_trainable_variables)):
             shapes = [tuple(a.shape) for a in arrays]
             if shapes != [tuple(v.shape) for v in variables]:
-                raise ValueError(f"checkpoint {os.fspath(path)!r} holds a model of another architecture: "
+                raise ValueError(f"checkpoint {path!r} holds a model of another architecture: "
                                  f"{name} shapes {shapes} do not match this model's "
                                  f"{[tuple(v.shape) for v in variables]}")
             for v, a in zip(variables, arrays):
                 v.assign(a)
         return model
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no model file at {path!r}")
     try:
         if zipfile.is_zipfile(path):  # .keras: Keras checks each layer's shapes, but ignores layers it lacks
             theirs = sorted(_archive_weight_shapes(path))

@@ -175,3 +175,18 @@ def test_a_keras_archive_is_compared_whole_with_the_model(tmp_path):
     fresh = load_weights_into(make_omniglot_cnn_model(5), save_model(trained, tmp_path / "conv.keras"))
     for mine, theirs in zip(fresh.weights, trained.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
+
+
+def test_a_fifo_or_folder_named_like_a_model_file_is_refused_without_opening_it(tmp_path):
+    """From Python (the command line refuses them earlier): opening a fifo blocks until someone writes."""
+    from pymeta import make_sinusoid_model
+    from pymeta.model_io import load_model, load_weights_into
+    os.mkfifo(tmp_path / "fifo.h5")
+    os.mkdir(tmp_path / "folder.keras")
+    for name, kind in (("fifo.h5", "a fifo"), ("folder.keras", "a folder")):
+        with pytest.raises(ValueError, match=f"{name}' is {kind}, not a model file"):
+            load_weights_into(make_sinusoid_model(), tmp_path / name)
+        with pytest.raises(ValueError, match=f"{name}' is {kind}, not a model file"):
+            load_model(tmp_path / name)
+    with pytest.raises(FileNotFoundError, match="no model file at"):
+        load_weights_into(make_sinusoid_model(), tmp_path / "none.h5")
