@@ -1,10 +1,14 @@
 """What is at a path that should be a file: a folder, a fifo, a device or a socket is named in a one-line
-error instead of "not found" (or a read that blocks forever). Standard library only: the checks that run
-before TensorFlow and numpy import it."""
+error instead of "not found" (or a read that blocks forever); and whether a path is inside this
+checkout's model zoo (`pretrained/`), which runs never write into. Standard library only: the checks
+that run before TensorFlow and numpy import it."""
 
 import os
 import stat
 from typing import Optional, Union
+
+ZOO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained")
+"""The model zoo of this checkout (`pymeta.zoo`): the models behind the results tables."""
 
 
 def kind_of_mode(mode: int) -> str:
@@ -23,3 +27,12 @@ def special_kind(path: Union[str, os.PathLike]) -> Optional[str]:
     except OSError:
         return None
     return None if stat.S_ISREG(mode) else kind_of_mode(mode)
+
+
+def inside_zoo(path: Union[str, os.PathLike]) -> bool:
+    """True if `path` (after following links) is inside this checkout's model zoo: `ZOO_DIR`, when it holds
+    the zoo's `index.json` (an installed wheel has none)."""
+    if not os.path.isfile(os.path.join(ZOO_DIR, "index.json")):
+        return False
+    zoo = os.path.realpath(ZOO_DIR)
+    return os.path.commonpath([zoo, os.path.realpath(path)]) == zoo

@@ -24,11 +24,12 @@ import os
 import shlex
 from typing import Any, Dict, List, Optional
 
+from pymeta.paths import ZOO_DIR
 from pymeta.runtime import PRECISIONS  # no TensorFlow
 
 SCHEMA_VERSION = 2  # 2: every result records `measured_on`
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_INDEX = os.path.join(REPO_ROOT, "pretrained", "index.json")
+REPO_ROOT = os.path.dirname(ZOO_DIR)
+DEFAULT_INDEX = os.path.join(ZOO_DIR, "index.json")
 
 BENCHMARKS = ("omniglot", "miniimagenet", "navigation2d", "halfcheetah_vel", "halfcheetah_dir", "ant_dir")
 METRICS = ("accuracy_percent", "return_by_step")

@@ -20,6 +20,7 @@ from absl import app, flags
 from pymeta.cli._common import checked_then_run, run_program
 from pymeta.cli.metatest import checked_config
 from pymeta.config import CliOptions, MetaTestConfig, define_flags
+from pymeta.config.checks import check_not_in_zoo
 from pymeta.config.records import METATEST_PROTOCOL
 
 logger = logging.getLogger("pymeta.cli")
@@ -58,7 +59,10 @@ def main(argv: List[str]) -> int:
         if flags.FLAGS["split"].present and flags.FLAGS.split != "val":
             raise ValueError("the step count is chosen on the validation tasks only: drop --split")
         flags.FLAGS.split = "val"  # so that the protocol line printed first says what is evaluated
-        return checked_config(flags.FLAGS), candidates
+        c = checked_config(flags.FLAGS)
+        if flags.FLAGS.record:
+            check_not_in_zoo(c.model)  # the choice is written into the model file
+        return c, candidates
 
     return checked_then_run(check, lambda checked: choose(*checked, flags.FLAGS.record))
 

@@ -380,3 +380,30 @@ def test_remeasure_navigation2d_row_task_by_task(tmp_path):
     np.testing.assert_array_equal(d["task_params"], recorded["task_params"])  # the same 40 goals
     np.testing.assert_allclose(d["returns_by_task"], recorded["returns_by_task"], atol=1e-3, rtol=0)
     assert [round(x, 2) for x in d["returns_by_step"]] == r["mean"]
+
+
+def test_no_run_writes_into_the_zoo(tmp_path):
+    """Training, meta-test and choose_test_steps refuse an output inside pretrained/ (the docs said runs
+    never write there; `--model_save_filename=pretrained/x.h5` did), before any work; elsewhere is fine."""
+    from pymeta.config.checks import check_output_folders
+    from pymeta.paths import ZOO_DIR, inside_zoo
+    assert os.path.isfile(os.path.join(ZOO_DIR, "index.json"))
+    for path in (os.path.join(ZOO_DIR, "x.h5"), os.path.join(ZOO_DIR, "omniglot", "new", "x.json"), ZOO_DIR + os.sep):
+        assert inside_zoo(path)
+        with pytest.raises(ValueError, match=r"is inside the model zoo .* write under runs/"):
+            check_output_folders(path)
+    os.symlink(os.path.join(ZOO_DIR, "omniglot"), tmp_path / "link")  # a link into the zoo is inside too
+    with pytest.raises(ValueError, match="is inside the model zoo"):
+        check_output_folders(str(tmp_path / "link" / "x.json"))
+    assert not inside_zoo(os.path.dirname(ZOO_DIR) + os.sep + "pretrained_other/x.h5")
+    check_output_folders(str(tmp_path / "runs" / "x.h5"))
+    before = sorted(os.listdir(ZOO_DIR))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    for cmd in ([sys.executable, "-m", "pymeta.cli.train", "--dataset=sinusoid", "--num_outer_metatraining_iterations=1",
+                 f"--model_save_filename={os.path.join(ZOO_DIR, 'x.h5')}"],
+                [sys.executable, "-m", "pymeta.cli.metatest", "--pretrained", "navigation2d_maml",
+                 "--output", os.path.join(ZOO_DIR, "x.json")]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(
+            f"error: cannot write to {os.path.join(ZOO_DIR, 'x')}"), proc.stderr[-2000:]
+    assert sorted(os.listdir(ZOO_DIR)) == before

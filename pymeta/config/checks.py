@@ -18,7 +18,7 @@ from pymeta.config.gym_kwargs import check_env_kwargs
 from pymeta.config.memory import check_memory
 from pymeta.config.sections import MetaTestConfig, RunConfig, TaskConfig
 from pymeta.core import bounds
-from pymeta.paths import special_kind
+from pymeta.paths import ZOO_DIR, inside_zoo, special_kind
 from pymeta.registry import RL_DATASETS, RL_GYM_DATASETS, RL_METAMODELS
 from pymeta.runtime import PRECISIONS
 
@@ -304,12 +304,24 @@ def read_test_tasks(path: str) -> List[Any]:
     return data
 
 
+def check_not_in_zoo(path: str) -> str:
+    """`path`, unless it is inside the model zoo `pretrained/`: ValueError (one line). A run that wrote
+    there could replace a model behind a results table; publishing one is a deliberate copy."""
+    if inside_zoo(path):
+        raise ValueError(f"cannot write to {path}: it is inside the model zoo ({ZOO_DIR}), which holds the "
+                         "models behind the results tables: write under runs/, then publish a finished model "
+                         "as docs/how-to/add-to-zoo.md says")
+    return path
+
+
 def check_output_folders(*paths: str) -> None:
     """Raise ValueError naming the folder if a file cannot be created at each of `paths` (a path
     ending in os.sep is a folder itself; a link: where it points): the nearest existing folder must be a
-    writable directory, and the path no device or pipe (`pymeta.atomic.check_not_special`)."""
+    writable directory, and the path no device or pipe (`pymeta.atomic.check_not_special`), nor inside the
+    model zoo (`pymeta.paths.inside_zoo`)."""
     for path in paths:
         is_folder = path.endswith(os.sep)
+        check_not_in_zoo(path)
         path = os.path.realpath(check_not_special(path))
         folder = path if is_folder else os.path.dirname(path)
         probe = folder
