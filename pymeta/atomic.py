@@ -15,8 +15,9 @@ import errno
 import json
 import os
 import secrets
-import stat
 from typing import Any, Iterator
+
+from pymeta.paths import special_kind
 
 
 @contextlib.contextmanager
@@ -46,11 +47,7 @@ def atomic_write(path: "str | os.PathLike") -> Iterator[str]:
 def check_not_special(path: str) -> str:
     """`path`, if it is a regular file, a folder or nothing yet (after following links); ValueError (one
     line) for a device, a pipe or a socket: an atomic write would replace it instead of writing to it."""
-    try:
-        mode = os.stat(path).st_mode  # follows links, /dev/stdout's to a pipe too
-    except OSError:  # nothing there yet (or a link to nothing yet)
-        return path
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    if special_kind(path) not in (None, "a folder"):  # follows links, /dev/stdout's to a pipe too
         raise ValueError(f"cannot write to {path}: it is a device or a pipe, not a file (pymeta writes a "
                          "complete new file and renames it onto the name): give a file path")
     return path

@@ -21,7 +21,7 @@ Every problem with a file (corrupt, truncated, hostile, wrong layout) raises
 file; a missing file raises FileNotFoundError saying how to create it. Reading is bounded by the file:
 pickles as in :mod:`pymeta.data.safe_pickle`; an HDF5 dataset must be stored in the file (a dataset
 declaring more bytes than are stored, e.g. only a fill value, is refused; a compressed one must have
-every chunk written and expand at most MAX_COMPRESSION_RATIO times), hard links only, each dataset read
+every chunk written and expand at most `h5_storage.MAX_COMPRESSION_RATIO` times), hard links only, each dataset read
 once, strings read one by one within the file's size; labels must be class indices below the number of
 images (or of the names given), so no label makes the loader build more than that many names. An HDF5
 file is checked whole before any image is read: its layout, dtypes and shapes (as many labels as
@@ -35,7 +35,7 @@ import numpy as np
 
 from pymeta.paths import special_kind
 
-from .h5_storage import MAX_COMPRESSION_RATIO, storage_problem
+from .h5_storage import storage_problem
 from .safe_pickle import MAX_BYTES, SLACK_BYTES, DatasetFileError, one_line, safe_load
 
 __all__ = ["load_omniglot", "load_miniimagenet", "HDF5_MAGIC", "DatasetFileError"]
@@ -79,7 +79,7 @@ def _read_raw(path, which, max_bytes):
 class _H5Reader:
     """Reads datasets and string attributes of one HDF5 file within bounds: a dataset must be stored in
     the file (no fill-value-only / unallocated / partly written / external data; a compressed dataset
-    has every chunk stored and expands at most MAX_COMPRESSION_RATIO times), and is read at most once
+    has every chunk stored and expands at most `h5_storage.MAX_COMPRESSION_RATIO` times), and is read at most once
     (a dataset linked under two names is refused); everything read adds up to at most ``max_bytes``;
     strings add up to at most the file's size + 1 MiB and are read one by one, so strings referencing
     the same stored text cannot multiply it."""
